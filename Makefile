@@ -1,0 +1,60 @@
+# arabic_r1 — two commands for a newcomer: `make reproduce` (the smoke run) and `make test`.
+# Both create/use the virtualenv .venv in the repo and install what they need on a fresh machine.
+#
+# On a CPU machine the local CPU wheel torch==2.13.0 is pinned first (an unpinned torch pulls a multi-GB CUDA
+# build), and Unsloth is installed --no-deps with its small dependencies so its CPU fallback is importable.
+# On a GPU machine (nvidia-smi finds a GPU) the `gpu` extra installs the full Unsloth stack and the existing
+# CUDA torch is kept.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+PROFILE ?= smoke
+ARGS   ?=
+TORCH_CPU := torch==2.13.0
+UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install reproduce test test-slow quality lab doctor clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(HAS_GPU),1)
+	$(PIP) install -q -e ".[gpu,dev]"
+else
+	$(PIP) install -q $(TORCH_CPU)
+	$(PIP) install -q -e ".[dev,unsloth-cpu]"
+	$(PIP) install -q --no-deps $(UNSLOTH)
+endif
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: every phase notebook that exists, on $(PROFILE) (default: the embedded CPU smoke profile).
+reproduce: install
+	$(VENV)/bin/arabic-r1 reproduce --params $(PROFILE) $(ARGS)
+
+## The default test suite (slow and GPU tests are opt-in: make test-slow / pytest -m gpu).
+test: install
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+quality: install
+	$(PY) -m ruff check arabic_r1 tests
+	$(PY) -m ruff format --check arabic_r1 tests
+
+doctor: install
+	$(VENV)/bin/arabic-r1 doctor --params $(PROFILE)
+
+## JupyterLab on localhost with a kernel for this environment registered.
+lab: install
+	$(PY) -m ipykernel install --user --name arabic-r1 --display-name "arabic_r1 (.venv)"
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""The ``arabic-r1`` command: reproduce, run one phase, doctor, params show/validate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from arabic_r1.params import DEFAULT_PROFILE, ParamsError, dump_params, load_params
+
+
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--params",
+        default=DEFAULT_PROFILE,
+        help="profile name (smoke, paper, ...) or path to a params YAML (default: smoke)",
+    )
+    p.add_argument(
+        "-o",
+        "--override",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. -o train.lora.r=32 (repeatable)",
+    )
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run-dir", type=Path, default=None, help="run folder (default: <run.root>/<run.name or profile>)"
+    )
+    p.add_argument(
+        "--notebooks",
+        type=Path,
+        default=None,
+        help="folder of the numbered notebooks (default: the repo's notebooks/)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arabic-r1",
+        description="Reproduce Arabic-DeepSeek-R1 phase by phase (notebooks run with papermill).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="run every phase in order, skipping fresh ones")
+    _add_params_args(rep)
+    _add_run_args(rep)
+    rep.add_argument("--force", action="store_true", help="re-run phases even when fresh")
+    rep.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PHASE",
+        help="run only this phase (repeatable; 01, data_mixture, ...)",
+    )
+    rep.add_argument(
+        "--from",
+        dest="start_from",
+        default=None,
+        metavar="PHASE",
+        help="re-run this phase and every later one",
+    )
+
+    run = sub.add_parser("run", help="run one phase (always executed; its inputs must exist)")
+    run.add_argument("phase", help="00, environment, 00_environment, ...")
+    _add_params_args(run)
+    _add_run_args(run)
+
+    doc = sub.add_parser("doctor", help="check Python, torch/GPU, Unsloth, lighteval offline readiness, disk")
+    _add_params_args(doc)
+
+    par = sub.add_parser("params", help="show or validate a params file")
+    par.add_argument("action", choices=["show", "validate"])
+    par.add_argument("file", nargs="?", default=None, help="profile name or YAML path (default: smoke)")
+    par.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
+    try:
+        if args.command == "params":
+            params = load_params(args.file, args.overrides)
+            if args.action == "show":
+                print(dump_params(params), end="")
+            else:
+                print(
+                    f"{params.source_file}: valid (profile '{params.profile}', run folder {params.run_dir})"
+                )
+            return 0
+        params = load_params(args.params, args.overrides)
+        if args.command == "doctor":
+            from arabic_r1.doctor import format_table, run_doctor
+
+            rows = run_doctor(params)
+            print(format_table(rows))
+            return 1 if any(r.status == "fail" for r in rows) else 0
+        from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, reproduce, run_phase
+
+        kwargs = {"notebooks_dir": args.notebooks or NOTEBOOKS_DIR, "run_dir": args.run_dir}
+        try:
+            if args.command == "reproduce":
+                summary = reproduce(
+                    params, force=args.force, only=args.only, start_from=args.start_from, **kwargs
+                )
+            else:
+                summary = run_phase(params, args.phase, **kwargs)
+        except PhaseFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(summary.table())
+        return 0
+    except (ParamsError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

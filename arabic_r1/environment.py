@@ -1,0 +1,78 @@
+"""Phase 00: record the environment and materialise the backbone every later phase loads.
+
+For ``model.name_or_path: embedded`` the tiny random MoE and its tokenizer are built here and saved into the
+run folder; for a hub id or local folder nothing is downloaded here - later phases load it by name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from arabic_r1.doctor import Check, as_records, run_doctor
+from arabic_r1.manifest import PhaseRun, device_summary, package_versions, read_manifest, write_json_atomic
+from arabic_r1.params import Params
+from arabic_r1.phases import find_phase
+from arabic_r1.tiny_model import BUILD_INFO, save_tiny_moe
+
+ENV_FILE = "env.json"
+BASE_MODEL_DIR = "base_model"
+BASE_MODEL_REF = "base_model.json"
+
+
+def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[str, Any]]:
+    """Doctor report + backbone; finishes the phase. Fails if a check the profile depends on failed."""
+    rows = run_doctor(params)
+    failed = [r for r in rows if r.status == "fail"]
+    env = {
+        "profile": params.profile,
+        "versions": package_versions(),
+        "device": device_summary(),
+        "doctor": as_records(rows),
+        "base_model": params.model.name_or_path,
+    }
+    outputs: dict[str, Path] = {}
+    if failed:
+        write_json_atomic(run.dir / ENV_FILE, env)
+        names = ", ".join(f"{r.name} ({r.value})" for r in failed)
+        raise RuntimeError(f"environment checks failed for profile '{params.profile}': {names}")
+    metrics: dict[str, Any] = {
+        "checks_ok": sum(r.status == "ok" for r in rows),
+        "checks_warn": sum(r.status == "warn" for r in rows),
+    }
+    if params.model.is_embedded:
+        shutil.rmtree(run.dir / BASE_MODEL_DIR, ignore_errors=True)  # no stale shards from an earlier family
+        model_dir = save_tiny_moe(
+            run.dir / BASE_MODEL_DIR, params.model.family, params.model.tiny, params.run.seed
+        )
+        info = json.loads((model_dir / BUILD_INFO).read_text(encoding="utf-8"))
+        env["base_model"] = {"embedded": info, "path": str(model_dir)}
+        metrics["base_model_parameters"] = info["parameters"]
+        outputs["base_model"] = model_dir
+    else:  # a reference file, so later phases still have one input to depend on
+        ref = {
+            "name_or_path": params.model.name_or_path,
+            "revision": params.model.revision,
+            "family": params.model.family,
+        }
+        write_json_atomic(run.dir / BASE_MODEL_REF, ref)
+        outputs["base_model"] = run.dir / BASE_MODEL_REF
+    write_json_atomic(run.dir / ENV_FILE, env)
+    outputs["env"] = run.dir / ENV_FILE
+    run.finish(outputs, metrics)
+    return rows, env
+
+
+def base_model_path(params: Params, run_dir: Path | None = None) -> str:
+    """What later phases pass to ``from_pretrained``: the run's embedded model folder, or the hub id / folder."""
+    if not params.model.is_embedded:
+        return params.model.name_or_path
+    run_dir = Path(run_dir) if run_dir else params.run_dir
+    manifest = read_manifest(run_dir, find_phase("environment"))
+    if not manifest or "base_model" not in manifest.get("outputs", {}):
+        raise FileNotFoundError(
+            f"the embedded base model is built by phase 00 (environment); run it first: arabic-r1 run 00 (run folder {run_dir})"
+        )
+    return str(run_dir / manifest["outputs"]["base_model"]["path"])

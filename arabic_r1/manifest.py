@@ -1,0 +1,282 @@
+"""Phase manifests: what a phase ran with, what it wrote, and whether that is still fresh.
+
+A phase calls :func:`start_phase` at its top and :meth:`PhaseRun.finish` at its end, from a notebook run by
+papermill or by hand in JupyterLab alike. The manifest records the params-section hash, the digests of the
+input artifacts (upstream outputs), package versions, git commit, device, timings and peak memory. The
+runner skips a phase whose manifest is fresh: same params sections, same inputs, same package version, and
+outputs still on disk with the recorded digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import arabic_r1
+from arabic_r1.params import Params
+from arabic_r1.phases import PHASES, Phase, find_phase
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+TRACKED_PACKAGES = (
+    "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers", "huggingface_hub",
+    "lighteval", "datatrove", "unsloth", "unsloth_zoo", "vllm", "papermill", "pydantic",
+)  # fmt: skip
+FULL_HASH_LIMIT = (
+    256 * 2**20
+)  # bigger files are fingerprinted by size + mtime (a 60 GB merged model is not re-read)
+
+
+class PhaseError(RuntimeError):
+    """A phase cannot start or finish; the message says which phase and what is missing."""
+
+
+# --------------------------------------------------------------------------------------------- digests
+def file_digest(path: Path) -> str:
+    st = path.stat()
+    if st.st_size > FULL_HASH_LIMIT:
+        return f"size:{st.st_size}:mtime:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def path_digest(path: Path) -> str:
+    """Content digest of a file or a whole folder (relative names + file digests)."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(file_digest(f).encode())
+    return h.hexdigest()
+
+
+def _digest_of(mapping: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ provenance
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions from metadata (no imports: cheap, and safe before unsloth patches anything)."""
+    out = {"python": platform.python_version(), "arabic_r1": arabic_r1.__version__}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """``<sha>`` or ``<sha>-dirty``; None outside a git checkout (e.g. a pip install)."""
+    cwd = repo or Path(arabic_r1.__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def device_summary() -> dict[str, Any]:
+    """CPU/GPU facts; torch is consulted only if the phase already imported it."""
+    info: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak RSS of this process (the kernel) and of its finished children; GPU peak if CUDA was used."""
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # ru_maxrss is KiB on Linux, bytes on macOS
+    out = {
+        "rss_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1),
+        "rss_children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, 1),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["gpu"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write via a temporary file + rename, so a killed phase never leaves half a manifest."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
+    path = Path(run_dir) / phase.slug / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- keys
+def freshness_key(
+    phase: Phase, params: Params, run_dir: Path, phases: tuple[Phase, ...] = PHASES
+) -> dict[str, Any]:
+    """What a phase's result depends on. Raises PhaseError if an input phase has not completed."""
+    inputs = {}
+    for spec in phase.inputs:
+        name, _, output = spec.partition("/")
+        upstream = find_phase(name, phases)
+        m = read_manifest(run_dir, upstream)
+        if not m or m.get("status") != "complete":
+            raise PhaseError(
+                f"phase {phase.slug} reads the outputs of phase {upstream.slug}, which has not completed in {run_dir}; "
+                f"run it first (arabic-r1 run {upstream.number})"
+            )
+        if output and output not in m.get("outputs", {}):
+            raise PhaseError(
+                f"phase {phase.slug} reads output '{output}' of phase {upstream.slug}, which its manifest does not list"
+            )
+        inputs[spec] = m["outputs"][output]["digest"] if output else m["outputs_digest"]
+    return {
+        "params_hash": params.section_hash(*phase.sections),
+        "sections": list(phase.sections),
+        "inputs": inputs,
+        "arabic_r1": arabic_r1.__version__,
+    }
+
+
+def check_fresh(
+    phase: Phase, params: Params, run_dir: Path, phases: tuple[Phase, ...] = PHASES
+) -> tuple[bool, str]:
+    """(fresh?, reason) - the reason is shown to the user either way."""
+    m = read_manifest(run_dir, phase)
+    if m is None:
+        return False, "no manifest (never ran)"
+    if m.get("status") != "complete":
+        return False, f"last run did not complete (status: {m.get('status')})"
+    try:
+        key = freshness_key(phase, params, run_dir, phases)
+    except PhaseError as exc:
+        return False, str(exc)
+    old = m.get("key", {})
+    if old.get("params_hash") != key["params_hash"]:
+        return False, f"params changed in {', '.join(phase.sections)}"
+    for name, digest in key["inputs"].items():
+        if old.get("inputs", {}).get(name) != digest:
+            return False, f"input '{name}' changed"
+    if old.get("arabic_r1") != key["arabic_r1"]:
+        return False, f"arabic_r1 version changed ({old.get('arabic_r1')} -> {key['arabic_r1']})"
+    for name, out in m.get("outputs", {}).items():
+        path = Path(run_dir) / out["path"]
+        if not path.exists():
+            return False, f"output '{name}' is missing ({path})"
+        if path_digest(path) != out["digest"]:
+            return False, f"output '{name}' was modified ({path})"
+    return True, f"fresh (completed {m.get('finished_at')})"
+
+
+# ------------------------------------------------------------------------------------------- phase run
+@dataclass
+class PhaseRun:
+    """One execution of a phase; create with :func:`start_phase`, end with :meth:`finish`."""
+
+    phase: Phase
+    params: Params
+    run_dir: Path
+    key: dict[str, Any]
+    started_at: str
+    t0: float
+
+    @property
+    def dir(self) -> Path:
+        """The phase's own output folder."""
+        return self.run_dir / self.phase.slug
+
+    def _base(self, status: str) -> dict[str, Any]:
+        p = self.params
+        return {
+            "phase": self.phase.slug,
+            "status": status,
+            "run_name": self.run_dir.name,
+            "profile": p.profile,
+            "params_file": str(p.source_file) if p.source_file else None,
+            "overrides": list(p.overrides),
+            "key": self.key,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "device": device_summary(),
+            "started_at": self.started_at,
+        }
+
+    def finish(self, outputs: dict[str, Path | str], metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record outputs (paths inside the run dir) and metrics; marks the phase complete."""
+        recorded = {}
+        for name, path in outputs.items():
+            path = Path(path).resolve()
+            if not path.exists():
+                raise PhaseError(f"phase {self.phase.slug}: output '{name}' was not written ({path})")
+            try:
+                rel = path.relative_to(self.run_dir.resolve())
+            except ValueError:
+                raise PhaseError(
+                    f"phase {self.phase.slug}: output '{name}' ({path}) is outside the run folder {self.run_dir}"
+                ) from None
+            recorded[name] = {"path": rel.as_posix(), "digest": path_digest(path)}
+        manifest = self._base("complete") | {
+            "outputs": recorded,
+            "outputs_digest": _digest_of({k: v["digest"] for k, v in recorded.items()}),
+            "metrics": metrics or {},
+            "finished_at": _now(),
+            "duration_s": round(time.monotonic() - self.t0, 2),
+            "peak_memory_mb": peak_memory_mb(),
+        }
+        write_json_atomic(self.dir / MANIFEST, manifest)
+        log.info("phase %s complete in %.1fs", self.phase.slug, manifest["duration_s"])
+        return manifest
+
+
+def start_phase(
+    phase: str | Phase, params: Params, run_dir: str | Path | None = None, phases: tuple[Phase, ...] = PHASES
+) -> PhaseRun:
+    """Begin a phase: check its inputs exist, create its folder, mark it running (a crash leaves it stale)."""
+    phase = phase if isinstance(phase, Phase) else find_phase(phase, phases)
+    run_dir = Path(run_dir) if run_dir else params.run_dir
+    run_dir = run_dir.resolve()
+    key = freshness_key(phase, params, run_dir, phases)
+    pr = PhaseRun(phase, params, run_dir, key, _now(), time.monotonic())
+    pr.dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(pr.dir / MANIFEST, pr._base("running"))
+    return pr

@@ -1,0 +1,564 @@
+"""One validated schema for a whole run, loaded from ``params/<profile>.yaml``.
+
+Config flows one way: YAML file (+ dotted ``-o key=value`` overrides) -> :class:`Params` -> the functions that
+need a section. Everything is checked before any work starts, and every error names the file, the key path and
+what was expected, so a typo in a 6-hour GPU profile fails in the first second, not in hour five.
+
+Relative paths in a params file resolve against the project root: the folder that holds the ``params/`` folder
+the file lives in (for a params file elsewhere, the file's own folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_PROFILE = "smoke"
+
+EMBEDDED_MODEL = "embedded"
+PAPER_CATEGORIES = (
+    "literature_critical_analysis",
+    "stem_math_logic",
+    "creative_writing_dialogue",
+    "consumer_reviews_feedback",
+    "legal_cultural_alignment",
+    "social_dialectal",
+)
+OALL_BENCHMARKS = (
+    "arabic_mmlu",
+    "arabic_exams",
+    "arabic_mmlu_ht",
+    "madinah_qa",
+    "aratrust",
+    "alghafa",
+    "alrage",
+)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``2e-4`` as a float (YAML 1.1 wants ``2.0e-4``; users write the former)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+class ParamsError(ValueError):
+    """A params file or override that cannot drive a run; the message is meant for the user as is."""
+
+
+# --------------------------------------------------------------------------------------------------- paths
+def project_root_for(params_file: Path) -> Path:
+    """Where relative paths of ``params_file`` point: the folder above ``params/``, else the file's folder."""
+    folder = params_file.resolve().parent
+    return folder.parent if folder.name == "params" else folder
+
+
+def _resolve_existing(value: str | Path | None, info: ValidationInfo, what: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    path = path.resolve()
+    if (info.context or {}).get("check_paths", True) and not path.exists():
+        raise ValueError(f"{what} does not exist: {path}")
+    return path
+
+
+def _resolve_any(value: str | Path, info: ValidationInfo) -> Path:
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path.resolve()
+
+
+class _Section(BaseModel):
+    """Strict base: unknown keys and silent type coercion (e.g. "3" -> 3) are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+# ----------------------------------------------------------------------------------------------- sections
+class RunParams(_Section):
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="run folder name; default: the profile name",
+    )
+    root: Path = Field(Path("runs"), description="where run folders live")
+    seed: NonNegInt = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: PositiveInt | None = Field(
+        None, description="torch.set_num_threads; 1 is fastest for tiny models on 2 cores"
+    )
+    notebook_timeout_s: PositiveInt = Field(1800, description="wall-clock limit per notebook (and per cell)")
+    kernel_startup_timeout_s: PositiveInt = 120
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root(cls, v: Any, info: ValidationInfo) -> Path:
+        if not isinstance(v, (str, Path)):
+            raise ValueError("expected a folder path (string)")
+        return _resolve_any(v, info)
+
+
+class TinyMoEParams(_Section):
+    """Shape of the embedded random-initialised MoE (used when ``model.name_or_path: embedded``)."""
+
+    num_layers: PositiveInt = 4
+    hidden_size: PositiveInt = 128
+    num_heads: PositiveInt = 4
+    num_experts: PositiveInt = 8
+    experts_per_token: PositiveInt = 2
+    expert_intermediate_size: PositiveInt = 64
+    dense_intermediate_size: PositiveInt = 256
+    shared_experts: NonNegInt = Field(1, description="deepseek_v3 only")
+    dense_layers: NonNegInt = Field(1, description="deepseek_v3 only: first_k_dense_replace")
+    vocab_size: PositiveInt = 4096
+    max_position_embeddings: PositiveInt = 2048
+
+    @model_validator(mode="after")
+    def _shape(self) -> TinyMoEParams:
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(
+                f"experts_per_token ({self.experts_per_token}) must be <= num_experts ({self.num_experts})"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.dense_layers >= self.num_layers:
+            raise ValueError(
+                f"dense_layers ({self.dense_layers}) must be < num_layers ({self.num_layers}), or no layer is MoE"
+            )
+        if self.vocab_size < 512:
+            raise ValueError("vocab_size must be >= 512 (256 byte symbols + special tokens + merges)")
+        return self
+
+
+class ModelParams(_Section):
+    name_or_path: str = Field(
+        EMBEDDED_MODEL, description="'embedded', a hub id, or a local folder (starting with ./ ../ / or ~)"
+    )
+    family: Literal["deepseek_v3", "qwen3_moe", "mixtral"] = "deepseek_v3"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_seq_length: PositiveInt = 1024
+    load_in_4bit: bool = False
+    trust_remote_code: bool = False
+    tiny: TinyMoEParams = Field(default_factory=dict)  # type: ignore[arg-type]
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _local_must_exist(cls, v: str, info: ValidationInfo) -> str:
+        if v.startswith(("./", "../", "/", "~")):
+            return str(_resolve_existing(v, info, "local model folder"))
+        return v
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.name_or_path == EMBEDDED_MODEL
+
+
+class SourceParams(_Section):
+    """One input of the data mixture: a local JSONL/parquet file or a streamed hub dataset."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path | None = None
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    split: str = "train"
+    text_field: str = "prompt"
+    lang: Literal["ar", "en"]
+    category: str
+    max_items: PositiveInt | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, v: Any, info: ValidationInfo) -> Path | None:
+        if v is not None and not isinstance(v, (str, Path)):
+            raise ValueError("expected a file path (string)")
+        return _resolve_existing(v, info, "source file")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceParams:
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError("give exactly one of 'path' (local JSONL/parquet) or 'hf_dataset' (hub id)")
+        return self
+
+
+class DataParams(_Section):
+    token_budget: PositiveInt = Field(description="total supervision tokens of the mixture (paper: 372M)")
+    arabic_share: Share = Field(0.8, description="Arabic share by tokens (paper: 0.8)")
+    category_shares: dict[str, Share] = Field(
+        default_factory=dict, description="category -> share of the token budget"
+    )
+    sources: list[SourceParams] = Field(default_factory=list)
+    decontamination_ngram: PositiveInt = 13
+    executor: Literal["local", "slurm", "ray"] = "local"
+    workers: PositiveInt = 1
+
+    @field_validator("category_shares")
+    @classmethod
+    def _shares_sum(cls, v: dict[str, float]) -> dict[str, float]:
+        if v and abs(sum(v.values()) - 1.0) > 1e-3:
+            raise ValueError(f"category shares must sum to 1 (they sum to {sum(v.values()):.4f})")
+        return v
+
+
+class DistillParams(_Section):
+    backend: Literal["openai", "transformers", "vllm", "replay"] = "transformers"
+    teacher: str = Field(
+        EMBEDDED_MODEL, description="model name at the endpoint, hub id, local folder, or 'embedded'"
+    )
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="NAME of the env variable holding the key; never the key",
+    )
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.6
+    max_new_tokens: PositiveInt = 1024
+    concurrency: PositiveInt = 4
+    max_requests: PositiveInt | None = None
+    max_total_tokens: PositiveInt | None = None
+    price_per_m_input: Annotated[float, Field(ge=0.0)] = 0.0
+    price_per_m_output: Annotated[float, Field(ge=0.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> DistillParams:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "backend 'openai' needs base_url (e.g. https://api.openai.com/v1 or a vLLM server)"
+            )
+        return self
+
+
+class VerifyParams(_Section):
+    min_arabic_letter_share: Share = 0.6
+    min_morphology_coverage: Share = 0.5
+    max_repeated_ngram_share: Share = 0.3
+    require_gold_match: bool = True
+    llm_judge: bool = False
+
+
+class LoraParams(_Section):
+    r: PositiveInt = 16
+    alpha: PositiveFloat = 32.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    targets: list[Literal["attention", "routed_experts", "shared_experts", "dense_mlp"]] = Field(
+        default_factory=lambda: ["attention", "routed_experts", "shared_experts", "dense_mlp"], min_length=1
+    )
+    train_router: bool = False
+
+
+class TrainParams(_Section):
+    backend: Literal["unsloth", "transformers"] = "transformers"
+    lora: LoraParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    learning_rate: PositiveFloat = 2e-4
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Share = 0.05
+    epochs: PositiveFloat = 1.0
+    max_steps: PositiveInt | None = None
+    per_device_batch_size: PositiveInt = 2
+    gradient_accumulation_steps: PositiveInt = 1
+    gradient_checkpointing: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    packing: bool = False
+    launcher: Literal["single", "accelerate_deepspeed_zero3", "accelerate_fsdp"] = "single"
+    num_gpus: PositiveInt = 1
+
+
+class EvalParams(_Section):
+    benchmarks: list[Literal[OALL_BENCHMARKS]] = Field(
+        default_factory=lambda: list(OALL_BENCHMARKS), min_length=1
+    )  # type: ignore[valid-type]
+    source: Literal["hub", "mirror"] = "hub"
+    mirror_dir: Path | None = None
+    scoring: list[Literal["loglikelihood", "reasoning"]] = Field(
+        default_factory=lambda: ["loglikelihood"], min_length=1
+    )
+    max_samples_per_task: PositiveInt | None = None
+    judge: str | None = None
+
+    @field_validator("mirror_dir", mode="before")
+    @classmethod
+    def _mirror(cls, v: Any, info: ValidationInfo) -> Path | None:
+        if v is not None and not isinstance(v, (str, Path)):
+            raise ValueError("expected a folder path (string)")
+        return _resolve_existing(v, info, "benchmark mirror folder")
+
+    @model_validator(mode="after")
+    def _mirror_needed(self) -> EvalParams:
+        if self.source == "mirror" and self.mirror_dir is None:
+            raise ValueError("source 'mirror' needs mirror_dir (a local folder in the hub layout)")
+        return self
+
+
+class ReportParams(_Section):
+    formats: list[Literal["md", "tex", "csv"]] = Field(
+        default_factory=lambda: ["md", "tex", "csv"], min_length=1
+    )
+    figure_formats: list[Literal["png", "pdf"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
+    dpi: PositiveInt = 150
+
+
+class Params(_Section):
+    """A whole run. Sections are read by the phases that need them (see :mod:`arabic_r1.phases`)."""
+
+    run: RunParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    model: ModelParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    data: DataParams
+    distill: DistillParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    verify: VerifyParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    train: TrainParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    eval: EvalParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    report: ReportParams = Field(default_factory=dict)  # type: ignore[arg-type]
+
+    # Where the values came from; not part of any hash.
+    source_file: Path | None = Field(None, exclude=True)
+    overrides: tuple[str, ...] = Field((), exclude=True)
+
+    @property
+    def profile(self) -> str:
+        return self.source_file.stem if self.source_file else "inline"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root / (self.run.name or self.profile)
+
+    @property
+    def base_dir(self) -> Path:
+        return project_root_for(self.source_file) if self.source_file else Path.cwd()
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named sections or dotted keys (``model``, ``run.seed``) as written, for freshness.
+
+        Paths are hashed relative to the project, so moving the checkout does not make every phase stale.
+        """
+        payload = {s: _portable(_dump(self.get(s)), str(self.base_dir)) for s in sorted(sections)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[
+            :16
+        ]
+
+    def get(self, dotted: str) -> Any:
+        """``params.get("train.lora.r")``; raises KeyError naming the missing part."""
+        node: Any = self
+        for part in dotted.split("."):
+            if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+                raise KeyError(f"params has no key {dotted!r} (stopped at {part!r})")
+            node = getattr(node, part)
+        return node
+
+
+def _dump(value: Any) -> Any:
+    return (
+        value.model_dump(mode="json")
+        if isinstance(value, BaseModel)
+        else json.loads(json.dumps(value, default=str))
+    )
+
+
+def _portable(obj: Any, base: str) -> Any:
+    """Make absolute paths under the project relative, so moving the checkout does not invalidate every phase."""
+    if isinstance(obj, dict):
+        return {k: _portable(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, base) for v in obj]
+    if isinstance(obj, str) and obj.startswith(base + "/"):
+        return obj[len(base) + 1 :]
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def profile_path(profile_or_path: str | Path | None) -> Path:
+    """``smoke`` -> ``<repo>/params/smoke.yaml``; a path is returned as is."""
+    if profile_or_path is None:
+        profile_or_path = DEFAULT_PROFILE
+    text = str(profile_or_path)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        return REPO_DIR / "params" / f"{text}.yaml"
+    return Path(text).expanduser()
+
+
+def parse_override(item: str) -> tuple[list[str | int], Any]:
+    """``train.lora.r=32`` -> (["train", "lora", "r"], 32); the value is read as YAML (numbers, bools, lists)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ParamsError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. train.lora.r=32")
+    try:
+        value = read_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set each dotted key in a copy of ``data``; unknown keys are left for the schema to reject by name."""
+    data = json.loads(json.dumps(data, default=str))
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(map(str, path[: i + 1]))
+            if isinstance(node, list):
+                if not isinstance(part, int) or part >= len(node):
+                    raise ParamsError(
+                        f"override {item!r}: {where} is not an index of a {len(node)}-item list"
+                    )
+                node = node[part]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise ParamsError(f"override {item!r}: {where} is a value, not a section")
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise ParamsError(f"override {item!r}: index {last} is outside a {len(node)}-item list")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ParamsError(f"override {item!r}: {'.'.join(map(str, path[:-1]))} is a value, not a section")
+    return data
+
+
+def load_params(
+    profile_or_path: str | Path | None = None, overrides: Sequence[str] = (), *, check_paths: bool = True
+) -> Params:
+    """Load, override and validate a params file; raise :class:`ParamsError` naming file, key path and expectation."""
+    path = profile_path(profile_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (REPO_DIR / "params").glob("*.yaml")))
+        raise ParamsError(f"params file not found: {path} (profiles shipped: {known})")
+    try:
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(
+            f"{path}: expected a mapping of sections (run, model, data, ...), got {type(data).__name__}"
+        )
+    overrides = tuple(overrides)
+    data = apply_overrides(data, overrides)
+    return validate_params(data, source_file=path, overrides=overrides, check_paths=check_paths)
+
+
+def validate_params(
+    data: dict[str, Any],
+    *,
+    source_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    check_paths: bool = True,
+) -> Params:
+    """Validate an already-parsed mapping (e.g. built in a test or a notebook)."""
+    base = project_root_for(source_file) if source_file else Path.cwd()
+    context = {"base_dir": base, "check_paths": check_paths}
+    try:
+        params = Params.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, source_file, overrides)) from None
+    return params.model_copy(
+        update={"source_file": source_file.resolve() if source_file else None, "overrides": tuple(overrides)}
+    )
+
+
+def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Sequence[str]) -> str:
+    where = str(source_file) if source_file else "params"
+    lines = [f"{where}: {exc.error_count()} invalid parameter(s)"]
+    override_keys = {item.partition("=")[0].strip(): item for item in overrides}
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        key = _dotted(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            msg = f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
+            msg = f"{msg} (got {err['input']!r})"
+        origin = next(
+            (
+                f" [from override -o {item}]"
+                for k, item in override_keys.items()
+                if key == k or key.startswith(k + ".")
+            ),
+            "",
+        )
+        lines.append(f"  - {key or '<top level>'}: {msg}{origin}")
+    return "\n".join(lines)
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: Sequence[Any]) -> list[str]:
+    """Field names of the section at ``loc``, to turn 'extra inputs' into a did-you-mean list."""
+    model: Any = Params
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for arg in list(candidates):
+            candidates.extend(getattr(arg, "__args__", ()))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return [name for name, f in model.model_fields.items() if not f.exclude]
+
+
+def dump_params(params: Params) -> str:
+    """The resolved params as YAML (what ``arabic-r1 params show`` prints and manifests keep)."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

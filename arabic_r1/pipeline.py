@@ -1,0 +1,299 @@
+"""Run the numbered notebooks in order with papermill, skipping phases whose manifest is fresh.
+
+Each notebook runs in a papermill subprocess (its own process group) watched by this process, because
+papermill alone can hang when the kernel is OOM-killed and can exit 0 after an IOPub timeout that trimmed the
+run. The guards:
+- a kernel that disappears while papermill is still running ends the run after a short grace period;
+- a wall-clock limit per notebook (``run.notebook_timeout_s``, also papermill's per-cell limit);
+- success means papermill exited 0 *and* the phase wrote a complete manifest during this execution;
+- on failure the executed notebook is read to name the failing cell and its error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from arabic_r1.manifest import check_fresh, read_manifest
+from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.phases import PHASES, Phase, find_phase, select_phases
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+KERNEL_GONE_GRACE_S = 15.0
+POLL_S = 0.5
+
+
+class PhaseFailed(RuntimeError):
+    """A notebook failed; the message names the phase, the notebook, the cell and the error."""
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    action: str  # "ran" | "skipped" | "missing"
+    reason: str
+    seconds: float = 0.0
+    executed_notebook: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    results: list[PhaseResult] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [f"{r.phase:<24} {r.action:<8} {r.seconds:7.1f}s  {r.reason}" for r in self.results]
+        return "\n".join([f"run folder: {self.run_dir}", *rows])
+
+
+def available_phases(notebooks_dir: Path = NOTEBOOKS_DIR, phases: Sequence[Phase] = PHASES) -> list[Phase]:
+    """Phases whose notebook exists (later issues add notebooks; the runner runs whichever exist)."""
+    return [p for p in phases if (notebooks_dir / p.notebook).is_file()]
+
+
+def reproduce(
+    params: Params,
+    *,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    phases: Sequence[Phase] = PHASES,
+    force: bool = False,
+    only: Sequence[str] = (),
+    start_from: str | None = None,
+    run_dir: Path | None = None,
+) -> RunSummary:
+    """Run every selected phase in order; ``start_from`` forces that phase and all later ones."""
+    phases = tuple(phases)
+    run_dir = (run_dir or params.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not available_phases(notebooks_dir, phases):
+        raise PhaseFailed(
+            f"no phase notebooks found in {notebooks_dir} (expected names like {phases[0].notebook})"
+        )
+    selected = select_phases(phases, only, start_from)
+    summary = RunSummary(run_dir)
+    for phase in selected:
+        nb = notebooks_dir / phase.notebook
+        if not nb.is_file():
+            summary.results.append(PhaseResult(phase.slug, "missing", f"no notebook {nb.name} yet"))
+            continue
+        fresh, reason = check_fresh(phase, params, run_dir, phases)
+        forced = force or start_from is not None
+        if fresh and not forced:
+            log.info("phase %s: skipped, %s", phase.slug, reason)
+            summary.results.append(PhaseResult(phase.slug, "skipped", reason))
+            continue
+        why = "forced" if forced else reason
+        log.info("phase %s: running (%s)", phase.slug, why)
+        t0 = time.monotonic()
+        out_nb = execute_notebook(nb, params, run_dir, phase)
+        seconds = time.monotonic() - t0
+        log.info("phase %s: done in %.1fs", phase.slug, seconds)
+        summary.results.append(PhaseResult(phase.slug, "ran", why, seconds, str(out_nb)))
+    return summary
+
+
+def run_phase(params: Params, phase_key: str, **kwargs) -> RunSummary:
+    """``arabic-r1 run PHASE``: one phase, always executed (its inputs must already exist)."""
+    phases = tuple(kwargs.pop("phases", PHASES))
+    phase = find_phase(phase_key, phases)
+    return reproduce(params, phases=phases, only=[phase.slug], force=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------- execution
+def papermill_parameters(params: Params, run_dir: Path) -> dict:
+    """What the runner injects into every notebook's ``parameters`` cell."""
+    return {
+        "params_path": str(params.source_file) if params.source_file else None,
+        "overrides": list(params.overrides),
+        "run_dir": str(run_dir),
+    }
+
+
+def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> Path:
+    """Execute one notebook under the guards above; return the executed notebook's path or raise PhaseFailed."""
+    if params.source_file is None:
+        raise PhaseFailed("the runner needs params loaded from a file (notebooks re-load them by path)")
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_nb = out_dir / nb.name
+    timeout = params.run.notebook_timeout_s
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
+        yaml.safe_dump(papermill_parameters(params, run_dir), f, allow_unicode=True)
+        injected = f.name
+    cmd = [
+        sys.executable, "-m", "papermill", str(nb), str(out_nb),
+        "-f", injected,
+        "--cwd", str(nb.parent),
+        "-k", "python3",
+        "--execution-timeout", str(timeout),
+        "--start-timeout", str(params.run.kernel_startup_timeout_s),
+    ]  # fmt: skip
+    if not sys.stderr.isatty():
+        cmd.append(
+            "--no-progress-bar"
+        )  # a tqdm bar per cell floods CI logs and papermill-in-papermill output
+    launched = time.time()
+    stderr_path = out_dir / f"{nb.stem}.stderr.log"
+    try:
+        with stderr_path.open("w", encoding="utf-8") as err:
+            outcome = _watch(cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60)
+    finally:
+        os.unlink(injected)
+    stderr_tail = _tail(stderr_path)
+    if outcome == "timeout":
+        raise PhaseFailed(
+            f"phase {phase.slug}: {nb.name} ran past run.notebook_timeout_s={timeout}s and was stopped"
+            f"{_cell_hint(out_nb)}; raise the limit with -o run.notebook_timeout_s=... Executed notebook: {out_nb}"
+        )
+    if outcome == "kernel_died" or "DeadKernelError" in stderr_tail or "Kernel died" in stderr_tail:
+        raise PhaseFailed(
+            f"phase {phase.slug}: the Jupyter kernel running {nb.name} died{_cell_hint(out_nb)} - most often the "
+            f"out-of-memory killer (see `dmesg`); reduce batch size / sequence length or use a larger machine. "
+            f"Executed notebook: {out_nb}"
+        )
+    if outcome != 0:
+        failing = failing_cell(out_nb)
+        if failing:
+            idx, source, error = failing
+            raise PhaseFailed(
+                f"phase {phase.slug}: {nb.name} failed in code cell {idx} ({source}): {error}. Executed notebook: {out_nb}"
+            )
+        raise PhaseFailed(
+            f"phase {phase.slug}: papermill exited with code {outcome} running {nb.name}:\n{stderr_tail}"
+        )
+    manifest = read_manifest(run_dir, phase)
+    if not manifest or manifest.get("status") != "complete" or _started_before(manifest, launched):
+        raise PhaseFailed(
+            f"phase {phase.slug}: {nb.name} finished without recording a complete manifest in {run_dir / phase.slug} "
+            f"(papermill may have trimmed execution after an IOPub timeout, or the notebook does not call "
+            f"PhaseRun.finish). Executed notebook: {out_nb}"
+        )
+    return out_nb
+
+
+def _watch(cmd: list[str], err, wall_limit: float) -> int | str:
+    """Run papermill; return its exit code, or "timeout" / "kernel_died" after killing its process group."""
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+    start = time.monotonic()
+    kernels: set[int] = set()
+    gone_since: float | None = None
+    try:
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                return rc
+            if time.monotonic() - start > wall_limit:
+                _kill_group(proc)
+                return "timeout"
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
+            live = {c.pid for c in children if _is_kernel(c)}
+            kernels |= live
+            if kernels and not live:
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > KERNEL_GONE_GRACE_S:
+                    _kill_group(proc)
+                    return "kernel_died"
+            else:
+                gone_since = None
+            time.sleep(POLL_S)
+    except BaseException:
+        _kill_group(proc)
+        raise
+
+
+def _is_kernel(p) -> bool:
+    try:
+        return any("ipykernel" in part for part in p.cmdline())
+    except Exception:  # the process vanished between listing and inspection
+        return False
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _started_before(manifest: dict, launched: float) -> bool:
+    from datetime import datetime
+
+    try:
+        started = datetime.fromisoformat(manifest["started_at"]).timestamp()
+    except (KeyError, ValueError):
+        return True
+    return started < launched - 1  # manifest timestamps have 1 s resolution
+
+
+def _code_cells(out_nb: Path):
+    """(n, cell) for the notebook's own code cells, numbered from 1 as in the source notebook."""
+    try:
+        nb = json.loads(out_nb.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    n = 0
+    for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if (
+            cell.get("cell_type") != "code"
+            or "injected-parameters" in tags
+            or "papermill-error-cell-tag" in tags
+        ):
+            continue
+        n += 1
+        yield n, cell
+
+
+def _first_line(cell: dict) -> str:
+    lines = "".join(cell.get("source", "")).strip().splitlines()
+    return "`" + next((ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), "")[:80] + "`"
+
+
+def failing_cell(out_nb: Path) -> tuple[int, str, str] | None:
+    """(code cell number, first source line, 'Error: message') of the first cell with an error output."""
+    for n, cell in _code_cells(out_nb):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return n, _first_line(cell), f"{out.get('ename')}: {out.get('evalue')}"
+    return None
+
+
+def _cell_hint(out_nb: Path) -> str:
+    """' in code cell N (`source`)' for the cell that started but never got a reply (the one that was running)."""
+    for n, cell in _code_cells(out_nb):
+        meta = cell.get("metadata", {})
+        execution = meta.get("execution", {})
+        started = "iopub.execute_input" in execution and "shell.execute_reply" not in execution
+        if started or meta.get("papermill", {}).get("status") == "running":
+            return f" in code cell {n} ({_first_line(cell)})"
+    return ""
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

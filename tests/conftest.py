@@ -1,0 +1,47 @@
+"""Shared fixtures: the real data in ../shared/data, and tiny notebooks for runner tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real benchmark rows and corpora, read in place (their licences keep them out of the repo)."""
+    if not (SHARED_DATA / "corpus").is_dir():
+        pytest.fail(
+            f"real test data not found at {SHARED_DATA}: these tests need ../shared/data next to the repo"
+        )
+    return SHARED_DATA
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_notebook(
+    path: Path, *cells: str, params: str = "params_path = None\noverrides = []\nrun_dir = None"
+) -> Path:
+    """A notebook with a tagged parameters cell followed by code cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A throw-away project folder with params/ so relative paths resolve inside tmp_path."""
+    (tmp_path / "params").mkdir()
+    return tmp_path
