@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from arabic_r1.params import DEFAULT_PROFILE, ParamsError, dump_params, load_params
+from arabic_r1.phases import UnknownPhase
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(summary.table())
         return 0
-    except (ParamsError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except (ParamsError, UnknownPhase) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
 
 

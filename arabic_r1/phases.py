@@ -10,6 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
+class UnknownPhase(KeyError):
+    """A phase name/number that is not in the table; the message lists the known ones."""
+
+
 @dataclass(frozen=True)
 class Phase:
     number: str
@@ -60,7 +64,7 @@ def find_phase(key: str, phases: Sequence[Phase] = PHASES) -> Phase:
         if k in (p.number, p.name, p.slug) or (k.isdigit() and int(k) == int(p.number)):
             return p
     known = ", ".join(p.slug for p in phases)
-    raise KeyError(f"unknown phase {key!r}; expected one of: {known}")
+    raise UnknownPhase(f"unknown phase {key!r}; expected one of: {known}")
 
 
 def select_phases(
