@@ -80,25 +80,20 @@ def project_root_for(params_file: Path) -> Path:
     return folder.parent if folder.name == "params" else folder
 
 
-def _resolve_existing(value: str | Path | None, info: ValidationInfo, what: str) -> Path | None:
+def resolve_path(value: Any, info: ValidationInfo, what: str, *, must_exist: bool = True) -> Path | None:
+    """Validate a path value from a params file: a string, made absolute against the project root, and checked."""
     if value is None:
         return None
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a path to a {what} (a string)")
+    context = info.context or {}
     path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
+    if not path.is_absolute() and context.get("base_dir") is not None:
+        path = Path(context["base_dir"]) / path
     path = path.resolve()
-    if (info.context or {}).get("check_paths", True) and not path.exists():
+    if must_exist and context.get("check_paths", True) and not path.exists():
         raise ValueError(f"{what} does not exist: {path}")
     return path
-
-
-def _resolve_any(value: str | Path, info: ValidationInfo) -> Path:
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    return path.resolve()
 
 
 class _Section(BaseModel):
@@ -132,9 +127,7 @@ class RunParams(_Section):
     @field_validator("root", mode="before")
     @classmethod
     def _root(cls, v: Any, info: ValidationInfo) -> Path:
-        if not isinstance(v, (str, Path)):
-            raise ValueError("expected a folder path (string)")
-        return _resolve_any(v, info)
+        return resolve_path(v, info, "folder", must_exist=False)
 
 
 class TinyMoEParams(_Section):
@@ -187,7 +180,7 @@ class ModelParams(_Section):
     @classmethod
     def _local_must_exist(cls, v: str, info: ValidationInfo) -> str:
         if v.startswith(("./", "../", "/", "~")):
-            return str(_resolve_existing(v, info, "local model folder"))
+            return str(resolve_path(v, info, "local model folder"))
         return v
 
     @property
@@ -211,9 +204,7 @@ class SourceParams(_Section):
     @field_validator("path", mode="before")
     @classmethod
     def _path(cls, v: Any, info: ValidationInfo) -> Path | None:
-        if v is not None and not isinstance(v, (str, Path)):
-            raise ValueError("expected a file path (string)")
-        return _resolve_existing(v, info, "source file")
+        return resolve_path(v, info, "source file")
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceParams:
@@ -319,9 +310,7 @@ class EvalParams(_Section):
     @field_validator("mirror_dir", mode="before")
     @classmethod
     def _mirror(cls, v: Any, info: ValidationInfo) -> Path | None:
-        if v is not None and not isinstance(v, (str, Path)):
-            raise ValueError("expected a folder path (string)")
-        return _resolve_existing(v, info, "benchmark mirror folder")
+        return resolve_path(v, info, "benchmark mirror folder")
 
     @model_validator(mode="after")
     def _mirror_needed(self) -> EvalParams:

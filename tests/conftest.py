@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +30,8 @@ def write_notebook(
     path: Path, *cells: str, params: str = "params_path = None\noverrides = []\nrun_dir = None"
 ) -> Path:
     """A notebook with a tagged parameters cell followed by code cells."""
+    import nbformat  # not on every GPU image; only the runner tests need it
+
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]

@@ -220,3 +220,7 @@ def test_validate_params_inline() -> None:
         validate_params(
             {"data": {"token_budget": 1}, "model": {"tiny": {"num_experts": 2, "experts_per_token": 3}}}
         )
+
+
+def test_path_of_wrong_type(project: Path) -> None:
+    _reject(project, {**BASE, "run": {"root": 5}}, "run.root", "expected a path")
