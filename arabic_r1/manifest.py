@@ -35,6 +35,7 @@ TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers", "huggingface_hub",
     "lighteval", "datatrove", "unsloth", "unsloth_zoo", "vllm", "papermill", "pydantic",
 )  # fmt: skip
+RESOURCES = Path(arabic_r1.__file__).resolve().parent / "resources"
 FULL_HASH_LIMIT = (
     256 * 2**20
 )  # bigger files are fingerprinted by size + mtime (a 60 GB merged model is not re-read)
@@ -170,12 +171,22 @@ def freshness_key(
                 f"phase {phase.slug} reads output '{output}' of phase {upstream.slug}, which its manifest does not list"
             )
         inputs[spec] = m["outputs"][output]["digest"] if output else m["outputs_digest"]
+    files = {_portable_path(f, params.base_dir): path_digest(f) for f in params.files(*phase.sections)}
+    files |= {f"arabic_r1/resources/{r}": path_digest(RESOURCES / r) for r in phase.resources}
     return {
         "params_hash": params.section_hash(*phase.sections),
         "sections": list(phase.sections),
         "inputs": inputs,
+        "files": files,
         "arabic_r1": arabic_r1.__version__,
     }
+
+
+def _portable_path(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def check_fresh(
@@ -197,6 +208,9 @@ def check_fresh(
     for name, digest in key["inputs"].items():
         if old.get("inputs", {}).get(name) != digest:
             return False, f"input '{name}' changed"
+    for name, digest in key["files"].items():
+        if old.get("files", {}).get(name) != digest:
+            return False, f"input file {name} changed"
     if old.get("arabic_r1") != key["arabic_r1"]:
         return False, f"arabic_r1 version changed ({old.get('arabic_r1')} -> {key['arabic_r1']})"
     for name, out in m.get("outputs", {}).items():

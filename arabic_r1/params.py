@@ -188,23 +188,36 @@ class ModelParams(_Section):
         return self.name_or_path == EMBEDDED_MODEL
 
 
+Scalar = str | int | float | bool | None
+
+
 class SourceParams(_Section):
     """One input of the data mixture: a local JSONL/parquet file or a streamed hub dataset."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    path: Path | None = None
-    hf_dataset: str | None = None
+    path: Path | None = Field(None, description="local .jsonl / .jsonl.gz / .parquet file")
+    hf_dataset: str | None = Field(None, description="hub dataset id, streamed")
     hf_config: str | None = None
     split: str = "train"
-    text_field: str = "prompt"
+    text_field: str = Field(
+        "prompt", description="field with the prompt/text, or with a list of chat messages"
+    )
+    answer_field: str | None = Field(None, description="field with the gold answer (e.g. the option letter)")
+    id_field: str | None = None
     lang: Literal["ar", "en"]
     category: str
+    where: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict, description="keep rows whose field equals the value (or is in the list)"
+    )
     max_items: PositiveInt | None = None
 
     @field_validator("path", mode="before")
     @classmethod
     def _path(cls, v: Any, info: ValidationInfo) -> Path | None:
-        return resolve_path(v, info, "source file")
+        path = resolve_path(v, info, "source file")
+        if path is not None and not path.name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
+            raise ValueError(f"source file must be .jsonl, .jsonl.gz or .parquet: {path}")
+        return path
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceParams:
@@ -213,16 +226,69 @@ class SourceParams(_Section):
         return self
 
 
+class QualityParams(_Section):
+    """Gopher-style thresholds, sized for prompts (datatrove's defaults assume web pages of 50+ words)."""
+
+    min_words: NonNegInt = 3
+    max_words: PositiveInt = 20000
+    min_avg_word_length: PositiveFloat = 1.5  # math prompts with options are full of one-letter tokens
+    max_avg_word_length: PositiveFloat = 12.0
+    min_stop_words: NonNegInt = 1
+    max_non_alpha_words_ratio: Share = 0.5
+    repetition: bool = True
+
+
+class DedupParams(_Section):
+    exact: bool = True
+    near: bool = True
+    minhash_ngram: PositiveInt = 5
+    minhash_buckets: PositiveInt = 20
+    minhash_hashes_per_bucket: PositiveInt = 5
+
+
+class DecontaminationParams(_Section):
+    benchmarks: list[Literal[OALL_BENCHMARKS]] = Field(
+        default_factory=lambda: list(OALL_BENCHMARKS), min_length=1
+    )  # type: ignore[valid-type]
+    ngram: PositiveInt = 13
+    min_short_words: PositiveInt = Field(
+        8, description="shorter items are matched whole if at least this long"
+    )
+    max_items_per_ngram: PositiveInt = Field(10, description="n-grams shared by more items are boilerplate")
+
+    @model_validator(mode="after")
+    def _short(self) -> DecontaminationParams:
+        if self.min_short_words > self.ngram:
+            raise ValueError(f"min_short_words ({self.min_short_words}) must be <= ngram ({self.ngram})")
+        return self
+
+
+class SlurmParams(_Section):
+    partition: str = "cpu"
+    time: str = "12:00:00"
+    cpus_per_task: PositiveInt = 1
+    mem_per_cpu_gb: PositiveInt = 2
+    qos: str = "normal"
+
+
 class DataParams(_Section):
-    token_budget: PositiveInt = Field(description="total supervision tokens of the mixture (paper: 372M)")
+    token_budget: PositiveInt = Field(description="pool tokens (student tokenizer) to select; paper: 372M")
     arabic_share: Share = Field(0.8, description="Arabic share by tokens (paper: 0.8)")
     category_shares: dict[str, Share] = Field(
         default_factory=dict, description="category -> share of the token budget"
     )
+    budget_tolerance: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.02, description="per (lang, category) budget"
+    )
+    on_shortfall: Literal["error", "warn"] = "error"
     sources: list[SourceParams] = Field(default_factory=list)
-    decontamination_ngram: PositiveInt = 13
+    quality: QualityParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    dedup: DedupParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    decontamination: DecontaminationParams = Field(default_factory=dict)  # type: ignore[arg-type]
     executor: Literal["local", "slurm", "ray"] = "local"
+    tasks: PositiveInt = 1
     workers: PositiveInt = 1
+    slurm: SlurmParams = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @field_validator("category_shares")
     @classmethod
@@ -230,6 +296,21 @@ class DataParams(_Section):
         if v and abs(sum(v.values()) - 1.0) > 1e-3:
             raise ValueError(f"category shares must sum to 1 (they sum to {sum(v.values()):.4f})")
         return v
+
+    @model_validator(mode="after")
+    def _sources(self) -> DataParams:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique (repeated: {', '.join(dupes)})")
+        if self.sources and not self.category_shares:
+            raise ValueError("category_shares is required when sources are given")
+        unknown = sorted(
+            {f"{s.name}: {s.category!r}" for s in self.sources if s.category not in self.category_shares}
+        )
+        if unknown:
+            raise ValueError(f"source categories missing from category_shares: {'; '.join(unknown)}")
+        return self
 
 
 class DistillParams(_Section):
@@ -374,6 +455,29 @@ class Params(_Section):
             node = getattr(node, part)
         return node
 
+    def files(self, *sections: str) -> list[Path]:
+        """Existing files and folders that the named sections point to (their content is a phase input too)."""
+        found: list[Path] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, Path):
+                if node.exists():
+                    found.append(node)
+            elif isinstance(node, BaseModel):
+                for name in type(node).model_fields:
+                    walk(getattr(node, name))
+            elif isinstance(node, (list, tuple)):
+                for v in node:
+                    walk(v)
+            elif isinstance(node, dict):
+                for v in node.values():
+                    walk(v)
+
+        for s in sections:
+            if s != "run" and not s.startswith("run."):  # run.root holds the outputs, not inputs
+                walk(self.get(s))
+        return sorted(set(found))
+
 
 def _dump(value: Any) -> Any:
     return (
@@ -495,12 +599,16 @@ def validate_params(
     )
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")  # pydantic's names for union members
+
+
 def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Sequence[str]) -> str:
     where = str(source_file) if source_file else "params"
-    lines = [f"{where}: {exc.error_count()} invalid parameter(s)"]
     override_keys = {item.partition("=")[0].strip(): item for item in overrides}
+    problems: dict[str, list[str]] = {}
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # drop union-member tags ("str", "list[...]", "function-after[...]") so a union fails as one key
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p))]
         key = _dotted(loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -508,17 +616,34 @@ def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Se
             msg = f"unknown key; expected one of: {', '.join(allowed)}" if allowed else "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
-            msg = f"{msg} (got {err['input']!r})"
+        problems.setdefault(key, [])
+        if msg not in problems[key]:
+            problems[key].append(msg)
+        if "input" in err and err["type"] not in (
+            "value_error",
+            "assertion_error",
+            "missing",
+            "extra_forbidden",
+        ):
+            got = f"(got {err['input']!r})"
+            if got not in problems[key]:
+                problems[key].append(got)
+    lines = [f"{where}: {len(problems)} invalid parameter(s)"]
+    for key, msgs in problems.items():
+        got = [m for m in msgs if m.startswith("(got ")]
+        text = " or ".join(m for m in msgs if not m.startswith("(got "))
+        plain = re.sub(
+            r"\[(\d+)\]", r".\1", key
+        )  # data.sources[0].path -> data.sources.0.path, as overrides spell it
         origin = next(
             (
                 f" [from override -o {item}]"
                 for k, item in override_keys.items()
-                if key == k or key.startswith(k + ".")
+                if plain == k or plain.startswith(k + ".")
             ),
             "",
         )
-        lines.append(f"  - {key or '<top level>'}: {msg}{origin}")
+        lines.append(f"  - {key or '<top level>'}: {text}{' ' + got[0] if got else ''}{origin}")
     return "\n".join(lines)
 
 

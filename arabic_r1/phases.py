@@ -21,6 +21,7 @@ class Phase:
     sections: tuple[str, ...]  # params sections (or dotted keys) whose change makes this phase stale
     inputs: tuple[str, ...] = ()  # earlier phases ("name") or single outputs ("name/output") this phase reads
     title: str = ""
+    resources: tuple[str, ...] = ()  # files of arabic_r1/resources the phase's work depends on
 
     @property
     def slug(self) -> str:
@@ -33,8 +34,21 @@ class Phase:
 
 
 PHASES: tuple[Phase, ...] = (
-    Phase("00", "environment", ("model", "run.seed"), (), "Environment and backbone"),
-    Phase("01", "data_mixture", ("data", "run.seed"), ("environment/base_model",), "80/20 data mixture"),
+    Phase(
+        "00",
+        "environment",
+        ("model", "run.seed"),
+        (),
+        "Environment and backbone",
+        ("tokenizer_corpus.txt", "chat_template.jinja"),
+    ),
+    Phase(
+        "01",
+        "data_mixture",
+        ("data", "eval.source", "eval.mirror_dir", "run.seed"),
+        ("environment/base_model",),
+        "80/20 data mixture",
+    ),
     Phase("02", "cot_distillation", ("distill",), ("data_mixture",), "Four-phase CoT distillation"),
     Phase("03", "trace_verification", ("verify",), ("cot_distillation",), "Trace verification"),
     Phase(

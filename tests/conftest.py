@@ -46,3 +46,30 @@ def project(tmp_path: Path) -> Path:
     """A throw-away project folder with params/ so relative paths resolve inside tmp_path."""
     (tmp_path / "params").mkdir()
     return tmp_path
+
+
+FLAT_SPLITS = {  # ../shared/data/oall folder -> {file split: hub split}
+    "arabic_mmlu": {"test": "test", "dev": "dev"},
+    "madinah_qa": {"test": "test", "dev": "dev"},
+    "aratrust": {"test": "train"},
+    "arabic_exams": {"test": "test", "validation": "validation"},
+}
+
+
+@pytest.fixture(scope="session")
+def real_mirror(shared_data: Path, tmp_path_factory) -> Path:
+    """A mirror (hub layout) of the real benchmark rows in ../shared/data/oall, built in a temp folder."""
+    from collections import defaultdict
+
+    from arabic_r1.benchmarks import subset_of, write_mirror
+
+    root = tmp_path_factory.mktemp("real_mirror")
+    for key, splits in FLAT_SPLITS.items():
+        rows: dict = defaultdict(list)
+        for file_split, hub_split in splits.items():
+            for row in read_jsonl(shared_data / "oall" / key / f"{file_split}.jsonl"):
+                if key == "arabic_exams":
+                    row = {**row, "subject": row["id"].rsplit("-", 1)[0]}
+                rows[(subset_of(key, row), hub_split)].append(row)
+        write_mirror(root, key, rows)
+    return root

@@ -41,6 +41,7 @@ def _copy_project(tmp_path: Path) -> Path:
     (tmp_path / "params").mkdir()
     shutil.copy(REPO_DIR / "params" / "smoke.yaml", tmp_path / "params" / "smoke.yaml")
     shutil.copytree(REPO_DIR / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "arabic_r1").symlink_to(REPO_DIR / "arabic_r1")  # smoke.yaml points at the package's own data
     return tmp_path
 
 

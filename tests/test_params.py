@@ -89,6 +89,7 @@ def test_missing_source_file_is_named(project: Path) -> None:
     data = {
         "data": {
             "token_budget": 10,
+            "category_shares": {"x": 1.0},
             "sources": [{"name": "s", "path": "data/nope.jsonl", "lang": "ar", "category": "x"}],
         }
     }
@@ -101,6 +102,7 @@ def test_existing_source_file_resolves_against_project(project: Path) -> None:
     data = {
         "data": {
             "token_budget": 10,
+            "category_shares": {"x": 1.0},
             "sources": [{"name": "s", "path": "data/s.jsonl", "lang": "ar", "category": "x"}],
         }
     }
@@ -179,6 +181,7 @@ def test_override_into_a_list_item(project: Path) -> None:
     data = {
         "data": {
             "token_budget": 10,
+            "category_shares": {"x": 1.0},
             "sources": [{"name": "s", "path": "a.jsonl", "lang": "ar", "category": "x"}],
         }
     }
@@ -205,6 +208,7 @@ def test_section_hash_survives_moving_the_project(tmp_path: Path) -> None:
         data = {
             "data": {
                 "token_budget": 10,
+                "category_shares": {"x": 1.0},
                 "sources": [{"name": "s", "path": "d.jsonl", "lang": "ar", "category": "x"}],
             }
         }

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl
+
+from arabic_r1.arabic_text import (
+    SPELLING_VARIANTS,
+    ArabicWordTokenizer,
+    detect_language,
+    fold_arabic,
+    normalized_text,
+    normalized_words,
+    script_shares,
+)
+
+
+@pytest.mark.parametrize(
+    ("variant", "canonical"),
+    [
+        ("إِلَى المَدْرَسَةِ", "الي المدرسه"),
+        ("أحمد وآمنة وإيمان", "احمد وامنه وايمان"),
+        ("مستشفى على", "مستشفي علي"),
+        ("الجميلــــة", "الجميله"),
+        ("العدد ٣٤٥ و۷", "العدد 345 و7"),
+        ("Hello, WORLD!", "hello world"),
+        ("مسؤول، شاطئ", "مسوول شاطي"),
+    ],
+)
+def test_folding(variant: str, canonical: str) -> None:
+    assert normalized_text(variant) == canonical
+
+
+def test_fold_keeps_other_scripts_and_length_sane() -> None:
+    assert fold_arabic("ABC абв 中文") == "abc абв 中文"
+
+
+def test_tokenizer_implements_datatrove_interface() -> None:
+    tok = ArabicWordTokenizer()
+    assert tok.word_tokenize("قالَ: «مرحباً»؛ ثم ذهب.") == ["قال", "مرحبا", "ثم", "ذهب"]
+    assert tok.sent_tokenize("جملة أولى. جملة ثانية؟ وثالثة!") == ["جملة أولى.", "جملة ثانية؟", "وثالثة!"]
+    text = "جملة أولى. جملة ثانية؟"
+    assert [text[a:b].strip() for a, b in tok.span_tokenize(text)] == ["جملة أولى.", "جملة ثانية؟"]
+
+
+def test_every_spelling_variant_folds_to_the_original(shared_data: Path) -> None:
+    texts = [r["text"] for r in read_jsonl(shared_data / "corpus" / "ar_pud_sentences.jsonl")[:100]]
+    for name, vary in SPELLING_VARIANTS.items():
+        changed = sum(vary(t) != t for t in texts)
+        assert name == "exact" or changed > 20, f"variant {name} changed only {changed} texts"
+        assert all(normalized_words(vary(t)) == normalized_words(t) for t in texts), name
+
+
+def test_language_id_on_real_corpora(shared_data: Path) -> None:
+    ar = [r["text"] for r in read_jsonl(shared_data / "corpus" / "ar_pud_sentences.jsonl")]
+    ar += [r["context"] for r in read_jsonl(shared_data / "corpus" / "ar_arcd_paragraphs.jsonl")]
+    en = [r["text"] for r in read_jsonl(shared_data / "corpus" / "en_pud_sentences.jsonl")]
+    got_ar = Counter(detect_language(t).lang for t in ar)
+    got_en = Counter(detect_language(t).lang for t in en)
+    assert got_ar["ar"] == len(ar), got_ar
+    assert got_en["en"] >= len(en) - 1, got_en
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("این یک جمله فارسی است که برای آزمایش نوشته شده", "fa/ur"),
+        ("یہ ایک اردو جملہ ہے جو جانچ کے لیے لکھا گیا ہے", "fa/ur"),
+        ("Ceci est une phrase écrite en français pour le test.", "fr"),
+        ("12345 !!! ???", "und"),
+        ("Who wrote One Hundred Years of Solitude? A) Jorge Luis Borges B) Gabriel García Márquez", "en"),
+    ],
+)
+def test_language_id_rejects_other_languages(text: str, lang: str) -> None:
+    assert detect_language(text).lang == lang
+
+
+def test_script_shares() -> None:
+    s = script_shares("abc ابت ١٢٣")
+    assert s.letters == 6 and s.arabic == 0.5 and s.latin == 0.5

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from arabic_r1.budget import Cell, cell_targets, select_to_budget
+from arabic_r1.params import load_params
+
+PAPER = load_params("paper").data
+
+
+def test_paper_targets_are_80_20_and_follow_the_composition() -> None:
+    t = cell_targets(PAPER.token_budget, PAPER.arabic_share, PAPER.category_shares)
+    assert sum(t.values()) == 372_000_000
+    ar = sum(v for c, v in t.items() if c.lang == "ar")
+    assert ar == pytest.approx(0.8 * 372_000_000, abs=6)
+    lit = t[Cell("ar", "literature_critical_analysis")] + t[Cell("en", "literature_critical_analysis")]
+    assert lit / 1e6 == pytest.approx(103.2, abs=0.01)
+    assert t[Cell("en", "social_dialectal")] / 1e6 == pytest.approx(8.6 * 0.2, abs=0.01)
+
+
+def test_rounding_keeps_the_exact_total() -> None:
+    t = cell_targets(1001, 0.8, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert sum(t.values()) == 1001 and len(t) == 6
+
+
+def test_selection_hits_tolerance_and_is_seeded() -> None:
+    rng = random.Random(3)
+    sizes = [rng.randint(20, 120) for _ in range(40)]
+    a = select_to_budget(sizes, 1000, 0.02, seed=1)
+    b = select_to_budget(sizes, 1000, 0.02, seed=1)
+    c = select_to_budget(sizes, 1000, 0.02, seed=2)
+    assert a.ok and 980 <= a.tokens <= 1020 and a.tokens == sum(sizes[i] for i in a.chosen)
+    assert len(set(a.chosen)) == len(a.chosen)
+    assert a.chosen == b.chosen and a.chosen != c.chosen
+
+
+def test_small_cells_are_closed_by_subset_sum() -> None:
+    sizes = [97, 61, 45, 128, 52, 77, 39, 88]
+    for target in (100, 140, 160, 233):
+        sel = select_to_budget(sizes, target, 0.02, seed=0)
+        assert sel.ok, (target, sel.tokens)
+
+
+def test_dry_and_off_target_are_distinguished() -> None:
+    dry = select_to_budget([10, 20, 30], 200, 0.02)
+    assert dry.status == "dry" and dry.available == 60 and dry.tokens == 60
+    off = select_to_budget([50, 50, 50], 120, 0.02)
+    assert off.status == "off_target"
+
+
+def test_zero_target_selects_nothing() -> None:
+    assert select_to_budget([5, 6], 0, 0.02).chosen == []
