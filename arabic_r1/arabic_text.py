@@ -8,10 +8,10 @@ Gopher filters) and folds those variants, so dedup and decontamination see ``إ�
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+import regex
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 # ------------------------------------------------------------------------------------------------ folding
@@ -40,9 +40,13 @@ def fold_arabic(text: str) -> str:
     return text.translate(_FOLD_TABLE).lower()
 
 
-def normalized_words(text: str) -> list[str]:
-    """Folded words with punctuation dropped: the unit of dedup, decontamination and quality statistics."""
-    return _WORD_RE.findall(fold_arabic(text))
+@lru_cache(maxsize=256)
+def normalized_words(text: str) -> tuple[str, ...]:
+    """Folded words with punctuation dropped: the unit of dedup, decontamination and quality statistics.
+
+    Cached: each filter of a pipeline asks for the words of the same document in turn (read-only tuple).
+    """
+    return tuple(_WORD_RE.findall(fold_arabic(text)))
 
 
 def normalized_text(text: str) -> str:
@@ -57,7 +61,7 @@ class ArabicWordTokenizer(WordTokenizer):
         super().__init__("ar")
 
     def word_tokenize(self, text: str) -> list[str]:
-        return normalized_words(text)
+        return normalized_words(text)  # type: ignore[return-value]  # a tuple: datatrove only reads it
 
     def sent_tokenize(self, text: str) -> list[str]:
         return [s.strip() for s in _SENT_RE.findall(text) if s.strip()]
@@ -86,16 +90,10 @@ STOP_WORDS = ARABIC_STOP_WORDS | ENGLISH_STOP_WORDS
 
 
 # --------------------------------------------------------------------------------------- scripts and LID
-_ARABIC_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
 # Letters of Persian/Urdu that Arabic never uses. Farsi yeh (ی) and keheh (ک) are left out on purpose: Arabic
 # typed on Persian keyboards is full of them (seen in real Arabic Wikipedia paragraphs).
 PERSIAN_URDU_LETTERS = frozenset("پچژگٹڈڑںےۀ")
 AMBIGUOUS_PERSIAN_LETTERS = frozenset("یک")
-
-
-def _is_arabic(ch: str) -> bool:
-    o = ord(ch)
-    return any(a <= o <= b for a, b in _ARABIC_RANGES)
 
 
 @dataclass(frozen=True)
@@ -110,27 +108,26 @@ class ScriptShares:
     )
 
 
+# Letters only (no digits, punctuation or harakat): Arabic-script letters of the Arabic blocks, Latin letters.
+_ARABIC_LETTERS_RE = re.compile(
+    r"[\u0620-\u064A\u066E-\u06D3\u06D5\u06EE-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB50-\uFDFF\uFE70-\uFEFC]"
+)
+_LATIN_LETTERS_RE = re.compile(r"[A-Za-z\u00C0-\u024F\u1E00-\u1EFF]")
+_LETTERS_RE = regex.compile(r"\p{L}")
+
+
 def script_shares(text: str) -> ScriptShares:
-    """Letter counts by script (digits, punctuation and marks are not letters)."""
-    ar = la = other = foreign = ambiguous = 0
-    for ch in text:
-        if not ch.isalpha():
-            continue
-        if _is_arabic(ch):
-            ar += 1
-            if ch in PERSIAN_URDU_LETTERS:
-                foreign += 1
-            elif ch in AMBIGUOUS_PERSIAN_LETTERS:
-                ambiguous += 1
-        elif ch.isascii() or "LATIN" in unicodedata.name(ch, ""):
-            la += 1
-        else:
-            other += 1
-    n = ar + la + other
+    """Letter counts by script (digits, punctuation and marks are not letters), at C speed."""
+    ar = len(text) - len(_ARABIC_LETTERS_RE.sub("", text))
+    la = len(text) - len(_LATIN_LETTERS_RE.sub("", text))
+    # letters of other scripts are counted only when these two leave much of the text unexplained
+    n = ar + la if ar + la >= 0.5 * len(text) else len(_LETTERS_RE.findall(text))
     if n == 0:
         return ScriptShares(0, 0.0, 0.0, 0.0, 0.0)
+    foreign = sum(text.count(c) for c in PERSIAN_URDU_LETTERS) if ar else 0
+    ambiguous = sum(text.count(c) for c in AMBIGUOUS_PERSIAN_LETTERS) if ar else 0
     return ScriptShares(
-        n, ar / n, la / n, other / n, foreign / ar if ar else 0.0, ambiguous / ar if ar else 0.0
+        n, ar / n, la / n, (n - ar - la) / n, foreign / ar if ar else 0.0, ambiguous / ar if ar else 0.0
     )
 
 
@@ -158,6 +155,9 @@ LID_LANGUAGES = [
     "cs",
     "vi",
 ]
+
+
+LID_CHARS = 600  # langid reads this many characters: plenty for prose, and it is the slowest step
 
 
 @lru_cache(maxsize=1)
@@ -194,14 +194,14 @@ def detect_language(
                 f"Persian/Urdu letters are {s.non_arabic_letters_in_arabic_script:.0%} of Arabic-script letters",
             )
         if s.ambiguous_letters > max_foreign_letters:  # ی/ک: Persian, or Arabic typed on a Persian keyboard
-            code, _ = _langid().classify(text[:2000])
+            code, _ = _langid().classify(text[:LID_CHARS])
             if code in ("fa", "ur"):
                 return LanguageGuess(
                     "fa/ur", s.arabic, f"Farsi yeh/keheh {s.ambiguous_letters:.0%} of letters; langid: {code}"
                 )
         return LanguageGuess("ar", s.arabic, f"Arabic script {s.arabic:.0%} of letters")
     if s.latin >= min_script_share:
-        code, _ = _langid().classify(text[:2000])
+        code, _ = _langid().classify(text[:LID_CHARS])
         code = "ar" if code in ARABIC_LID_CODES else code
         return LanguageGuess(code, s.latin, f"Latin script {s.latin:.0%}; langid: {code}")
     return LanguageGuess(

@@ -40,13 +40,19 @@ from datatrove.pipeline.dedup.exact_dedup import (
 )
 from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter
-from datatrove.pipeline.filters.gopher_repetition_filter import get_n_grams
+from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
-from datatrove.utils.text import split_into_words
+from datatrove.utils.text import TextNormConfig
 
-from arabic_r1.arabic_text import STOP_WORDS, ArabicWordTokenizer, detect_language, normalized_text
+from arabic_r1.arabic_text import (
+    STOP_WORDS,
+    ArabicWordTokenizer,
+    detect_language,
+    normalized_text,
+    normalized_words,
+)
 from arabic_r1.benchmarks import iter_benchmark_rows
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
 from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, build_index, contamination_report
@@ -133,13 +139,17 @@ def _text_of(value: Any) -> tuple[str | None, list[dict] | None]:
     return None, None
 
 
+def _folder_and_glob(path: Path, suffix: str) -> tuple[str, str]:
+    """A single file, or every shard of a folder (datatrove spreads the files over the tasks)."""
+    return (str(path), f"*{suffix}") if path.is_dir() else (str(path.parent), path.name)
+
+
 class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
     name = "📥 source (jsonl)"
 
     def __init__(self, source: dict[str, Any], path: Path):
-        super().__init__(
-            str(path.parent), glob_pattern=path.name, recursive=False, limit=source.get("max_items") or -1
-        )
+        folder, pattern = _folder_and_glob(path, ".jsonl*")
+        super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
         self.source = source
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
@@ -181,9 +191,8 @@ class SourceParquetReader(_SourceRowsMixin, ParquetReader):
     name = "📥 source (parquet)"
 
     def __init__(self, source: dict[str, Any], path: Path):
-        super().__init__(
-            str(path.parent), glob_pattern=path.name, recursive=False, limit=source.get("max_items") or -1
-        )
+        folder, pattern = _folder_and_glob(path, ".parquet")
+        super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
         self.source = source
 
 
@@ -206,11 +215,8 @@ def source_reader(src: SourceParams) -> PipelineStep:
     if src.hf_dataset:
         return SourceHubReader(spec)
     assert src.path is not None
-    return (
-        SourceParquetReader(spec, src.path)
-        if src.path.suffix == ".parquet"
-        else SourceJsonlReader(spec, src.path)
-    )
+    parquet = any(src.path.glob("*.parquet")) if src.path.is_dir() else src.path.suffix == ".parquet"
+    return SourceParquetReader(spec, src.path) if parquet else SourceJsonlReader(spec, src.path)
 
 
 class RankFileJsonlReader(JsonlReader):
@@ -250,30 +256,98 @@ class DeclaredLanguageFilter(BaseFilter):
         return False, f"detected_{guess.lang}"
 
 
+class ArabicQualityFilter(GopherQualityFilter):
+    """Gopher's quality rules on Arabic-folded words, with Arabic+English stop words.
+
+    Same thresholds and reasons as datatrove's ``GopherQualityFilter``; computed on the cached normalised words
+    instead of re-tokenising and scanning every character in Python (about 3x faster on Arabic text).
+    """
+
+    name = "🥇 quality (Gopher rules, Arabic-aware)"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        text = doc.text
+        words = normalized_words(text)
+        n = len(words)
+        if self.min_doc_words and n < self.min_doc_words:
+            return False, "gopher_short_doc"
+        if self.max_doc_words and n > self.max_doc_words:
+            return False, "gopher_long_doc"
+        if n == 0:
+            return False, "gopher_short_doc"
+        avg = sum(map(len, words)) / n
+        if self.min_avg_word_length and avg < self.min_avg_word_length:
+            return False, "gopher_below_avg_threshold"
+        if self.max_avg_word_length and avg > self.max_avg_word_length:
+            return False, "gopher_above_avg_threshold"
+        if self.max_symbol_word_ratio and text.count("#") / n > self.max_symbol_word_ratio:
+            return False, "gopher_too_many_hashes"
+        if (
+            self.max_symbol_word_ratio
+            and (text.count("...") + text.count("…")) / n > self.max_symbol_word_ratio
+        ):
+            return False, "gopher_too_many_ellipsis"
+        lines = text.splitlines() or [text]
+        if (
+            self.max_bullet_lines_ratio
+            and sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
+            > self.max_bullet_lines_ratio
+        ):
+            return False, "gopher_too_many_bullets"
+        if (
+            self.max_ellipsis_lines_ratio
+            and sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
+            > self.max_ellipsis_lines_ratio
+        ):
+            return False, "gopher_too_many_end_ellipsis"
+        if (
+            self.max_non_alpha_words_ratio
+            and sum(not w.isdigit() for w in words) / n < self.max_non_alpha_words_ratio
+        ):
+            return False, "gopher_below_alpha_threshold"
+        if self.min_stop_words and len(self.stop_words.intersection(words)) < self.min_stop_words:
+            return False, "gopher_enough_stop_words"
+        return True
+
+
 class PromptRepetitionFilter(GopherRepetitionFilter):
-    """Gopher's repetition rules, except that a "top n-gram" must occur at least twice to count.
+    """Gopher's repetition rules, prompt-safe and fast.
 
     datatrove scores a text's most frequent n-gram even when it occurs once, which fails every text shorter than
-    a few n-gram lengths - i.e. nearly every prompt (on real UD sentences it removed 3 in 4).
+    a few n-gram lengths - i.e. nearly every prompt (on real UD sentences it removed 3 in 4): here a top n-gram
+    must occur twice. The n-gram scans stop early when no shorter n-gram repeats (a repeated 6-gram contains a
+    repeated 5-gram), which skips most of the work on ordinary text.
     """
 
     name = "👯 repetition (Gopher, short-text safe)"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.top_checks, self.top_n_grams = self.top_n_grams, ()
+        self.top_checks, self.top_n_grams = tuple(self.top_n_grams), ()
+        self.dup_checks, self.dup_n_grams = tuple(self.dup_n_grams), ()
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        verdict = super().filter(doc)  # paragraphs, lines, duplicated n-grams
+        verdict = super().filter(doc)  # duplicated paragraphs and lines
         if verdict is not True:
             return verdict
-        words = split_into_words(doc.text, self.language)
+        words = normalized_words(doc.text)
+        chars = len(doc.text)
         for n, frac in self.top_checks:
-            counts = Counter(get_n_grams(words, n))
-            if counts:
-                gram, count = counts.most_common(1)[0]
-                if count > 1 and len(gram) * count / len(doc.text) > frac:
-                    return False, f"top_{n}_gram"
+            grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
+            if not grams:
+                break
+            gram, count = grams.most_common(1)[0]
+            if count < 2:
+                break  # nothing repeats at this length, so nothing longer does
+            if (sum(map(len, gram)) + n - 1) * count / chars > frac:
+                return False, f"top_{n}_gram"
+        if self.dup_checks:
+            shortest = min(n for n, _ in self.dup_checks)
+            grams = list(zip(*(words[i:] for i in range(shortest)), strict=False))
+            if len(set(grams)) < len(grams):
+                for n, frac in self.dup_checks:
+                    if find_all_duplicate(list(words), n) / chars > frac:
+                        return False, f"duplicated_{n}_n_grams"
         return True
 
 
@@ -293,25 +367,37 @@ class StudentTokenCounter(PipelineStep):
         self.batch_size = batch_size
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        encode = load_token_counter(self.tokenizer_path)
         batch: list[Document] = []
         for doc in data:
             batch.append(doc)
             if len(batch) >= self.batch_size:
-                yield from self._count(tok, batch)
+                yield from self._count(encode, batch)
                 batch = []
-        yield from self._count(tok, batch)
+        yield from self._count(encode, batch)
 
-    def _count(self, tok, batch: list[Document]) -> Iterator[Document]:
+    def _count(self, encode, batch: list[Document]) -> Iterator[Document]:
         if not batch:
             return
-        ids = tok([d.text for d in batch], add_special_tokens=False)["input_ids"]
-        for doc, seq in zip(batch, ids, strict=True):
-            doc.metadata["n_tokens"] = len(seq)
-            self.stat_update("tokens", value=len(seq))
+        for doc, n in zip(batch, encode([d.text for d in batch]), strict=True):
+            doc.metadata["n_tokens"] = n
+            self.stat_update("tokens", value=n)
             yield doc
+
+
+def load_token_counter(tokenizer_path: str):
+    """texts -> token counts, without special tokens. A local ``tokenizer.json`` is read with ``tokenizers``
+    directly (no transformers import in every worker: 6 s each); anything else goes through AutoTokenizer."""
+    local = Path(tokenizer_path) / "tokenizer.json"
+    if local.is_file():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(local))
+        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(tokenizer_path)
+    return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
 
 
 # ------------------------------------------------------------------------------------------ executors
@@ -382,9 +468,8 @@ def _datatrove_logs_to(path: Path):
             yield
         finally:
             sys.stderr = saved
-            from loguru import (
-                logger,
-            )  # datatrove's handlers still point at the file: leave warnings on stderr only
+            # datatrove's handlers still point at the file: leave only warnings, on stderr
+            from loguru import logger
 
             logger.remove()
             logger.add(sys.stderr, level="WARNING")
@@ -438,12 +523,16 @@ def stage_pipelines(
         n_grams=data.dedup.minhash_ngram,
         num_buckets=data.dedup.minhash_buckets,
         hashes_per_bucket=data.dedup.minhash_hashes_per_bucket,
+        # the Arabic tokenizer already folds, lower-cases and drops punctuation; keep only number folding
+        norm_config=TextNormConfig(
+            lowercase=False, norm_whitespace=False, remove_punctuation=False, norm_unicode_diacritics=False
+        ),
     )
     filtering: list = [source_reader(s) for s in data.sources]
     filtering += [
         RejectFilter(exclusion_writer=excl("source_rows")),
         DeclaredLanguageFilter(exclusion_writer=excl("language")),
-        GopherQualityFilter(
+        ArabicQualityFilter(
             min_doc_words=q.min_words, max_doc_words=q.max_words, min_avg_word_length=q.min_avg_word_length,
             max_avg_word_length=q.max_avg_word_length, min_stop_words=q.min_stop_words, stop_words=sorted(STOP_WORDS),
             max_non_alpha_words_ratio=q.max_non_alpha_words_ratio, language=tokenizer, exclusion_writer=excl("quality"),

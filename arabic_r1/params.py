@@ -189,13 +189,16 @@ class ModelParams(_Section):
 
 
 Scalar = str | int | float | bool | None
+SOURCE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 class SourceParams(_Section):
     """One input of the data mixture: a local JSONL/parquet file or a streamed hub dataset."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    path: Path | None = Field(None, description="local .jsonl / .jsonl.gz / .parquet file")
+    path: Path | None = Field(
+        None, description="local .jsonl / .jsonl.gz / .parquet file, or a folder of them (shards)"
+    )
     hf_dataset: str | None = Field(None, description="hub dataset id, streamed")
     hf_config: str | None = None
     split: str = "train"
@@ -215,8 +218,19 @@ class SourceParams(_Section):
     @classmethod
     def _path(cls, v: Any, info: ValidationInfo) -> Path | None:
         path = resolve_path(v, info, "source file")
-        if path is not None and not path.name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
-            raise ValueError(f"source file must be .jsonl, .jsonl.gz or .parquet: {path}")
+        if path is None or not path.exists():
+            return path
+        files = (
+            sorted(p.name for p in path.iterdir() if p.name.endswith(SOURCE_SUFFIXES))
+            if path.is_dir()
+            else [path.name]
+        )
+        if not files or not all(f.endswith(SOURCE_SUFFIXES) for f in files):
+            raise ValueError(
+                f"source must be a .jsonl, .jsonl.gz or .parquet file, or a folder of them: {path}"
+            )
+        if path.is_dir() and len({f.endswith(".parquet") for f in files}) > 1:
+            raise ValueError(f"source folder mixes parquet and jsonl files: {path}")
         return path
 
     @model_validator(mode="after")

@@ -196,7 +196,9 @@ def test_source_that_does_not_exist_is_rejected_before_work(tmp_path: Path) -> N
             _project(tmp_path, [{"name": "s", "path": "missing.jsonl", "lang": "ar", "category": "c"}])
         )
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ParamsError, match=r"must be \.jsonl"):
+    with pytest.raises(
+        ParamsError, match=r"must be a \.jsonl, \.jsonl\.gz or \.parquet file, or a folder of them"
+    ):
         load_params(_project(tmp_path, [{"name": "s", "path": "notes.txt", "lang": "ar", "category": "c"}]))
     (tmp_path / "a.jsonl").write_text("{}\n")
     with pytest.raises(ParamsError, match=r"categories missing from category_shares: s: 'poetry'"):
@@ -234,3 +236,27 @@ def test_executor_selection(tmp_path: Path) -> None:
             make_executor(ray_data, [], 2, tmp_path / "r")
     else:
         assert type(make_executor(ray_data, [], 2, tmp_path / "r")).__name__ == "RayPipelineExecutor"
+
+
+def test_sharded_folder_source_across_tasks_dedups_across_shards(tmp_path: Path, tokenizer: str) -> None:
+    shards = tmp_path / "ar_shards"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text(
+        "".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in AR[:2]), encoding="utf-8"
+    )
+    (shards / "b.jsonl").write_text(
+        "".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in [*AR[2:], AR[0]]),
+        encoding="utf-8",
+    )
+    (tmp_path / "en.jsonl").write_text(
+        "".join(json.dumps({"prompt": t}) + "\n" for t in EN), encoding="utf-8"
+    )
+    params = load_params(_project(tmp_path, [
+        {"name": "ar", "path": "ar_shards", "lang": "ar", "category": "c"}, {"name": "en", "path": "en.jsonl", "lang": "en", "category": "c"},
+    ], tasks=2, workers=2, on_shortfall="warn"))  # fmt: skip
+    result = run_mixture(params, tmp_path / "out", tokenizer)
+    s = result.stats["sources"]
+    assert (
+        s["ar"]["rows_read"] == 5 and s["ar"]["removed"] == {"exact_dedup": 1} and s["ar"]["candidates"] == 4
+    )
+    assert result.stats["all_rows_accounted"]
