@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check Python, torch/GPU, Unsloth, lighteval offline readiness, disk")
     _add_params_args(doc)
 
+    ben = sub.add_parser("benchmarks", help="check a local OALL v2 benchmark mirror's layout")
+    ben.add_argument("action", choices=["check"])
+    ben.add_argument(
+        "--mirror", type=Path, default=None, help="mirror folder (default: eval.mirror_dir of --params)"
+    )
+    _add_params_args(ben)
+
     par = sub.add_parser("params", help="show or validate a params file")
     par.add_argument("action", choices=["show", "validate"])
     par.add_argument("file", nargs="?", default=None, help="profile name or YAML path (default: smoke)")
@@ -97,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0
         params = load_params(args.params, args.overrides)
+        if args.command == "benchmarks":
+            from arabic_r1.benchmarks import check_mirror
+
+            mirror = args.mirror or params.eval.mirror_dir
+            if mirror is None:
+                print("error: no mirror folder: pass --mirror or set eval.mirror_dir", file=sys.stderr)
+                return 2
+            problems = check_mirror(mirror, params.eval.benchmarks)
+            for p in problems:
+                print(f"- {p}")
+            fatal = [p for p in problems if "OALL v2 subsets missing" not in p]
+            print(f"{mirror}: {'usable' if not fatal else 'NOT usable'} ({len(problems)} note(s))")
+            return 1 if fatal else 0
         if args.command == "doctor":
             from arabic_r1.doctor import format_table, run_doctor
 

@@ -55,3 +55,10 @@ def test_doctor_fails_a_gpu_profile_without_gpu(capsys) -> None:
         pytest.skip("this machine has a GPU")
     assert main(["doctor", "--params", "paper"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_benchmarks_check(capsys, tmp_path) -> None:
+    assert main(["benchmarks", "check"]) == 0
+    assert "usable" in capsys.readouterr().out
+    assert main(["benchmarks", "check", "--mirror", str(tmp_path)]) == 1
+    assert "no mirror at" in capsys.readouterr().out
