@@ -328,9 +328,13 @@ class DataParams(_Section):
 
 
 class DistillParams(_Section):
+    """The teacher, its sampling, and the guard rails of a long paid run (phase 02)."""
+
     backend: Literal["openai", "transformers", "vllm", "replay"] = "transformers"
     teacher: str = Field(
-        EMBEDDED_MODEL, description="model name at the endpoint, hub id, local folder, or 'embedded'"
+        EMBEDDED_MODEL,
+        description="model name at the endpoint, hub id or local folder; 'embedded' = this run's base model; "
+        "for replay, the teacher id the cache was written with",
     )
     base_url: str | None = None
     api_key_env: str | None = Field(
@@ -338,19 +342,51 @@ class DistillParams(_Section):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="NAME of the env variable holding the key; never the key",
     )
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.6
+    template_version: str = Field(
+        "v1", pattern=r"^v\d+$", description="resources/templates/cot_<version>.<lang>.txt"
+    )
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = Field(
+        0.6, description="null: the endpoint's default"
+    )
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     max_new_tokens: PositiveInt = 1024
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="OpenAI reasoning models want max_completion_tokens; vLLM/transformers serve max_tokens",
+    )
     concurrency: PositiveInt = 4
-    max_requests: PositiveInt | None = None
-    max_total_tokens: PositiveInt | None = None
+    batch_size: PositiveInt = Field(8, description="prompts per generate() call for the local backends")
+    max_retries: NonNegInt = 5
+    backoff_initial_s: PositiveFloat = 1.0
+    backoff_max_s: PositiveFloat = 60.0
+    request_timeout_s: PositiveFloat = 300.0
+    max_items: PositiveInt | None = Field(
+        None, description="distil only the first N pool items (a trial run)"
+    )
+    max_requests: PositiveInt | None = Field(None, description="requests sent to the teacher in this run")
+    max_total_tokens: PositiveInt | None = Field(None, description="prompt + completion tokens in this run")
     price_per_m_input: Annotated[float, Field(ge=0.0)] = 0.0
     price_per_m_output: Annotated[float, Field(ge=0.0)] = 0.0
+    cache_dir: Path = Field(
+        Path("runs/teacher_cache"),
+        description="content-addressed responses, shared by runs; not a freshness input (entries never change)",
+        json_schema_extra={"not_an_input": True},
+    )
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache(cls, v: Any, info: ValidationInfo) -> Path:
+        return resolve_path(v, info, "teacher cache folder", must_exist=False)  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _endpoint(self) -> DistillParams:
         if self.backend == "openai" and not self.base_url:
             raise ValueError(
                 "backend 'openai' needs base_url (e.g. https://api.openai.com/v1 or a vLLM server)"
+            )
+        if self.backend == "replay" and not self.cache_dir.is_dir():
+            raise ValueError(
+                f"backend 'replay' answers only from the cache, and cache_dir does not exist: {self.cache_dir}"
             )
         return self
 
@@ -478,8 +514,9 @@ class Params(_Section):
                 if node.exists():
                     found.append(node)
             elif isinstance(node, BaseModel):
-                for name in type(node).model_fields:
-                    walk(getattr(node, name))
+                for name, spec in type(node).model_fields.items():
+                    if not (spec.json_schema_extra or {}).get("not_an_input"):
+                        walk(getattr(node, name))
             elif isinstance(node, (list, tuple)):
                 for v in node:
                     walk(v)

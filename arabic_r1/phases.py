@@ -49,8 +49,15 @@ PHASES: tuple[Phase, ...] = (
         ("environment/base_model",),
         "80/20 data mixture",
     ),
-    Phase("02", "cot_distillation", ("distill",), ("data_mixture",), "Four-phase CoT distillation"),
-    Phase("03", "trace_verification", ("verify",), ("cot_distillation",), "Trace verification"),
+    Phase(
+        "02",
+        "cot_distillation",
+        ("distill",),
+        ("data_mixture/pool", "environment/base_model"),
+        "Four-phase CoT distillation",
+        ("templates",),
+    ),
+    Phase("03", "trace_verification", ("verify",), ("cot_distillation/traces",), "Trace verification"),
     Phase(
         "04",
         "moe_lora_sft",

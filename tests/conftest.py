@@ -41,6 +41,17 @@ def write_notebook(
     return path
 
 
+def copy_smoke_project(tmp_path: Path) -> Path:
+    """The smoke profile and the notebooks in a scratch project, so runs land in tmp_path/runs."""
+    import shutil
+
+    (tmp_path / "params").mkdir()
+    shutil.copy(REPO / "params" / "smoke.yaml", tmp_path / "params" / "smoke.yaml")
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "arabic_r1").symlink_to(REPO / "arabic_r1")  # smoke.yaml points at the package's own data
+    return tmp_path
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A throw-away project folder with params/ so relative paths resolve inside tmp_path."""

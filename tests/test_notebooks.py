@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import copy_smoke_project
 from nbclient import NotebookClient
 
 from arabic_r1.manifest import read_manifest
@@ -36,17 +36,8 @@ def test_notebook_hygiene(path: Path) -> None:
     assert find_phase(path.stem).notebook == path.name  # every notebook is a registered phase
 
 
-def _copy_project(tmp_path: Path) -> Path:
-    """The smoke profile and the notebooks in a scratch project, so runs land in tmp_path/runs."""
-    (tmp_path / "params").mkdir()
-    shutil.copy(REPO_DIR / "params" / "smoke.yaml", tmp_path / "params" / "smoke.yaml")
-    shutil.copytree(REPO_DIR / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "arabic_r1").symlink_to(REPO_DIR / "arabic_r1")  # smoke.yaml points at the package's own data
-    return tmp_path
-
-
 def test_runner_executes_shipped_notebooks_on_smoke(tmp_path: Path) -> None:
-    project = _copy_project(tmp_path)
+    project = copy_smoke_project(tmp_path)
     params = load_params(project / "params" / "smoke.yaml")
     summary = reproduce(params, notebooks_dir=REPO_DIR / "notebooks")
     ran = [r for r in summary.results if r.action == "ran"]
@@ -61,7 +52,7 @@ def test_runner_executes_shipped_notebooks_on_smoke(tmp_path: Path) -> None:
 
 def test_notebook_00_runs_top_to_bottom_with_defaults(tmp_path: Path) -> None:
     """As a JupyterLab user would: no injected parameters, cwd = notebooks/."""
-    project = _copy_project(tmp_path)
+    project = copy_smoke_project(tmp_path)
     path = project / "notebooks" / "00_environment.ipynb"
     nb = nbformat.read(path, as_version=4)
     NotebookClient(

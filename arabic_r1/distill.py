@@ -1,0 +1,452 @@
+"""Phase 02: four-phase chain-of-thought traces from a teacher for every prompt of the pool.
+
+Safe for a long paid run:
+- a content-addressed cache (teacher id + template version + messages + sampling -> response), written the
+  moment a response arrives: re-runs are free, and a killed run resumes with nothing lost or generated twice;
+- ``traces.jsonl`` is append-only, one whole line per trace (a torn last line is cut off on resume);
+- a request and token budget (tokens reserved before each request), bounded concurrency, retries (teachers.py);
+- usage per trace and in total: prompt/completion tokens, latency, estimated cost from params prices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from arabic_r1.cot import extract_option, gold_index, option_labels, parse_trace, teacher_messages
+from arabic_r1.params import DistillParams, Params
+from arabic_r1.teachers import (
+    OpenAITeacher,
+    ReplayTeacher,
+    Request,
+    Result,
+    Teacher,
+    TeacherError,
+    TransformersTeacher,
+    VLLMTeacher,
+    sampling_of,
+)
+
+log = logging.getLogger(__name__)
+
+TRACES_FILE = "traces.jsonl"
+SUMMARY_FILE = "distill_summary.json"
+CHARS_PER_TOKEN_ESTIMATE = 2.5  # only for reserving budget before a request; usage comes from the teacher
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def cache_key(
+    teacher_id: str, template_version: str, messages: list[dict[str, str]], sampling: dict[str, Any]
+) -> str:
+    payload = {
+        "teacher": teacher_id,
+        "template": template_version,
+        "messages": messages,
+        "sampling": sampling,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResponseCache:
+    """One JSON file per key under ``root/<key[:2]>/``, written atomically and never modified; plus read-only
+    *packs* (``root/*.jsonl``, one entry per line) for caches that are shipped or imported whole."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._packs: dict[str, dict[str, Any]] | None = None
+
+    def _pack_index(self) -> dict[str, dict[str, Any]]:
+        if self._packs is None:
+            self._packs = {}
+            for f in sorted(self.root.glob("*.jsonl")):
+                with f.open(encoding="utf-8") as fh:
+                    for line in fh:
+                        if line.strip():
+                            entry = json.loads(line)
+                            self._packs[entry["key"]] = entry
+        return self._packs
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        p = self.path(key)
+        if not p.is_file():
+            return self._pack_index().get(key)
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            log.warning("unreadable cache entry %s ignored (it will be regenerated)", p)
+            return None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, p)
+
+
+# --------------------------------------------------------------------------------------------- traces
+class TraceLog:
+    """Append-only JSONL of traces; the last record per prompt id wins (a failed one is retried later)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self._repair_and_load()
+
+    def _repair_and_load(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a killed run tore the last line: drop it, the cache still has the response
+            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(data) - end)
+            with self.path.open("r+b") as f:
+                f.truncate(end)
+        for line in data[:end].decode("utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                self.records[rec["prompt_id"]] = rec
+
+    def retain(self, prompt_ids: set[str]) -> None:
+        """Drop records of prompts no longer in the pool (phase 01 was re-run), rewriting the file atomically."""
+        stale = set(self.records) - prompt_ids
+        if not stale:
+            return
+        keep = [rec for pid, rec in self.records.items() if pid in prompt_ids]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.records = {r["prompt_id"]: r for r in keep}
+        log.info("%s: dropped %d traces of prompts no longer in the pool", self.path, len(stale))
+
+    def done(self) -> set[str]:
+        return {pid for pid, rec in self.records.items() if rec["status"] == "ok"}
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            with self.path.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self.records[record["prompt_id"]] = record
+
+
+# --------------------------------------------------------------------------------------------- budget
+@dataclass
+class Budget:
+    """Requests and tokens this run may spend; a request reserves prompt estimate + max_new_tokens up front."""
+
+    max_requests: int | None
+    max_tokens: int | None
+    max_new_tokens: int
+    requests: int = 0
+    tokens: int = 0
+    reserved: int = 0
+    reached: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reserve(self, req: Request) -> bool:
+        need = req.prompt_tokens_estimate + self.max_new_tokens
+        with self._lock:
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                self.reached = self.reached or f"max_requests={self.max_requests}"
+                return False
+            if self.max_tokens is not None and self.tokens + self.reserved + need > self.max_tokens:
+                self.reached = self.reached or f"max_total_tokens={self.max_tokens}"
+                return False
+            self.requests += 1
+            self.reserved += need
+            return True
+
+    def settle(self, req: Request, spent: int) -> None:
+        with self._lock:
+            self.reserved -= req.prompt_tokens_estimate + self.max_new_tokens
+            self.tokens += spent
+
+
+# -------------------------------------------------------------------------------------------- running
+def load_pool(path: Path) -> list[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def make_teacher(p: DistillParams, cache: ResponseCache, base_model: str | None = None) -> Teacher:
+    if p.backend == "openai":
+        return OpenAITeacher(p)
+    if p.backend == "replay":
+        return ReplayTeacher(p, cache.get)
+    path = base_model if p.teacher == "embedded" else p.teacher
+    if path is None:
+        raise ValueError("distill.teacher 'embedded' needs the run's base model (phase 00)")
+    if p.backend == "vllm":
+        return VLLMTeacher(p, path)
+    teacher = TransformersTeacher(p, path)
+    if p.teacher == "embedded":  # the id must change when the embedded model does, or the cache would lie
+        teacher.teacher_id = f"embedded:{_short_digest(path)}"
+    return teacher
+
+
+def _short_digest(path: str) -> str:
+    from arabic_r1.manifest import path_digest
+
+    return path_digest(Path(path))[:12]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _trace_record(
+    item: dict[str, Any],
+    req: Request,
+    p: DistillParams,
+    teacher_id: str,
+    text: str,
+    usage: dict[str, Any],
+    cached: bool,
+) -> dict[str, Any]:
+    parsed = parse_trace(text)
+    mc = item.get("answer") is not None and gold_index(item.get("answer")) is not None
+    choice = extract_option(parsed.answer, option_labels(item["lang"], 5)) if mc else None
+    return {
+        "prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "source": item.get("source"),
+        "gold": item.get("answer"), "multiple_choice": mc, "messages": req.messages, "teacher": teacher_id,
+        "backend": p.backend, "template_version": p.template_version, "sampling": sampling_of(p), "cache_key": req.key,
+        "cached": cached, "status": "ok", "raw_text": text, "parsed": parsed.to_dict(), "choice": choice,
+        "gold_match": (choice == gold_index(item.get("answer"))) if mc else None, "usage": usage, "created_at": _now(),
+    }  # fmt: skip
+
+
+def _cost(p: DistillParams, prompt_tokens: int, completion_tokens: int) -> float:
+    return round(
+        prompt_tokens * p.price_per_m_input / 1e6 + completion_tokens * p.price_per_m_output / 1e6, 6
+    )
+
+
+@dataclass
+class DistillResult:
+    traces_path: Path
+    summary: dict[str, Any]
+
+
+def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | None = None) -> DistillResult:
+    """Generate (or replay) a trace for every pool item not already done in ``out_dir``."""
+    p = params.distill
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = load_pool(pool_path)[: p.max_items]
+    traces = TraceLog(out_dir / TRACES_FILE)
+    traces.retain({i["id"] for i in items})
+    done = traces.done()
+    cache = ResponseCache(p.cache_dir)
+    teacher = make_teacher(p, cache, base_model)
+    sampling = sampling_of(p)
+    by_key: dict[str, dict[str, Any]] = {}
+    pending: list[Request] = []
+    hits = 0
+    for item in items:
+        if item["id"] in done:
+            continue
+        mc = gold_index(item.get("answer")) is not None
+        messages = teacher_messages(item["text"], item["lang"], p.template_version, mc, item.get("messages"))
+        key = cache_key(teacher.teacher_id, p.template_version, messages, sampling)
+        req = Request(
+            key,
+            item["id"],
+            messages,
+            int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE),
+        )
+        entry = cache.get(key)
+        if entry is not None:
+            hits += 1
+            traces.append(
+                _trace_record(
+                    item,
+                    req,
+                    p,
+                    teacher.teacher_id,
+                    entry["text"],
+                    {**entry["usage"], "cost_usd": 0.0, "attempts": 0},
+                    True,
+                )
+            )
+        else:
+            by_key[key] = item
+            pending.append(req)
+    budget = Budget(p.max_requests, p.max_total_tokens, p.max_new_tokens)
+    failures: Counter = Counter()
+    run_usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "latencies": [], "retries": 0}
+    lock = threading.Lock()
+
+    def on_result(req: Request, outcome: Result | TeacherError) -> None:
+        item = by_key[req.key]
+        with lock:
+            if isinstance(outcome, TeacherError):
+                budget.settle(req, 0)
+                failures[outcome.kind] += 1
+                run_usage["retries"] += max(outcome.attempts - 1, 0)
+                traces.append({"prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "status": "error",
+                               "error_kind": outcome.kind, "error": str(outcome), "cache_key": req.key, "created_at": _now()})  # fmt: skip
+                return
+            usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+                     "latency_s": outcome.latency_s, "attempts": outcome.attempts, "finish_reason": outcome.finish_reason,
+                     "cost_usd": _cost(p, outcome.prompt_tokens, outcome.completion_tokens)}  # fmt: skip
+            cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": p.template_version,
+                                "sampling": sampling, "messages": req.messages, "text": outcome.text,
+                                "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "latency_s", "finish_reason")},
+                                "created_at": _now()})  # fmt: skip
+            budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
+            run_usage["prompt_tokens"] += outcome.prompt_tokens
+            run_usage["completion_tokens"] += outcome.completion_tokens
+            run_usage["cost_usd"] += usage["cost_usd"]
+            run_usage["latencies"].append(outcome.latency_s)
+            run_usage["retries"] += outcome.attempts - 1
+            traces.append(_trace_record(item, req, p, teacher.teacher_id, outcome.text, usage, False))
+            n = len(run_usage["latencies"])
+            if n % 25 == 0:
+                log.info("%d/%d generated (%d tokens so far)", n, len(pending), budget.tokens)
+
+    t0 = time.monotonic()
+    if pending:
+        log.info(
+            "%d items: %d from cache, %d to generate with %s (%s)",
+            len(items),
+            hits,
+            len(pending),
+            teacher.teacher_id,
+            p.backend,
+        )
+        teacher.generate(pending, on_result, budget.reserve)
+    elif items:
+        log.info("%d items: all done or cached, nothing sent to the teacher", len(items))
+    summary = summarize(traces, items, p, hits, failures, run_usage, budget, time.monotonic() - t0)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return DistillResult(out_dir / TRACES_FILE, summary)
+
+
+def summarize(
+    traces: TraceLog,
+    items,
+    p: DistillParams,
+    hits: int,
+    failures: Counter,
+    run_usage: dict,
+    budget: Budget,
+    seconds: float,
+) -> dict[str, Any]:
+    """What the notebook shows and the manifest keeps: counts, tokens, cost, failures, parse problems."""
+    ids = [i["id"] for i in items]
+    recs = [traces.records[i] for i in ids if i in traces.records]
+    ok = [r for r in recs if r["status"] == "ok"]
+    by_cell: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    problems: Counter = Counter()
+    for r in ok:
+        by_cell[r["lang"]][r["category"]] += 1
+        for prob in r["parsed"]["problems"]:
+            problems[prob.split(":")[0]] += 1
+    lat = run_usage["latencies"]
+    not_attempted = len(ids) - len(recs)
+    status = "complete" if len(ok) == len(ids) else ("budget_reached" if budget.reached else "incomplete")
+    mc = [r for r in ok if r["multiple_choice"]]
+    return {
+        "status": status,
+        "budget_reached": budget.reached,
+        "items": len(ids),
+        "traces_ok": len(ok),
+        "not_attempted": not_attempted,
+        "failed": sum(1 for r in recs if r["status"] == "error"),
+        "failures_this_run": dict(failures),
+        "from_cache_this_run": hits,
+        "requests_sent_this_run": budget.requests,
+        "retries_this_run": run_usage["retries"],
+        "tokens_this_run": {
+            "prompt": run_usage["prompt_tokens"],
+            "completion": run_usage["completion_tokens"],
+        },
+        "cost_usd_this_run": round(run_usage["cost_usd"], 4),
+        "tokens_all_traces": {
+            "prompt": sum(r["usage"].get("prompt_tokens", 0) for r in ok),
+            "completion": sum(r["usage"].get("completion_tokens", 0) for r in ok),
+        },
+        "cost_usd_all_traces_at_params_prices": round(
+            sum(
+                _cost(p, r["usage"].get("prompt_tokens", 0), r["usage"].get("completion_tokens", 0))
+                for r in ok
+            ),
+            4,
+        ),
+        "latency_s_this_run": {
+            "mean": round(statistics.mean(lat), 3),
+            "p50": round(statistics.median(lat), 3),
+            "p95": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 3),
+        }
+        if lat
+        else None,  # fmt: skip
+        "by_language_category": {lang: dict(c) for lang, c in by_cell.items()},
+        "parse_problems": dict(problems),
+        "well_formed": sum(1 for r in ok if not r["parsed"]["problems"]),
+        "gold_match": {"multiple_choice": len(mc), "matching": sum(1 for r in mc if r["gold_match"])},
+        "seconds": round(seconds, 2),
+        "teacher": p.teacher,
+        "backend": p.backend,
+        "template_version": p.template_version,
+    }
+
+
+def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str]], path: Path) -> Path:
+    """Import responses produced elsewhere (hand-written traces, a provider's batch API output) as a read-only
+    cache pack for ``p.teacher``: ``[(pool item, response text), ...]`` -> ``path`` (a ``.jsonl`` in cache_dir).
+    Replay then answers exactly the prompts, template and sampling these keys encode."""
+    sampling = sampling_of(p)
+    with path.open("w", encoding="utf-8") as f:
+        for item, text in responses:
+            mc = gold_index(item.get("answer")) is not None
+            messages = teacher_messages(
+                item["text"], item["lang"], p.template_version, mc, item.get("messages")
+            )
+            key = cache_key(p.teacher, p.template_version, messages, sampling)
+            entry = {"key": key, "teacher": p.teacher, "template_version": p.template_version, "sampling": sampling,
+                     "messages": messages, "text": text, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0},
+                     "prompt_id": item["id"]}  # fmt: skip
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return path
+
+
+def run_cot_distillation(params: Params, run) -> DistillResult:
+    """Phase 02 entry point for the notebook: reads phase 01's pool, writes traces, finishes the phase."""
+    from arabic_r1.environment import base_model_path
+    from arabic_r1.manifest import read_manifest
+    from arabic_r1.phases import find_phase
+
+    pool = read_manifest(run.run_dir, find_phase("data_mixture"))["outputs"]["pool"]["path"]
+    base = base_model_path(params, run.run_dir) if params.distill.teacher == "embedded" else None
+    result = distill(params, run.run_dir / pool, run.dir, base)
+    s = result.summary
+    metrics = {
+        k: s[k]
+        for k in (
+            "status",
+            "items",
+            "traces_ok",
+            "failed",
+            "not_attempted",
+            "requests_sent_this_run",
+            "cost_usd_this_run",
+            "well_formed",
+        )
+    }
+    run.finish({"traces": result.traces_path, "summary": run.dir / SUMMARY_FILE}, metrics)
+    return result

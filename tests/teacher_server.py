@@ -1,0 +1,121 @@
+"""A real OpenAI-compatible server for tests: ``transformers serve`` on the tiny model, plus a flaky proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServedModel:
+    """``transformers serve <dir>`` on 127.0.0.1, offline (HF_HUB_OFFLINE=1, its own HF_HOME)."""
+
+    def __init__(self, model_dir: Path, home: Path):
+        self.model = str(model_dir)
+        self.port = free_port()
+        (home / "hub").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home)}
+        exe = Path(sys.executable).parent / "transformers"
+        self.log = (home / "serve.log").open("w")
+        self.proc = subprocess.Popen(
+            [str(exe), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/models", timeout=2).read()
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.close()
+        raise RuntimeError(f"transformers serve did not start; see {home / 'serve.log'}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class FlakyProxy:
+    """Forwards to ``upstream``; the first ``fail_first`` requests get ``status`` instead. Counts what it saw."""
+
+    def __init__(
+        self, upstream: str, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None
+    ):
+        self.upstream = upstream.rstrip("/")
+        self.plan = list(statuses) if statuses is not None else [status] * fail_first
+        self.requests = 0
+        self.forwarded = 0
+        self.auth_headers: list[str] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with proxy.lock:
+                    proxy.requests += 1
+                    proxy.auth_headers.append(self.headers.get("Authorization", ""))
+                    fail = proxy.plan.pop(0) if proxy.plan else None
+                if fail is not None:
+                    payload = json.dumps({"error": {"message": f"injected {fail}", "type": "test"}}).encode()
+                    self.send_response(fail)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                req = urllib.request.Request(
+                    proxy.upstream + self.path.removeprefix("/v1"),
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    data = resp.read()
+                with proxy.lock:
+                    proxy.forwarded += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,100 @@
+"""The shared four-phase parser and answer extraction."""
+
+from __future__ import annotations
+
+import pytest
+
+from arabic_r1.cot import PHASES, extract_option, gold_index, option_labels, parse_trace, teacher_messages
+
+AR = """<think>
+التحليل: السؤال عن عاصمة المغرب، ولا قيم خاصة هنا.
+الاستبعاد: نستبعد (أ) لأنها أكبر مدينة وليست العاصمة، و(ج) و(د).
+التدقيق اللغوي: «الرباط» اسم علم مرفوع، والجملة سليمة.
+الخلاصة: العاصمة هي الرباط.
+</think>
+الإجابة: ب"""
+
+EN = """<think>
+**Analysis:** the question asks for the red planet.
+- Elimination: A, C and D are not red.
+### Linguistic check: "Mars" is spelled correctly.
+1. Synthesis: Mars.
+</think>
+
+**Answer:** B) Mars"""
+
+
+def test_well_formed_arabic_trace() -> None:
+    p = parse_trace(AR)
+    assert p.well_formed and p.closed and p.order == list(PHASES)
+    assert p.phases["elimination"].startswith("نستبعد") and p.answer == "ب"
+    assert extract_option(p.answer, option_labels("ar")) == 1
+
+
+def test_markdown_headings_and_latin_letters() -> None:
+    p = parse_trace(EN)
+    assert p.well_formed, p.problems
+    assert p.answer == "B) Mars" and extract_option(p.answer, option_labels("en")) == 1
+
+
+def test_unclosed_think_has_no_answer() -> None:
+    p = parse_trace("<think>\nالتحليل: بداية بلا نهاية\nالإجابة: أ")
+    assert not p.closed and p.answer is None and "unclosed think block" in p.problems
+
+
+def test_missing_and_misordered_phases() -> None:
+    p = parse_trace("<think>\nالاستبعاد: x\nالتحليل: y\nالخلاصة: z\n</think>\nالإجابة: ج")
+    assert "missing phase(s): linguistic_check" in p.problems
+    assert any(x.startswith("phases out of order: elimination > analysis") for x in p.problems)
+    assert p.answer == "ج"
+
+
+def test_no_think_block_and_no_answer_line() -> None:
+    p = parse_trace("Just an answer without reasoning.")
+    assert (
+        p.think is None
+        and "no think block" in p.problems
+        and "no 'Answer:' line after the reasoning" in p.problems
+    )
+    q = parse_trace("<think>\nAnalysis: a\nElimination: b\nLinguistic check: c\nSynthesis: d\n</think>\n")
+    assert q.answer is None and "no final answer" in q.problems
+
+
+def test_repeated_and_empty_phases() -> None:
+    p = parse_trace(
+        "<think>\nAnalysis:\nAnalysis: again\nElimination: b\nLinguistic check: c\nSynthesis: d\n</think>\nAnswer: A"
+    )
+    assert "phase repeated: analysis" in p.problems and "empty phase(s): analysis" in p.problems
+
+
+@pytest.mark.parametrize(
+    ("answer", "labels", "index"),
+    [
+        ("ب", option_labels("ar"), 1), ("(ج)", option_labels("ar"), 2), ("الخيار د لأنه الأصح", option_labels("ar"), 3),
+        ("ا", option_labels("ar"), 0), ("هـ", option_labels("ar", 5), 4), ("ه", option_labels("ar", 5), 4),
+        ("الرباط", option_labels("ar"), None), ("C", option_labels("en"), 2), ("b) mars", option_labels("en"), 1),
+        ("It is a B", option_labels("en"), 1), ("2", ["1", "2", "3", "4"], 1), ("0", ["0", "1", "2"], 0), ("", option_labels("en"), None),
+    ],
+)  # fmt: skip
+def test_extract_option(answer: str, labels, index) -> None:
+    assert extract_option(answer, labels) == index
+
+
+def test_gold_letters_in_any_spelling() -> None:
+    assert [gold_index(g) for g in ("أ", "ا", " ب ", "D", "x", None)] == [0, 0, 1, 3, None, None]
+
+
+def test_teacher_messages_use_versioned_templates() -> None:
+    mc = teacher_messages("سؤال؟", "ar", "v1", True)
+    assert (
+        mc[0]["role"] == "system"
+        and "التدقيق اللغوي" in mc[0]["content"]
+        and "حرف الخيار" in mc[0]["content"]
+    )
+    assert mc[1] == {"role": "user", "content": "سؤال؟"}
+    chat = teacher_messages(
+        "x", "en", "v1", False, [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
+    )
+    assert [m["role"] for m in chat] == ["system", "user"] and "Linguistic check" in chat[0]["content"]
+    with pytest.raises(FileNotFoundError, match="no teacher template for version 'v9'"):
+        teacher_messages("x", "en", "v9", False)
