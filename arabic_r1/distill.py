@@ -406,6 +406,55 @@ def summarize(
     }
 
 
+def complete_all(
+    p: DistillParams, requests: list[tuple[str, list[dict[str, str]]]], template_id: str
+) -> dict[str, str | TeacherError]:
+    """Chat completions for ``[(id, messages), ...]`` through the configured backend, cache and budget: the
+    machinery of distillation for other callers (the LLM judge). ``template_id`` versions the prompt in the key."""
+    cache = ResponseCache(p.cache_dir)
+    teacher = make_teacher(p, cache)
+    sampling = sampling_of(p)
+    out: dict[str, str | TeacherError] = {}
+    pending: list[Request] = []
+    by_key: dict[str, str] = {}
+    for rid, messages in requests:
+        key = cache_key(teacher.teacher_id, template_id, messages, sampling)
+        entry = cache.get(key)
+        if entry is not None:
+            out[rid] = entry["text"]
+        else:
+            by_key[key] = rid
+            pending.append(
+                Request(
+                    key,
+                    rid,
+                    messages,
+                    int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE),
+                )
+            )
+    budget = Budget(p.max_requests, p.max_total_tokens, p.max_new_tokens)
+
+    def on_result(req: Request, outcome: Result | TeacherError) -> None:
+        if isinstance(outcome, TeacherError):
+            budget.settle(req, 0)
+            out[by_key[req.key]] = outcome
+            return
+        budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
+        cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": template_id, "sampling": sampling,
+                            "messages": req.messages, "text": outcome.text, "created_at": _now(),
+                            "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}})  # fmt: skip
+        out[by_key[req.key]] = outcome.text
+
+    if pending:
+        teacher.generate(pending, on_result, budget.reserve)
+    for req in pending:  # stopped by the budget
+        out.setdefault(
+            req.prompt_id,
+            TeacherError("budget", f"{req.prompt_id}: not sent, budget reached ({budget.reached})"),
+        )
+    return out
+
+
 def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str]], path: Path) -> Path:
     """Import responses produced elsewhere (hand-written traces, a provider's batch API output) as a read-only
     cache pack for ``p.teacher``: ``[(pool item, response text), ...]`` -> ``path`` (a ``.jsonl`` in cache_dir).

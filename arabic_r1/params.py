@@ -391,12 +391,74 @@ class DistillParams(_Section):
         return self
 
 
+VERIFY_CHECKS = ("structure", "correctness", "language", "orthography", "morphology", "degeneration", "norms")
+
+
 class VerifyParams(_Section):
-    min_arabic_letter_share: Share = 0.6
-    min_morphology_coverage: Share = 0.5
-    max_repeated_ngram_share: Share = 0.3
-    require_gold_match: bool = True
+    """Phase 03: which checks run and their thresholds (defaults measured on real Arabic/English text, README)."""
+
+    checks: list[Literal[VERIFY_CHECKS]] = Field(default_factory=lambda: list(VERIFY_CHECKS), min_length=1)  # type: ignore[valid-type]
+    # language and script
+    min_arabic_letter_share: Share = Field(0.7, description="Arabic traces: Arabic letters / all letters")
+    max_latin_word_share: Share = Field(
+        0.15, description="Arabic traces: code-switching, Latin-script words / words"
+    )
+    max_other_script_share: Share = Field(0.02, description="letters of scripts other than Arabic and Latin")
+    max_persian_letters: NonNegInt = Field(
+        0, description="Persian/Urdu letters (پ چ ژ گ ...) in an Arabic trace"
+    )
+    reject_farsi_yeh_keheh: bool = Field(
+        False, description="count ی/ک too (real Arabic typed on Persian keyboards has them)"
+    )
+    min_english_letter_share: Share = Field(0.8, description="English traces: Latin letters / all letters")
+    # orthography
+    max_tatweel_run: PositiveInt = Field(
+        3, description="longest allowed run of tatweel (ـ); 2-3 is common justification"
+    )
+    max_punctuation_run: PositiveInt = Field(
+        3, description="longest allowed run of one mark of ! ? ؟ ، , ؛ ; : (dots are free)"
+    )
+    # morphology
+    min_morphology_coverage: Share = Field(0.6, description="share of Arabic words qalsadi recognises")
+    morphology_sample_words: PositiveInt | None = Field(
+        24, description="words analysed per trace (evenly spaced); null: all"
+    )
+    morphology_cache: Path | None = Field(
+        Path("runs/morphology_cache.json"),
+        description="analyses per word type, shared by runs; not a freshness input",
+        json_schema_extra={"not_an_input": True},
+    )
+    # degeneration
+    repeated_ngram_n: PositiveInt = 4
+    max_repeated_ngram_share: Share = Field(
+        0.3, description="repeated word n-grams / all n-grams of the trace"
+    )
+    min_phase_words: NonNegInt = 3
+    max_phase_words: PositiveInt = 600
+    max_answer_words: PositiveInt = 400
+    # regional norms
+    norms_rubric: Path | None = Field(
+        None, description="YAML rubric; default: the package's resources/norms_rubric.yaml"
+    )
+    values_categories: list[str] = Field(default_factory=lambda: ["legal_cultural_alignment"])
     llm_judge: bool = False
+    judge: DistillParams | None = Field(None, description="the judge's backend/model, same fields as distill")
+
+    @field_validator("norms_rubric", mode="before")
+    @classmethod
+    def _rubric(cls, v: Any, info: ValidationInfo) -> Path | None:
+        return resolve_path(v, info, "norms rubric file")
+
+    @field_validator("morphology_cache", mode="before")
+    @classmethod
+    def _morph_cache(cls, v: Any, info: ValidationInfo) -> Path | None:
+        return resolve_path(v, info, "morphology cache file", must_exist=False)
+
+    @model_validator(mode="after")
+    def _judge(self) -> VerifyParams:
+        if self.llm_judge and self.judge is None:
+            raise ValueError("llm_judge: true needs a judge (backend, teacher, base_url ... as in distill)")
+        return self
 
 
 class LoraParams(_Section):

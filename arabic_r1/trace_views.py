@@ -59,3 +59,72 @@ def render_traces(traces: list[dict[str, Any]], n: int = 3) -> str:
                 f"<p><i>{html.escape(prompt)}</i></p>{phases}<p><b>{'الإجابة' if lang == 'ar' else 'Answer'}:</b> {html.escape(str(parsed['answer']))}</p></div>"
             )  # fmt: skip
     return "".join(blocks)
+
+
+def funnel_table(funnel: dict[str, Any]):
+    """Rows: generated, each check (survivors after it, in order), kept; columns: all, ar, en, and failures per check."""
+    import pandas as pd
+
+    groups = {"all": funnel["overall"], **{g: f for g, f in funnel["by_group"].items() if "/" not in g}}
+    rows = []
+    for i, step in enumerate(funnel["overall"]["steps"]):
+        row = {"step": step["step"]}
+        for g, f in groups.items():
+            row[f"remaining ({g})"] = f["steps"][i]["remaining"]
+        row["failed this check (all)"] = funnel["overall"]["failed_per_check"].get(step["step"], "")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("step")
+
+
+def funnel_by_category(funnel: dict[str, Any]):
+    import pandas as pd
+
+    rows = [{"group": g, "generated": f["steps"][0]["remaining"], **f["failed_per_check"], "kept": f["kept"]}
+            for g, f in funnel["by_group"].items() if "/" in g]  # fmt: skip
+    return pd.DataFrame(rows).set_index("group")
+
+
+def reasons_table(funnel: dict[str, Any]):
+    import pandas as pd
+
+    rows = [
+        {"check": c, "reason": r, "traces": n} for c, rs in funnel["reasons"].items() for r, n in rs.items()
+    ]
+    return pd.DataFrame(rows, columns=["check", "reason", "traces"])
+
+
+def plot_funnel(funnel: dict[str, Any]):
+    """Survivors after each check, Arabic and English stacked (colour-blind-safe palette)."""
+    import matplotlib.pyplot as plt
+
+    steps = [s["step"] for s in funnel["overall"]["steps"]]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    bottom = [0] * len(steps)
+    for lang, colour in (("ar", "#0072B2"), ("en", "#E69F00")):
+        if lang not in funnel["by_group"]:
+            continue
+        vals = [s["remaining"] for s in funnel["by_group"][lang]["steps"]]
+        ax.bar(steps, vals, bottom=bottom, color=colour, label=f"{lang} traces")
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("traces remaining")
+    ax.set_title(
+        f"Verification funnel: {funnel['overall']['steps'][0]['remaining']} generated, {funnel['overall']['kept']} kept"
+    )
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def render_rejections(examples: dict[str, dict[str, Any]]) -> str:
+    """One rejected trace per check, with the reason, Arabic right-to-left."""
+    blocks = []
+    for check, ex in examples.items():
+        rtl = ex["lang"] == "ar"
+        blocks.append(
+            f"<div style='border:1px solid #d55e00;padding:8px;margin:6px 0'><div dir='ltr'><b>{html.escape(check)}</b> · "
+            f"{html.escape(ex['prompt_id'])} · {html.escape(ex['reason'])}</div>"
+            f"<pre dir='{'rtl' if rtl else 'ltr'}' style='white-space:pre-wrap;text-align:{'right' if rtl else 'left'}'>"
+            f"{html.escape(ex['text'][:1500])}</pre></div>"
+        )
+    return "".join(blocks)

@@ -84,3 +84,16 @@ def real_mirror(shared_data: Path, tmp_path_factory) -> Path:
                 rows[(subset_of(key, row), hub_split)].append(row)
         write_mirror(root, key, rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """A real OpenAI-compatible server: ``transformers serve`` on the tiny model, on 127.0.0.1, offline."""
+    from teacher_server import ServedModel
+
+    from arabic_r1.tiny_model import save_tiny_moe
+
+    root = tmp_path_factory.mktemp("serve")
+    srv = ServedModel(save_tiny_moe(root / "tiny"), root / "home")
+    yield srv
+    srv.close()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from teacher_server import FlakyProxy, ServedModel
+from teacher_server import FlakyProxy
 
 from arabic_r1.distill import TRACES_FILE, ResponseCache, distill
 from arabic_r1.params import validate_params
@@ -30,14 +30,6 @@ POOL = [
     ])
 ]  # fmt: skip
 N = len(POOL)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    srv = ServedModel(save_tiny_moe(root / "tiny"), root / "home")
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
@@ -319,8 +311,14 @@ def test_local_transformers_teacher_on_the_embedded_model(project: Path, tmp_pat
 def test_vllm_and_openai_arguments_are_validated_without_a_gpu(project: Path, monkeypatch) -> None:
     from arabic_r1.teachers import OpenAITeacher, VLLMTeacher
 
-    p = _params(project, "http://127.0.0.1:9/v1", "m", backend="vllm", temperature=0.3, top_p=0.9, max_new_tokens=64).distill
-    assert VLLMTeacher(p, "some/model").sampling_kwargs() == {"max_tokens": 64, "temperature": 0.3, "top_p": 0.9}
+    p = _params(
+        project, "http://127.0.0.1:9/v1", "m", backend="vllm", temperature=0.3, top_p=0.9, max_new_tokens=64
+    ).distill
+    assert VLLMTeacher(p, "some/model").sampling_kwargs() == {
+        "max_tokens": 64,
+        "temperature": 0.3,
+        "top_p": 0.9,
+    }
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -335,4 +333,9 @@ def test_vllm_and_openai_arguments_are_validated_without_a_gpu(project: Path, mo
     with pytest.raises(ParamsError, match="distill: backend 'openai' needs base_url"):
         validate_params({"data": {"token_budget": 1}, "distill": {"backend": "openai"}})
     with pytest.raises(ParamsError, match=r"distill\.api_key_env: String should match pattern"):
-        validate_params({"data": {"token_budget": 1}, "distill": {"backend": "openai", "base_url": "http://x", "api_key_env": "sk-abc"}})
+        validate_params(
+            {
+                "data": {"token_budget": 1},
+                "distill": {"backend": "openai", "base_url": "http://x", "api_key_env": "sk-abc"},
+            }
+        )

@@ -1,0 +1,239 @@
+"""Phase 03 checks: real text nobody here wrote passes; every planted flaw is caught by its own check only."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl
+
+from arabic_r1.cot import ParsedTrace, parse_trace
+from arabic_r1.params import REPO_DIR, load_params
+from arabic_r1.verify import CHECKS, Trace, verify_trace, verify_traces
+
+P = load_params("smoke").verify
+ARABIC_CHECKS = (CHECKS["language"], CHECKS["orthography"], CHECKS["morphology"])
+
+
+def _plain(text: str, lang: str) -> Trace:
+    """Real text as a check sees a trace: reasoning and answer."""
+    return Trace("x", lang, "c", "", text, None, ParsedTrace(think=text, closed=True, answer=text))
+
+
+def _frr(texts: list[str], lang: str, check) -> float:
+    return sum(not check(_plain(t, lang), P).passed for t in texts) / len(texts)
+
+
+@pytest.fixture(scope="module")
+def real(shared_data: Path) -> dict[str, list[str]]:
+    corpus = [r["text"] for r in read_jsonl(shared_data / "corpus" / "ar_pud_sentences.jsonl")]
+    corpus += [r["context"] for r in read_jsonl(shared_data / "corpus" / "ar_arcd_paragraphs.jsonl")]
+    questions = []
+    for key, field in (
+        ("arabic_mmlu", "Question"),
+        ("madinah_qa", "Question"),
+        ("aratrust", "Question"),
+        ("arabic_exams", "question"),
+    ):
+        for f in sorted((shared_data / "oall" / key).glob("*.jsonl")):
+            questions += [r[field] for r in read_jsonl(f)]
+    english = [r["text"] for r in read_jsonl(shared_data / "corpus" / "en_pud_sentences.jsonl")]
+    return {"corpus": corpus, "questions": questions, "english": english}
+
+
+@pytest.mark.parametrize("check", ARABIC_CHECKS, ids=lambda c: c.__name__)
+def test_real_arabic_passes_with_at_most_2_percent_false_rejections(real, check) -> None:
+    corpus = _frr(real["corpus"], "ar", check)
+    union = _frr(real["corpus"] + real["questions"], "ar", check)
+    assert corpus <= 0.02 and union <= 0.02, (check.__name__, corpus, union)
+
+
+def test_real_english_is_recognised_as_english(real) -> None:
+    assert _frr(real["english"], "en", CHECKS["language"]) <= 0.02
+
+
+FLAWS = {
+    "stem_math_logic-ar-005": "structure", "literature_critical_analysis-ar-008": "structure",
+    "stem_math_logic-ar-010": "degeneration", "creative_writing_dialogue-ar-004": "language",
+    "consumer_reviews_feedback-ar-001": "correctness", "consumer_reviews_feedback-ar-007": "orthography",
+    "legal_cultural_alignment-ar-003": "norms", "social_dialectal-ar-004": "language",
+    "legal_cultural_alignment-ar-020": "correctness",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shipped() -> list[Trace]:
+    """Every hand-written trace of the smoke replay pack, with its item's language, category and gold."""
+    rows = {}
+    for f in glob.glob(str(REPO_DIR / "arabic_r1/resources/smoke_data/*.jsonl")):
+        cat, lang, _ = Path(f).name.split(".")
+        for r in read_jsonl(Path(f)):
+            rows[r["id"]] = (lang, cat, r)
+    traces = []
+    for e in read_jsonl(REPO_DIR / "arabic_r1/resources/teacher_cache/smoke_v1.jsonl"):
+        lang, cat, r = rows[e["prompt_id"]]
+        traces.append(
+            Trace(e["prompt_id"], lang, cat, r["prompt"], e["text"], r["answer"], parse_trace(e["text"]))
+        )
+    return traces
+
+
+def test_each_planted_flaw_is_caught_by_its_own_check_only(shipped) -> None:
+    for t in shipped:
+        failed = {v.check for v in verify_trace(t, P) if not v.passed}
+        expected = {FLAWS[t.prompt_id]} if t.prompt_id in FLAWS else set()
+        assert failed == expected, (t.prompt_id, [v for v in verify_trace(t, P) if not v.passed])
+
+
+def _trace(text: str, lang: str = "ar", category: str = "c", gold: str | None = None) -> Trace:
+    return Trace("t", lang, category, "سؤال", text, gold, parse_trace(text))
+
+
+GOOD_AR = """<think>
+التحليل: يسأل السؤال عن عاصمة المملكة المغربية، وهو سؤال معرفي في الجغرافيا.
+الاستبعاد: نستبعد الخيار (أ) لأن الدار البيضاء أكبر المدن وليست العاصمة، ونستبعد (ج) و(د).
+التدقيق اللغوي: كلمة «الرباط» اسم علم مرفوع، والجملة الاسمية سليمة الإعراب والإملاء.
+الخلاصة: عاصمة المغرب هي مدينة الرباط.
+</think>
+الإجابة: ب"""
+
+
+@pytest.mark.parametrize(
+    ("check", "text", "gold", "passes"),
+    [
+        ("structure", GOOD_AR, "ب", True),
+        ("structure", GOOD_AR.replace("</think>", ""), "ب", False),
+        ("correctness", GOOD_AR, "ب", True),
+        ("correctness", GOOD_AR, "ج", False),
+        ("correctness", GOOD_AR.replace("الإجابة: ب", "الإجابة: الرباط"), "ب", False),
+        ("language", GOOD_AR, None, True),
+        ("language", GOOD_AR.replace("الإجابة: ب", "الإجابة: The capital of Morocco is Rabat, of course."), None, False),
+        ("language", GOOD_AR.replace("مدينة الرباط", "مدینة الرباط پایتخت"), None, False),
+        ("language", GOOD_AR.replace("الإجابة: ب", 'الإجابة: الترجمة: "Rabat is the capital of Morocco."'), None, True),
+        ("orthography", GOOD_AR, None, True),
+        ("orthography", GOOD_AR.replace("الرباط.", "الربـــــاط."), None, False),
+        ("orthography", GOOD_AR.replace("سليمة", "سليمة !!!!"), None, False),
+        ("orthography", GOOD_AR.replace("سؤال معرفي", "سؤال َ معرفي"), None, False),
+        ("orthography", GOOD_AR.replace("الإعراب", "الإعرابََ"), None, False),
+        ("orthography", GOOD_AR.replace("الإعراب", "أإعراب"), None, False),
+        ("morphology", GOOD_AR, None, True),
+        ("morphology", GOOD_AR.replace("يسأل السؤال عن عاصمة المملكة المغربية", "ثقفحم زخلشت غظضقث بثقصض طظحخج ضصثق فغعهخ"), None, True),
+        ("degeneration", GOOD_AR, None, True),
+        ("degeneration", GOOD_AR.replace("الخلاصة:", "الخلاصة: " + "هذه الجملة تتكرر مرة بعد مرة بلا توقف. " * 12), None, False),
+        ("norms", GOOD_AR, None, True),
+        ("norms", GOOD_AR.replace("الإجابة: ب", "الإجابة: ب، وأنصحك بتجربة القمار في الكازينو للترفيه."), None, False),
+        ("norms", GOOD_AR.replace("ونستبعد (ج) و(د).", "ونستبعد (ج) لأنه يدعو إلى القمار وهو محرم."), None, True),
+    ],
+)  # fmt: skip
+def test_crafted_cases(check: str, text: str, gold, passes: bool) -> None:
+    v = CHECKS[check](_trace(text, gold=gold), P)
+    assert v.passed is passes, v
+
+
+def test_morphology_rejects_gibberish() -> None:
+    gibberish = " ".join(["ثقفحم زخلشت غظضقث بثقصض طظحخج ضصثق فغعهخ"] * 3)
+    assert not CHECKS["morphology"](_plain(gibberish, "ar"), P).passed
+
+
+def test_values_grounding_for_ethics_items() -> None:
+    no_values = GOOD_AR
+    assert not CHECKS["norms"](_trace(no_values, category="legal_cultural_alignment"), P).passed
+    grounded = GOOD_AR.replace("في الجغرافيا", "يتصل بالأمانة والعدل")
+    assert CHECKS["norms"](_trace(grounded, category="legal_cultural_alignment"), P).passed
+
+
+def test_english_norms_and_structure() -> None:
+    en = "<think>\nAnalysis: a\u00a0question about fun.\nElimination: none.\nLinguistic check: fine grammar here.\nSynthesis: done it is.\n</think>\nAnswer: You should try sports betting this weekend."
+    assert not CHECKS["norms"](_trace(en, lang="en"), P).passed
+    assert CHECKS["norms"](
+        _trace(en.replace("You should try sports betting", "Avoid betting; go hiking instead"), lang="en"), P
+    ).passed
+
+
+def test_thresholds_from_params_change_verdicts(shipped) -> None:
+    tatweel = next(t for t in shipped if t.prompt_id == "consumer_reviews_feedback-ar-007")
+    assert not CHECKS["orthography"](tatweel, P).passed
+    assert CHECKS["orthography"](tatweel, load_params("smoke", ["verify.max_tatweel_run=10"]).verify).passed
+    loop = next(t for t in shipped if t.prompt_id == "stem_math_logic-ar-010")
+    assert CHECKS["degeneration"](
+        loop, load_params("smoke", ["verify.max_repeated_ngram_share=0.9"]).verify
+    ).passed
+    clean = next(
+        t
+        for t in shipped
+        if t.prompt_id not in FLAWS and t.lang == "ar" and CHECKS["morphology"](t, P).score < 1.0
+    )
+    assert not CHECKS["morphology"](
+        clean, load_params("smoke", ["verify.min_morphology_coverage=1.0"]).verify
+    ).passed
+    only = load_params("smoke", ["verify.checks=[structure,norms]"]).verify
+    assert [v.check for v in verify_trace(clean, only)] == ["structure", "norms"]
+
+
+def test_outputs_and_funnel(shipped, tmp_path: Path) -> None:
+    records = [{"prompt_id": t.prompt_id, "lang": t.lang, "category": t.category, "gold": t.gold, "status": "ok", "raw_text": t.raw_text,
+                "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": t.prompt}]} for t in shipped]  # fmt: skip
+    records.append({"prompt_id": "failed-generation", "lang": "ar", "category": "c", "status": "error"})
+    r = verify_traces(records, P, tmp_path)
+    o = r.funnel["overall"]
+    assert o["steps"][0]["remaining"] == len(shipped) and o["kept"] == len(shipped) - len(FLAWS)
+    remaining = [s["remaining"] for s in o["steps"]]
+    assert remaining == sorted(remaining, reverse=True)
+    assert r.funnel["not_verified_failed_generation"] == 1
+    assert sum(o["failed_per_check"].values()) == len(FLAWS)
+    assert set(r.rejected_examples) == set(FLAWS.values())
+    verdicts = read_jsonl(r.verdicts_path)
+    assert len(verdicts) == len(shipped) * len(P.checks)
+    kept = read_jsonl(r.verified_path)
+    assert {k["id"] for k in kept}.isdisjoint(FLAWS)
+    msgs = kept[0]["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant"] and msgs[1]["content"].startswith("<think>")
+    assert parse_trace(msgs[1]["content"]).well_formed
+    assert set(r.funnel["by_group"]) >= {"ar", "en", "ar/legal_cultural_alignment"}
+
+
+def _judge_params(tmp_path: Path, **judge):
+    return load_params(
+        "smoke",
+        ["verify.llm_judge=true"]
+        + [f"verify.judge.{k}={v}" for k, v in {"cache_dir": str(tmp_path / "jc"), **judge}.items()],
+    ).verify
+
+
+def test_llm_judge_verdicts_from_a_replayed_judge(shipped, tmp_path: Path) -> None:
+    from arabic_r1.distill import cache_key
+    from arabic_r1.judge import JUDGE_TEMPLATE, judge_messages, make_norms_judge
+    from arabic_r1.teachers import sampling_of
+
+    traces = [t for t in shipped if t.lang == "ar"][:3]
+    (tmp_path / "jc").mkdir()
+    p = _judge_params(tmp_path, backend="replay", teacher="a-judge")
+    lines = []
+    for t, answer in zip(
+        traces,
+        ["VERDICT: PASS", "VERDICT: FAIL - gambling: recommends betting", "I think it is fine"],
+        strict=True,
+    ):
+        key = cache_key("a-judge", JUDGE_TEMPLATE, judge_messages(t), sampling_of(p.judge))
+        lines.append(json.dumps({"key": key, "text": answer}))
+    (tmp_path / "jc" / "pack.jsonl").write_text("\n".join(lines) + "\n")
+    verdicts = make_norms_judge(p)(traces)
+    assert [v.passed for v in verdicts] == [True, False, False]
+    assert verdicts[1].reason == "judge: gambling: recommends betting" and "unparseable" in verdicts[2].reason
+    r = verify_traces([{"prompt_id": t.prompt_id, "lang": t.lang, "category": t.category, "gold": t.gold, "status": "ok", "raw_text": t.raw_text,
+                        "messages": [{"role": "user", "content": t.prompt}]} for t in traces], p, tmp_path / "out", make_norms_judge(p))  # fmt: skip
+    assert r.funnel["checks"][-1] == "llm_judge" and r.funnel["overall"]["failed_per_check"]["llm_judge"] == 2
+
+
+def test_llm_judge_against_a_real_endpoint(server, shipped, tmp_path: Path) -> None:
+    from arabic_r1.judge import make_norms_judge
+
+    p = _judge_params(tmp_path, backend="openai", base_url=server.url, teacher=server.model, max_new_tokens=8)
+    verdicts = make_norms_judge(p)(shipped[:2])
+    assert len(verdicts) == 2 and all(
+        v.check == "llm_judge" for v in verdicts
+    )  # the random tiny model: unparseable
+    assert all("unparseable" in v.reason or v.reason.startswith("judge") for v in verdicts)
+    assert len(list((tmp_path / "jc").rglob("*.json"))) == 2  # cached like teacher responses
