@@ -23,6 +23,12 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:  # per-map progress bars of datasets: hundreds of lines in an executed notebook
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
 
 
 def apply_runtime(params: Params) -> None:

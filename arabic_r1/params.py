@@ -461,31 +461,63 @@ class VerifyParams(_Section):
         return self
 
 
+LORA_FAMILIES = ("attention", "routed_experts", "shared_experts", "dense_mlp")
+
+
 class LoraParams(_Section):
+    """LoRA by parameter family. The paper reports "rank 64, scaling 8"; this project reads scaling as
+    alpha / r (the factor LoRA multiplies its update by), so the paper profile sets r=64, alpha=512."""
+
     r: PositiveInt = 16
     alpha: PositiveFloat = 32.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    targets: list[Literal["attention", "routed_experts", "shared_experts", "dense_mlp"]] = Field(
-        default_factory=lambda: ["attention", "routed_experts", "shared_experts", "dense_mlp"], min_length=1
+    targets: list[Literal[LORA_FAMILIES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(LORA_FAMILIES),
+        min_length=1,
+        description="families that must get adapters; one the architecture lacks is an error (e.g. Mixtral: no shared experts)",
     )
-    train_router: bool = False
+    train_router: bool = Field(
+        False, description="train the routers in full (PEFT modules_to_save); frozen by default"
+    )
 
 
 class TrainParams(_Section):
+    """Phase 04: MoE LoRA SFT on the verified traces."""
+
     backend: Literal["unsloth", "transformers"] = "transformers"
     lora: LoraParams = Field(default_factory=dict)  # type: ignore[arg-type]
     learning_rate: PositiveFloat = 2e-4
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_ratio: Share = 0.05
     epochs: PositiveFloat = 1.0
-    max_steps: PositiveInt | None = None
+    max_steps: PositiveInt | None = Field(None, description="overrides epochs")
     per_device_batch_size: PositiveInt = 2
     gradient_accumulation_steps: PositiveInt = 1
     gradient_checkpointing: bool = True
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 where supported, else fp32"
+    )
     packing: bool = False
+    save_steps: PositiveInt = Field(
+        50, description="checkpoint every N optimizer steps (a killed run resumes from the last)"
+    )
+    save_total_limit: PositiveInt = 2
+    chat_template: Path | None = Field(
+        None, description="a Jinja chat template with {% generation %} markers, if the model's has none"
+    )
+    unsloth_moe_backend: Literal["auto", "grouped_mm", "unsloth_triton", "native_torch", "sonic_moe"] = "auto"
+    merge: bool = Field(True, description="also save the merged model (what phase 05 evaluates)")
+    probe_texts: PositiveInt = Field(
+        32, description="Arabic and English probe texts for the expert-routing statistics"
+    )
     launcher: Literal["single", "accelerate_deepspeed_zero3", "accelerate_fsdp"] = "single"
     num_gpus: PositiveInt = 1
+    num_machines: PositiveInt = 1
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _template(cls, v: Any, info: ValidationInfo) -> Path | None:
+        return resolve_path(v, info, "chat template file")
 
 
 class EvalParams(_Section):

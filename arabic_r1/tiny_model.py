@@ -89,6 +89,9 @@ def build_config(family: str, shape: TinyMoEParams, tokenizer: PreTrainedTokeniz
         bos_token_id=None,
         max_position_embeddings=s.max_position_embeddings,
         tie_word_embeddings=False,
+        # std 0.1 instead of 0.02: with 0.02 the random LM head caps the logits so low that LoRA SFT barely moves the
+        # loss (7.36 -> 7.15 in 80 steps); with 0.1 it falls clearly (7.9 -> 6.6), so the smoke run shows learning
+        initializer_range=0.1,
     )
     if family == "deepseek_v3":
         # Shared experts, dense first layers and sigmoid group-limited routing: the paper's backbone shape.

@@ -1,0 +1,93 @@
+"""What notebook 04 shows: coverage table, loss mask, composition, loss curve, expert-load heatmaps."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from arabic_r1.moe_lora import coverage_table
+
+
+def coverage_frame(result) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(coverage_table(result.coverage_model, result.coverage_adapter)).set_index("family")
+
+
+def adapter_tensors(result, n: int = 12) -> list[str]:
+    """A few adapter tensor names per family, as saved."""
+    return [name for f in result.coverage_adapter.values() for name in f["tensors"][:3]][:n]
+
+
+def render_mask(mask: list[dict[str, Any]]) -> str:
+    """Tokens of one training example; loss-bearing (assistant) tokens highlighted."""
+    spans = "".join(
+        f"<span style='background:{'#56B4E9' if t['loss'] else '#eee'};margin:0 1px'>{html.escape(t['token'])}</span>"
+        for t in mask
+    )
+    n = sum(t["loss"] for t in mask)
+    return f"<p dir='ltr'>{n} of {len(mask)} tokens carry the loss (highlighted: the assistant turn)</p><div dir='auto' style='line-height:1.8'>{spans}</div>"
+
+
+def composition_frame(comp: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    rows = [
+        {
+            "slice": "Arabic share",
+            "achieved": comp["arabic_share"]["achieved"],
+            "target": comp["arabic_share"]["target"],
+        }
+    ]
+    rows += [
+        {"slice": c, "achieved": v["achieved"], "target": v["target"], "tokens": v["tokens"]}
+        for c, v in comp["categories"].items()
+    ]
+    return pd.DataFrame(rows).set_index("slice")
+
+
+def plot_loss(rows: list[dict[str, Any]]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="#0072B2", label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats/token, assistant tokens)")
+    ax2 = ax.twinx()
+    ax2.plot(
+        [r["step"] for r in rows],
+        [r["lr"] for r in rows],
+        color="#E69F00",
+        linestyle="--",
+        label="learning rate",
+    )
+    ax2.set_ylabel("learning rate")
+    ax.set_title("MoE LoRA SFT")
+    fig.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_expert_load(routing: dict[str, Any]):
+    """Share of routed tokens per layer (rows) and expert (columns): Arabic vs English, before vs after."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(2, 2, figsize=(8, 5), sharex=True, sharey=True)
+    vmax = max(
+        max(max(v) for v in routing[when][lang]["share"].values())
+        for when in routing
+        for lang in routing[when]
+    )
+    for i, when in enumerate(("before", "after")):
+        for j, lang in enumerate(("ar", "en")):
+            share = routing[when][lang]["share"]
+            layers = sorted(share, key=int)
+            grid = np.array([share[k] for k in layers])
+            ax = axes[i][j]
+            im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+            ax.set_title(f"{'Arabic' if lang == 'ar' else 'English'} tokens, {when} fine-tuning", fontsize=9)
+            ax.set_yticks(range(len(layers)), [f"layer {k}" for k in layers])
+            ax.set_xlabel("expert")
+    fig.colorbar(im, ax=axes, label="share of the layer's routed tokens")
+    return fig
