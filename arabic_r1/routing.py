@@ -20,11 +20,7 @@ def _modules(model: Any, pattern: re.Pattern) -> dict[int, Any]:
 
 def _num_experts(model: Any) -> int:
     c = model.config
-    return int(
-        getattr(c, "n_routed_experts", None)
-        or getattr(c, "num_experts", None)
-        or c.num_local_experts
-    )
+    return int(getattr(c, "n_routed_experts", None) or getattr(c, "num_experts", None) or c.num_local_experts)
 
 
 def _run(model: Any, tokenizer: Any, texts: list[str]) -> None:

@@ -353,11 +353,13 @@ def train_sft(
 ) -> TrainResult:
     """The whole phase on any chat dataset: load, LoRA, coverage, routing before, SFT, save, merge, routing after."""
     from datasets import Dataset
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from arabic_r1.routing import probe_texts, routing_stats
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(params.run.seed)  # LoRA initialisation happens before the Trainer seeds anything
     check_hardware_options(params)
     rows = load_sft_examples(examples_path)
     precision = resolve_precision(params)
@@ -396,10 +398,10 @@ def train_sft(
                            processing_class=tokenizer, callbacks=[train_log.callback])  # fmt: skip
     from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(
-        PrinterCallback
-    )  # one dict per step would flood papermill's output; TrainLog logs instead
-    trainer.train(resume_from_checkpoint=last)
+    # one dict per step would flood papermill's output; TrainLog logs instead
+    trainer.remove_callback(PrinterCallback)
+    with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
+        trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
 
     adapter_dir = out_dir / "adapter"

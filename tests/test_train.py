@@ -1,0 +1,330 @@
+"""Phase 04: LoRA coverage per family, loss mask, resume after kill, merge equivalence, routing counts, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from arabic_r1.moe_lora import (
+    CoverageError,
+    check_coverage,
+    coverage_of_adapter,
+    coverage_of_model,
+    lora_config,
+    no_v4_moe_remap,
+)
+from arabic_r1.params import REPO_DIR, load_params, validate_params
+from arabic_r1.routing import probe_texts, recount_by_router, routing_counts
+from arabic_r1.tiny_model import build_tiny_moe, save_tiny_moe
+from arabic_r1.train import TrainSetupError, launch_command, train_sft
+
+FAMILY_TARGETS = {
+    "deepseek_v3": ["attention", "routed_experts", "shared_experts", "dense_mlp"],
+    "qwen3_moe": ["attention", "routed_experts"],
+    "mixtral": ["attention", "routed_experts"],
+}
+
+
+def _lora(targets, r=4, router=False):
+    return validate_params(
+        {
+            "data": {"token_budget": 1},
+            "train": {"lora": {"r": r, "alpha": 8, "targets": targets, "train_router": router}},
+        }
+    ).train.lora
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_TARGETS))
+def test_coverage_per_family_in_model_and_saved_adapter(family: str, tmp_path: Path) -> None:
+    from peft import get_peft_model
+
+    model, _ = build_tiny_moe(family)
+    lora = _lora(FAMILY_TARGETS[family], router=True)
+    with no_v4_moe_remap(model):
+        peft_model = get_peft_model(model, lora_config(model, lora))
+    cov = coverage_of_model(peft_model)
+    check_coverage(cov, lora, "test")
+    for f in [*FAMILY_TARGETS[family], "router"]:
+        assert cov[f]["parameters"] > 0, f
+    assert cov["embeddings"]["parameters"] == 0 and cov["other"]["parameters"] == 0
+    assert any("mlp.experts" in n for n in cov["routed_experts"]["tensors"])
+    with no_v4_moe_remap(peft_model):
+        peft_model.save_pretrained(tmp_path / "adapter")
+    saved = coverage_of_adapter(tmp_path / "adapter")
+    for f in FAMILY_TARGETS[family]:
+        assert saved[f]["parameters"] > 0, f
+    if family == "deepseek_v3":
+        assert any(
+            "layers.0.mlp.gate_proj" in n for n in saved["dense_mlp"]["tensors"]
+        )  # the dense first layer
+        assert any("shared_experts" in n for n in saved["shared_experts"]["tensors"])
+
+
+def test_peft_remap_would_drop_deepseek_shared_and_dense_and_is_caught() -> None:
+    from peft import get_peft_model
+
+    model, _ = build_tiny_moe("deepseek_v3")
+    lora = _lora(FAMILY_TARGETS["deepseek_v3"])
+    plain = get_peft_model(
+        model, lora_config(model, lora)
+    )  # without no_v4_moe_remap: PEFT's v4 remapping applies
+    with pytest.raises(CoverageError, match="shared_experts, dense_mlp got no adapter"):
+        check_coverage(coverage_of_model(plain), lora, "after get_peft_model")
+
+
+def test_requested_family_the_architecture_lacks_is_named() -> None:
+    model, _ = build_tiny_moe("qwen3_moe")
+    with pytest.raises(CoverageError, match="shared_experts: no nn.Linear layers"):
+        lora_config(model, _lora(["attention", "shared_experts"]))
+    with pytest.raises(ValueError, match=r"train.lora.r=512 is larger than the smaller dimension of .*"):
+        lora_config(model, _lora(["attention"], r=512))
+
+
+def test_routing_counts_equal_a_brute_force_recount_for_every_family() -> None:
+    from peft import get_peft_model
+
+    texts = probe_texts(6)["ar"] + probe_texts(6)["en"]
+    for family in FAMILY_TARGETS:
+        model, tok = build_tiny_moe(family)
+        counts = routing_counts(model, tok, texts)
+        assert counts == recount_by_router(model, tok, texts)
+        n_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        assert all(sum(v) == n_tokens * model.config.num_experts_per_tok for v in counts.values())
+        with no_v4_moe_remap(model):
+            wrapped = get_peft_model(model, lora_config(model, _lora(FAMILY_TARGETS[family])))
+        assert (
+            routing_counts(wrapped, tok, texts) == counts
+        )  # LoRA B starts at zero: same routing, hooks still fire
+
+
+# ------------------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    model_dir = save_tiny_moe(root / "base", "deepseek_v3", seed=0)
+    rows = []
+    for i in range(24):
+        lang = "ar" if i % 5 else "en"
+        q = f"سؤال رقم {i}: ما عاصمة المغرب؟" if lang == "ar" else f"Question {i}: capital of Morocco?"
+        a = ("<think>\nالتحليل: سؤال جغرافي.\nالاستبعاد: لا.\nالتدقيق اللغوي: سليم.\nالخلاصة: الرباط.\n</think>\nالإجابة: الرباط"
+             if lang == "ar" else "<think>\nAnalysis: geography.\nElimination: none.\nLinguistic check: fine.\nSynthesis: Rabat.\n</think>\nAnswer: Rabat")  # fmt: skip
+        rows.append(
+            {
+                "id": f"x{i}",
+                "lang": lang,
+                "category": "stem_math_logic",
+                "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+            }
+        )
+    data = root / "verified.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (root / "params").mkdir()
+    params_file = root / "params" / "t.yaml"
+    params_file.write_text(yaml.safe_dump({
+        "run": {"seed": 3}, "model": {"max_seq_length": 256},
+        "data": {"token_budget": 10, "category_shares": {"stem_math_logic": 1.0}},
+        "train": {"max_steps": 12, "save_steps": 4, "per_device_batch_size": 2, "learning_rate": 5e-3, "precision": "fp32",
+                  "gradient_checkpointing": False, "lora": {"r": 8, "alpha": 16}, "probe_texts": 4},
+    }))  # fmt: skip
+    return root, str(model_dir), data, params_file
+
+
+def _train(setup, out: Path, overrides=(), resume=True):
+    root, model_dir, data, params_file = setup
+    torch.set_num_threads(1)
+    return train_sft(load_params(params_file, list(overrides)), data, model_dir, out, resume=resume)
+
+
+def test_training_outputs_mask_and_merge_equivalence(setup, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, model_dir, data, _ = setup
+    r = _train(setup, tmp_path / "run")
+    assert (
+        r.summary["steps"] == 12 and len(r.log_rows) == 12 and r.log_rows[-1]["loss"] < r.log_rows[0]["loss"]
+    )
+    assert all(k in r.log_rows[0] for k in ("loss", "lr", "grad_norm", "tokens_per_s", "peak_memory_mb"))
+    loss_tokens = "".join(t["token"] for t in r.mask if t["loss"])
+    assert (
+        loss_tokens.startswith("<think>")
+        and loss_tokens.endswith("<|im_end|>")
+        and "سؤال" not in loss_tokens
+        and "Question" not in loss_tokens
+    )
+    assert (
+        abs(r.composition["arabic_share"]["achieved"] - 0.8) < 0.1
+        and r.composition["arabic_share"]["target"] == 0.8
+    )
+    assert set(r.routing) == {"before", "after"} and set(r.routing["after"]) == {"ar", "en"}
+    # adapter save -> reload -> merge == the saved merged model
+    tok = AutoTokenizer.from_pretrained(r.merged_dir)
+    x = tok("ما عاصمة المغرب؟ Rabat", return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    with no_v4_moe_remap(base):
+        reloaded = PeftModel.from_pretrained(base, r.adapter_dir)
+    merged = AutoModelForCausalLM.from_pretrained(r.merged_dir)
+    with torch.no_grad():
+        a = reloaded(**x).logits
+        b = reloaded.merge_and_unload()(**x).logits
+        c = merged(**x).logits
+        d = AutoModelForCausalLM.from_pretrained(model_dir)(**x).logits
+    assert (
+        torch.allclose(a, b, atol=1e-4)
+        and torch.allclose(b, c, atol=1e-4)
+        and not torch.allclose(c, d, atol=1e-3)
+    )
+
+
+def test_assistant_only_labels_in_the_trainer_collator(setup) -> None:
+    from datasets import Dataset
+
+    from arabic_r1.train import assistant_mask, load_model_and_tokenizer, make_trainer, sft_config
+
+    root, model_dir, data, params_file = setup
+    params = load_params(params_file)
+    model, tok = load_model_and_tokenizer(params, model_dir, "fp32")
+    rows = [json.loads(x) for x in data.read_text(encoding="utf-8").splitlines()[:2]]
+    trainer = make_trainer(model=model, args=sft_config(params, root / "collate", "fp32", 256), processing_class=tok,
+                           train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]))  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, mask = assistant_mask(tok, rows[0]["messages"])
+    labels = batch["labels"][0].tolist()[: len(ids)]
+    assert [lab != -100 for lab in labels] == [bool(m) for m in mask]
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_the_same_steps(setup, tmp_path: Path) -> None:
+    root, model_dir, data, params_file = setup
+    steps = ["train.max_steps=40", "train.save_steps=4"]
+    reference = _train(setup, tmp_path / "ref", steps)
+    out = tmp_path / "killed"
+    code = (
+        "import torch; from pathlib import Path; from arabic_r1.params import load_params; from arabic_r1.train import train_sft;"
+        f"torch.set_num_threads(1); train_sft(load_params({str(params_file)!r}, {steps!r}), Path({str(data)!r}), {model_dir!r}, Path({str(out)!r}))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO_DIR)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while (
+            time.monotonic() < deadline
+            and not (out / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists()
+        ):
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / "checkpoints" / "checkpoint-8").is_dir() and not (out / "adapter").exists(), (
+        "the run ended before the kill"
+    )
+    resumed = _train(setup, out, steps)
+    assert resumed.summary["steps"] == 40 and Path(resumed.summary["resumed_from"]).name.startswith(
+        "checkpoint-"
+    )
+    assert [r["step"] for r in resumed.log_rows] == list(range(1, 41))
+    ref = {r["step"]: r["loss"] for r in reference.log_rows}
+    start = int(Path(resumed.summary["resumed_from"]).name.split("-")[1])
+    for r in resumed.log_rows[start:]:  # same data order and state after the resume: same losses
+        assert r["loss"] == pytest.approx(ref[r["step"]], rel=1e-4, abs=1e-4), r["step"]
+
+
+def test_bad_inputs_stop_before_training(setup, tmp_path: Path, caplog) -> None:
+    root, model_dir, data, params_file = setup
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TrainSetupError, match="training set is empty"):
+        train_sft(load_params(params_file), empty, model_dir, tmp_path / "a")
+    with pytest.raises(TrainSetupError, match="longer than model.max_seq_length=16"):
+        _train(setup, tmp_path / "b", ["model.max_seq_length=16"])
+    bare = tmp_path / "bare.jinja"
+    bare.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(TrainSetupError, match=r"no \{% generation %\} markers"):
+        _train(setup, tmp_path / "c", [f"train.chat_template={bare}"])
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainSetupError, match="load_in_4bit needs a CUDA GPU"):
+            _train(setup, tmp_path / "d", ["model.load_in_4bit=true"])
+    mixtral = save_tiny_moe(tmp_path / "m", "mixtral")
+    with pytest.raises(
+        CoverageError, match="shared_experts: no nn.Linear layers of this family in MixtralForCausalLM"
+    ):
+        train_sft(
+            load_params(params_file, ["train.lora.targets=[attention, routed_experts, shared_experts]"]),
+            data,
+            str(mixtral),
+            tmp_path / "e",
+        )
+
+
+def test_unsloth_backend_trains_through_its_cpu_fallback(setup, tmp_path: Path) -> None:
+    """In a subprocess: importing unsloth patches transformers and TRL for the whole process."""
+    root, model_dir, data, params_file = setup
+    code = (
+        "import json, torch; from pathlib import Path; import unsloth; from arabic_r1.params import load_params; from arabic_r1.train import train_sft;"
+        f"r = train_sft(load_params({str(params_file)!r}, ['train.backend=unsloth', 'train.max_steps=3', 'train.unsloth_moe_backend=grouped_mm']),"
+        f" Path({str(data)!r}), {model_dir!r}, Path({str(tmp_path / 'u')!r}));"
+        "print('RESULT', json.dumps({'cov': {k: v['parameters'] for k, v in r.coverage_adapter.items()}, 'steps': r.summary['steps'], 'loss': r.summary['last_loss']}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_DIR)},
+        timeout=600,
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line, out.stderr[-3000:]
+    res = json.loads(line.split(" ", 1)[1])
+    assert (
+        all(res["cov"][f] > 0 for f in FAMILY_TARGETS["deepseek_v3"])
+        and res["steps"] == 3
+        and res["loss"] > 0
+    )
+    if not torch.cuda.is_available():
+        assert "grouped_mm needs a GPU: using native_torch" in out.stderr
+
+
+def test_launch_command_and_accelerate_configs() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    p = load_params("paper")
+    cmd = launch_command(p, Path("/runs/paper"))
+    assert (
+        cmd[:2] == ["accelerate", "launch"]
+        and cmd[cmd.index("--num_processes") + 1] == "64"
+        and cmd[cmd.index("--num_machines") + 1] == "8"
+    )
+    cfg = Path(cmd[cmd.index("--config_file") + 1])
+    assert cfg == REPO_DIR / "configs/accelerate/deepspeed_zero3.yaml"
+    assert cmd[cmd.index("-m") + 1] == "arabic_r1.train" and cmd[cmd.index("--params") + 1] == str(
+        p.source_file
+    )
+    ds = load_config_from_file(str(cfg))
+    assert (
+        ds.distributed_type == "DEEPSPEED"
+        and ds.deepspeed_config["zero_stage"] == 3
+        and ds.mixed_precision == "bf16"
+    )
+    fsdp = load_config_from_file(str(REPO_DIR / "configs/accelerate/fsdp.yaml"))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+    p2 = load_params("paper", ["train.launcher=accelerate_fsdp", "train.num_gpus=4", "train.num_machines=1"])
+    cmd2 = launch_command(p2, Path("/r"))
+    assert (
+        cmd2[cmd2.index("--config_file") + 1].endswith("fsdp.yaml")
+        and cmd2[cmd2.index("--num_processes") + 1] == "4"
+    )
+    assert cmd2[-2:] == ["-o", "train.num_machines=1"]
+    with pytest.raises(ValueError, match="single"):
+        launch_command(load_params("smoke"), Path("/r"))
