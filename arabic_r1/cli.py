@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check Python, torch/GPU, Unsloth, lighteval offline readiness, disk")
     _add_params_args(doc)
 
-    ben = sub.add_parser("benchmarks", help="check a local OALL v2 benchmark mirror's layout")
-    ben.add_argument("action", choices=["check"])
+    ben = sub.add_parser("benchmarks", help="write (from the hub) or check a local OALL v2 benchmark mirror")
+    ben.add_argument("action", choices=["check", "mirror"])
+    ben.add_argument("--out", type=Path, default=None, help="mirror: the folder to write")
     ben.add_argument(
         "--mirror", type=Path, default=None, help="mirror folder (default: eval.mirror_dir of --params)"
     )
@@ -104,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0
         params = load_params(args.params, args.overrides)
+        if args.command == "benchmarks" and args.action == "mirror":
+            from arabic_r1.evaluate import write_mirror_from_hub
+
+            if args.out is None:
+                print("error: benchmarks mirror needs --out FOLDER", file=sys.stderr)
+                return 2
+            counts = write_mirror_from_hub(args.out, list(params.eval.benchmarks))
+            print("\n".join(f"{k}: {n} rows" for k, n in counts.items()))
+            return 0
         if args.command == "benchmarks":
             from arabic_r1.benchmarks import check_mirror
 

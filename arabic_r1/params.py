@@ -521,16 +521,33 @@ class TrainParams(_Section):
 
 
 class EvalParams(_Section):
+    """Phase 05: which models, which OALL v2 benchmarks (and where they are read from), which scorings."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["base", "finetuned"],
+        min_length=1,
+        description="'base' (phase 00's backbone), 'finetuned' (phase 04's merged model), or hub ids / local folders",
+    )
     benchmarks: list[Literal[OALL_BENCHMARKS]] = Field(
         default_factory=lambda: list(OALL_BENCHMARKS), min_length=1
     )  # type: ignore[valid-type]
+    subsets: dict[str, list[str]] = Field(default_factory=dict, description="benchmark -> only these subsets")
     source: Literal["hub", "mirror"] = "hub"
     mirror_dir: Path | None = None
     scoring: list[Literal["loglikelihood", "reasoning"]] = Field(
         default_factory=lambda: ["loglikelihood"], min_length=1
     )
-    max_samples_per_task: PositiveInt | None = None
-    judge: str | None = None
+    max_samples_per_task: PositiveInt | None = Field(
+        None, description="a partial run: not comparable with the leaderboard"
+    )
+    batch_size: PositiveInt = 8
+    reasoning_max_new_tokens: PositiveInt = Field(
+        1024, description="generation budget per item for reasoning scoring"
+    )
+    alrage_max_new_tokens: PositiveInt = 200
+    judge: DistillParams | None = Field(
+        None, description="ALRAGE judge (backend, teacher=model, base_url, ...); 'embedded' = the base model"
+    )
 
     @field_validator("mirror_dir", mode="before")
     @classmethod
@@ -541,6 +558,13 @@ class EvalParams(_Section):
     def _mirror_needed(self) -> EvalParams:
         if self.source == "mirror" and self.mirror_dir is None:
             raise ValueError("source 'mirror' needs mirror_dir (a local folder in the hub layout)")
+        unknown = sorted(set(self.subsets) - set(self.benchmarks))
+        if unknown:
+            raise ValueError(f"subsets given for benchmarks not in eval.benchmarks: {', '.join(unknown)}")
+        if "alrage" in self.benchmarks and self.judge is None and "benchmarks" in self.model_fields_set:
+            raise ValueError(
+                "alrage is judged by an LLM: set eval.judge (e.g. backend: transformers, teacher: embedded)"
+            )
         return self
 
 

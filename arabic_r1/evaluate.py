@@ -1,0 +1,656 @@
+"""Phase 05: the seven OALL v2 benchmarks with lighteval 0.13 — leaderboard scoring, reasoning scoring, ALRAGE judge.
+
+Lighteval is the engine: its own Arabic task configs and prompt functions, its Pipeline and its normalised
+log-likelihood accuracy. This module routes around its known traps, in code:
+- its task registry downloads ``tinyBenchmarks.pkl`` at import: an empty placeholder is written first;
+- mirror mode: copies of its configs with ``hf_repo`` pointed at the local mirror folder (subset/split names kept);
+- real rows it chokes on (bare alif answers, trailing spaces, ...) are normalised or reported, never fatal;
+- 0-shot only, ``few_shots_split`` cleared (its list value crashes ArabicMMLU/MadinahQA);
+- its response cache is keyed on the model *name*: each model gets a cache folder named by its weights' digest;
+- its adapter path pins an old peft: phase 04's merged model is evaluated;
+- its ALRAGE judge metric crashes and is hard-wired to a 72B model on vLLM: ALRAGE is generated and judged here,
+  with the leaderboard's rubric, through the same backends as the teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import re
+import time
+import types
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
+from arabic_r1.cot import extract_option, parse_trace
+from arabic_r1.params import DistillParams, EvalParams, Params
+
+log = logging.getLogger(__name__)
+
+ACC_NORM = "acc:logprob_normalization=LogProbCharNorm(name='norm', ignore_first_space=False)"
+LEADERBOARD_BENCHMARKS = (
+    "arabic_mmlu",
+    "arabic_exams",
+    "arabic_mmlu_ht",
+    "madinah_qa",
+    "aratrust",
+    "alghafa",
+)
+SCORES_FILE = "scores.csv"
+SUBSET_FILE = "subset_scores.csv"
+WARTS_FILE = "data_warts.json"
+
+
+class EvalSetupError(ValueError):
+    """Something that would stop or silently skew an evaluation, found before it starts."""
+
+
+# --------------------------------------------------------------------------------------------- traps
+def prepare_lighteval_offline() -> Path:
+    """An empty ``tinyBenchmarks.pkl`` next to lighteval's task module, so importing its registry downloads nothing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lighteval")
+    if spec is None or spec.origin is None:
+        raise EvalSetupError("lighteval is not installed: pip install lighteval==0.13.0")
+    pkl = Path(spec.origin).parent / "tasks" / "tasks" / "tinyBenchmarks.pkl"
+    if not pkl.exists():
+        try:
+            pkl.touch()
+        except OSError as exc:
+            raise EvalSetupError(
+                f"cannot write {pkl} (lighteval downloads it at import otherwise): {exc}"
+            ) from None
+    return pkl
+
+
+# --------------------------------------------------------------------------------------------- warts
+class Warts:
+    """Rows normalised or skipped, per task: every one reported, none fatal."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._seen: set[tuple] = set()
+
+    def add(self, task: str, index: Any, kind: str, detail: str) -> None:
+        if (task, index, kind) not in self._seen:  # each model run formats the same rows again
+            self._seen.add((task, index, kind))
+            self.rows.append({"task": task, "row": index, "kind": kind, "detail": detail})
+
+    def summary(self) -> dict[str, Any]:
+        by: dict[str, int] = defaultdict(int)
+        for r in self.rows:
+            by[r["kind"]] += 1
+        return {"counts": dict(by), "rows": self.rows}
+
+
+def fix_row(benchmark: str, row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The row lighteval's prompt function can read, and what was changed (kind, detail)."""
+    row, notes = dict(row), []
+    if benchmark == "aratrust":
+        ans = row.get("Answer")
+        fixed = (ans or "").strip().replace("ا", "أ") if isinstance(ans, str) else ans
+        if fixed == "ه":
+            fixed = "هـ"
+        if fixed != ans:
+            notes.append(("answer_normalised", f"Answer {ans!r} -> {fixed!r}"))
+            row["Answer"] = fixed
+    elif benchmark in ("arabic_mmlu", "madinah_qa"):
+        key = row.get("Answer Key")
+        if isinstance(key, str) and key != key.strip().upper():
+            notes.append(("answer_normalised", f"Answer Key {key!r} -> {key.strip().upper()!r}"))
+            row["Answer Key"] = key.strip().upper()
+        empty = [i for i in range(1, 6) if row.get(f"Option {i}") == ""]
+        if empty:
+            notes.append(("empty_option", f"Option {empty[0]} is empty (lighteval skips it)"))
+        if benchmark == "madinah_qa" and row.get("Context") is None:
+            notes.append(
+                (
+                    "null_context",
+                    "Context is null: lighteval's prompt prints 'None' (kept, as the leaderboard)",
+                )
+            )
+    elif benchmark == "arabic_exams":
+        ans = row.get("answer")
+        if isinstance(ans, str) and ans != ans.strip().upper():
+            notes.append(("answer_normalised", f"answer {ans!r} -> {ans.strip().upper()!r}"))
+            row["answer"] = ans.strip().upper()
+        if not row.get("subject") and row.get("id"):
+            row["subject"] = str(row["id"]).rsplit("-", 1)[0]
+            notes.append(("subject_from_id", f"subject taken from id {row['id']!r}"))
+    elif benchmark == "alghafa" and not isinstance(row.get("label"), str):
+        row["label"] = str(row.get("label"))
+        notes.append(("label_to_string", "label given as a number"))
+    return row, notes
+
+
+class GuardedPrompt:
+    """lighteval's prompt function behind :func:`fix_row`: a row it cannot format is reported and skipped."""
+
+    def __init__(self, benchmark: str, original, warts: Warts):
+        self.benchmark, self.original, self.warts = benchmark, original, warts
+        self.__name__ = getattr(original, "__name__", "prompt")
+
+    def __call__(self, line: dict[str, Any], task_name: str | None = None):
+        index = line.get("__index")
+        row, notes = fix_row(self.benchmark, {k: v for k, v in line.items() if not k.startswith("__")})
+        for kind, detail in notes:
+            self.warts.add(task_name or self.benchmark, index, kind, detail)
+        try:
+            return self.original(row, task_name)
+        except Exception as exc:  # one bad row never aborts a benchmark
+            self.warts.add(task_name or self.benchmark, index, "skipped", f"{type(exc).__name__}: {exc}")
+            return None
+
+
+# --------------------------------------------------------------------------------------------- mirrors
+def write_mirror_from_hub(out: Path, benchmarks: list[str], hub_root: str | None = None) -> dict[str, int]:
+    """Download every OALL v2 subset and split of ``benchmarks`` (needs network) into a mirror folder.
+
+    ``hub_root`` reads the repos from another folder in the hub layout instead (an existing mirror), which is how
+    the tests exercise this without network."""
+    from datasets import load_dataset
+
+    from arabic_r1.benchmarks import write_mirror
+
+    counts = {}
+    for key in benchmarks:
+        spec = BENCHMARKS[key]
+        source = spec.hf_repo if hub_root is None else str(Path(hub_root) / spec.hf_repo)
+        subsets = oall_subsets(key) if hub_root is None else sorted(mirror_configs(Path(source)))
+        rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for subset in subsets:
+            for split in spec.splits:
+                try:
+                    ds = load_dataset(
+                        source, None if subset == "default" and hub_root is None else subset, split=split
+                    )
+                except ValueError:  # a split this subset does not have
+                    continue
+                rows[(subset, split)] = [dict(r) for r in ds]
+        write_mirror(out, key, rows)
+        counts[key] = sum(len(v) for v in rows.values())
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+def lighteval_configs(benchmark: str) -> list[Any]:
+    """lighteval 0.13's own task configs for one benchmark, restricted to the OALL v2 subsets."""
+    prepare_lighteval_offline()
+    from lighteval.tasks.multilingual.tasks import arabic as A
+
+    table = {
+        "arabic_mmlu": A.ARABIC_MMLU_TASKS, "arabic_mmlu_ht": A.ARABIC_MMLU_HT_TASKS, "alghafa": A.ALGHAFA_TASKS,
+        "madinah_qa": A.MADINAH_QA_TASKS, "aratrust": A.ARATRUST_TASKS, "arabic_exams": [A.arabic_exams_task],
+        "alrage": [A.alrage_qa_task],
+    }[benchmark]  # fmt: skip
+    wanted = set(oall_subsets(benchmark))
+    return [c for c in table if (c.hf_subset or "default") in wanted]
+
+
+def task_configs(ep: EvalParams, benchmark: str, warts: Warts) -> tuple[list[Any], list[str]]:
+    """Configs to run (guarded prompts, 0-shot, mirror repos) and the OALL subsets the mirror lacks."""
+    configs, missing = [], []
+    present = None
+    if ep.source == "mirror":
+        repo = repo_dir(ep.mirror_dir, benchmark)
+        if not (repo / "README.md").is_file():
+            raise EvalSetupError(
+                f"{benchmark}: no mirror at {repo} (arabic-r1 benchmarks mirror --out {ep.mirror_dir})"
+            )
+        present = set(mirror_configs(repo))
+    only = set(ep.subsets.get(benchmark, [])) or None
+    for base in lighteval_configs(benchmark):
+        subset = base.hf_subset or "default"
+        if only is not None and subset not in only:
+            continue
+        if present is not None and subset not in present:
+            missing.append(subset)
+            continue
+        c = copy.deepcopy(base)
+        c.few_shots_split, c.few_shots_select = (
+            None,
+            None,
+        )  # 0-shot; the list-valued split crashes lighteval 0.13
+        c.prompt_function = GuardedPrompt(benchmark, base.prompt_function, warts)
+        if ep.source == "mirror":
+            c.hf_repo = str(repo_dir(ep.mirror_dir, benchmark))
+        configs.append(c)
+    if only and not configs:
+        raise EvalSetupError(f"eval.subsets[{benchmark!r}] matches no OALL v2 subset: {sorted(only)}")
+    return configs, missing
+
+
+def task_string(configs: list[Any]) -> str:
+    return ",".join(f"{c.name}|0" for c in configs)
+
+
+# --------------------------------------------------------------------------------------- leaderboard
+def model_cache_dir(root: Path, model_path: str) -> Path:
+    """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest, so
+    retraining into the same folder never returns stale scores."""
+    local = Path(model_path)
+    if local.is_dir():
+        from arabic_r1.manifest import path_digest
+
+        return root / path_digest(local)[:16]
+    return root / "hub"
+
+
+def run_lighteval(
+    model_path: str, configs: list[Any], out_dir: Path, cache_root: Path, ep: EvalParams, dtype: str
+) -> dict[str, Any]:
+    """lighteval's Pipeline on our configs (log-likelihood tasks); results + details saved under ``out_dir``."""
+    prepare_lighteval_offline()
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+    module = types.ModuleType("arabic_r1_oall_tasks")
+    module.TASKS_TABLE = configs
+    import torch
+    from lighteval.models.transformers.transformers_model import TransformersModel
+    from transformers import AutoModelForCausalLM
+
+    tracker = EvaluationTracker(output_dir=str(out_dir), save_details=True)
+    pp = PipelineParameters(
+        launcher_type=ParallelismManager.NONE,
+        custom_tasks_directory=module,
+        max_samples=ep.max_samples_per_task,
+    )
+    # lighteval puts its response cache at cache_dir/<model_name>: with an absolute local path as the name that is the
+    # model's own folder, and the name does not change when the weights do. So: the weights are loaded here, the
+    # name is a plain label, and the cache folder carries the weights' digest.
+    label = Path(model_path).name if Path(model_path).is_dir() else model_path.replace("/", "__")
+    mc = TransformersModelConfig(model_name=label, tokenizer=model_path, batch_size=ep.batch_size, dtype=dtype,
+                                 device="cuda" if torch.cuda.is_available() else "cpu",
+                                 cache_dir=str(model_cache_dir(cache_root, model_path)))  # fmt: skip
+    hf_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+    if torch.cuda.is_available():
+        hf_model = hf_model.to("cuda")
+    model = TransformersModel.from_model(model=hf_model, config=mc)
+    pipeline = Pipeline(
+        tasks=task_string(configs), pipeline_parameters=pp, evaluation_tracker=tracker, model=model
+    )
+    pipeline.evaluate()
+    pipeline.save_and_push_results()
+    return pipeline.get_results()
+
+
+def subset_scores(results: dict[str, Any], configs: list[Any]) -> dict[str, float]:
+    """{task name: acc_norm} for the configs' tasks."""
+    out = {}
+    for c in configs:
+        key = f"{c.name}:0" if f"{c.name}:0" in results["results"] else f"{c.name}|0"
+        value = results["results"].get(key, {}).get(ACC_NORM)
+        if value is not None:
+            out[c.name] = float(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- generation
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy generation with the chat template (thinking enabled where the template supports it)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        batch = [[{"role": "user", "content": p}] for p in prompts[i : i + batch_size]]
+        enc = tokenizer.apply_chat_template(
+            batch, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+        ).to(model.device)
+        with torch.no_grad():
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        width = enc["input_ids"].shape[1]
+        out += [
+            tokenizer.decode(g[width:], skip_special_tokens=False)
+            .replace(tokenizer.pad_token or "\x00", "")
+            .strip()
+            for g in gen
+        ]
+    return out
+
+
+def _docs(config: Any, max_samples: int | None) -> list[Any]:
+    from lighteval.tasks.lighteval_task import LightevalTask
+
+    task = LightevalTask(config=config)
+    LightevalTask.load_datasets({config.name: task})
+    return task.get_docs(max_samples)
+
+
+def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | None]:
+    """The option a reasoning output names after ``</think>``; an unclosed think block is no answer."""
+    parsed = parse_trace(text)
+    if "unclosed think block" in parsed.problems:
+        return None, "unclosed think block"
+    if parsed.answer is None:
+        return None, "no final answer"
+    choice = extract_option(parsed.answer, labels)
+    return choice, None if choice is not None else "answer names no option"
+
+
+def run_reasoning(
+    model, tokenizer, configs: list[Any], ep: EvalParams, details_path: Path
+) -> dict[str, dict[str, Any]]:
+    """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task."""
+    out: dict[str, dict[str, Any]] = {}
+    with details_path.open("w", encoding="utf-8") as f:
+        for c in configs:
+            docs = _docs(c, ep.max_samples_per_task)
+            texts = _generate(
+                model, tokenizer, [d.query for d in docs], ep.reasoning_max_new_tokens, ep.batch_size
+            )
+            correct = failures = 0
+            for d, text in zip(docs, texts, strict=True):
+                choice, failure = reasoning_answer(text, list(d.choices))
+                gold = d.gold_index[0] if isinstance(d.gold_index, list) else d.gold_index
+                correct += choice == gold
+                failures += failure is not None
+                f.write(
+                    json.dumps(
+                        {
+                            "task": c.name,
+                            "id": d.id,
+                            "output": text,
+                            "choice": choice,
+                            "gold": gold,
+                            "failure": failure,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+            n = max(len(docs), 1)
+            out[c.name] = {"accuracy": correct / n, "parse_failure_rate": failures / n, "n": len(docs)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------- ALRAGE
+_SCORE = re.compile(r"(?<![\d.])(10|\d)(?:\.\d+)?(?![\d.])")
+
+
+def parse_judge_score(text: str) -> float | None:
+    """The leaderboard's rubric: a number 0-10, divided by 10; None when there is none (counted, scored 0)."""
+    m = _SCORE.search(text or "")
+    return min(max(float(m.group(0)) / 10.0, 0.0), 1.0) if m else None
+
+
+def run_alrage(
+    model, tokenizer, config: Any, ep: EvalParams, judge: DistillParams, details_path: Path
+) -> dict[str, Any]:
+    """Generate answers to ALRAGE items and score them with the leaderboard's judge prompt through ``judge``."""
+    from lighteval.tasks.multilingual.tasks.arabic import judge_template
+
+    from arabic_r1.distill import complete_all
+    from arabic_r1.teachers import TeacherError
+
+    docs = _docs(config, ep.max_samples_per_task)
+    outputs = _generate(model, tokenizer, [d.query for d in docs], ep.alrage_max_new_tokens, ep.batch_size)
+    answers = [parse_trace(o).answer or o if "</think>" in o else o for o in outputs]
+    # as lighteval's own judge metric: the question is the whole prompt, the gold the only choice
+    requests = [
+        (f"alrage-{d.id}", judge_template(d.query, answer, d.choices[0]))
+        for d, answer in zip(docs, answers, strict=True)
+    ]
+    judged = complete_all(judge, requests, "oall_alrage_judge_v1")
+    scores, unparseable, errors = [], 0, 0
+    with details_path.open("w", encoding="utf-8") as f:
+        for (rid, _), d, answer in zip(requests, docs, answers, strict=True):
+            raw = judged[rid]
+            score = None if isinstance(raw, TeacherError) else parse_judge_score(raw)
+            errors += isinstance(raw, TeacherError)
+            unparseable += score is None and not isinstance(raw, TeacherError)
+            scores.append(score or 0.0)
+            f.write(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "answer": answer,
+                        "gold": d.choices[0],
+                        "judge_output": str(raw),
+                        "score": score,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    n = max(len(docs), 1)
+    return {"score": sum(scores) / n, "n": len(docs), "unparseable": unparseable, "judge_errors": errors,
+            "judge": f"{judge.backend}:{judge.teacher}"}  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- the phase
+@dataclass
+class ModelScores:
+    label: str
+    path: str
+    leaderboard: dict[str, float] = field(default_factory=dict)  # benchmark -> mean acc_norm over its subsets
+    subsets: dict[str, float] = field(default_factory=dict)  # task -> acc_norm
+    lighteval_all: float | None = None
+    reasoning: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # benchmark -> accuracy, parse failures
+    alrage: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def benchmark_of(task_name: str) -> str:
+    prefix = task_name.split(":", 1)[0]
+    return next(b for b, s in BENCHMARKS.items() if s.task == prefix)
+
+
+def evaluate_model(
+    label: str,
+    model_path: str,
+    ep: EvalParams,
+    out_dir: Path,
+    warts: Warts,
+    judge: DistillParams | None,
+    dtype: str = "float32",
+) -> ModelScores:
+    """Every selected benchmark and scoring for one model."""
+    ms = ModelScores(label, model_path)
+    mc_configs, alrage_config = [], None
+    for b in ep.benchmarks:
+        configs, missing = task_configs(ep, b, warts)
+        if missing:
+            log.warning(
+                "%s: %d OALL v2 subsets are not in the mirror and are not scored (e.g. %s)",
+                b,
+                len(missing),
+                missing[0],
+            )
+        if b == "alrage":
+            alrage_config = configs[0] if configs else None
+        else:
+            mc_configs += configs
+    if "loglikelihood" in ep.scoring and mc_configs:
+        t0 = time.monotonic()
+        results = run_lighteval(
+            model_path, mc_configs, out_dir / "lighteval" / label, out_dir / "lighteval_cache", ep, dtype
+        )
+        ms.seconds["loglikelihood"] = round(time.monotonic() - t0, 2)
+        ms.subsets = subset_scores(results, mc_configs)
+        overall = results["results"].get("all", {}).get(ACC_NORM)
+        ms.lighteval_all = None if overall is None else float(overall)
+        by: dict[str, list[float]] = defaultdict(list)
+        for task, v in ms.subsets.items():
+            by[benchmark_of(task)].append(v)
+        ms.leaderboard = {b: sum(v) / len(v) for b, v in by.items()}
+    need_generation = ("reasoning" in ep.scoring and mc_configs) or alrage_config is not None
+    if need_generation:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        if "reasoning" in ep.scoring and mc_configs:
+            t0 = time.monotonic()
+            per_task = run_reasoning(model, tok, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl")
+            ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
+            by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for task, r in per_task.items():
+                by_b[benchmark_of(task)].append(r)
+            ms.reasoning = {b: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
+                                "parse_failure_rate": sum(r["parse_failure_rate"] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)}
+                            for b, rs in by_b.items()}  # fmt: skip
+        if alrage_config is not None:
+            if judge is None:
+                raise EvalSetupError("alrage needs eval.judge")
+            t0 = time.monotonic()
+            ms.alrage = run_alrage(model, tok, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl")
+            ms.seconds["alrage"] = round(time.monotonic() - t0, 2)
+    return ms
+
+
+def tidy_rows(models: list[ModelScores]) -> list[dict[str, Any]]:
+    """model x benchmark x metric, the table the report reads."""
+    rows = []
+    for m in models:
+        for b, v in m.leaderboard.items():
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": b,
+                    "metric": "acc_norm (leaderboard, mean over subsets)",
+                    "value": round(v, 4),
+                }
+            )
+        if m.alrage:
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": "alrage",
+                    "metric": f"judge score /10 ({m.alrage['judge']})",
+                    "value": round(m.alrage["score"], 4),
+                }
+            )
+        board = [m.leaderboard[b] for b in LEADERBOARD_BENCHMARKS if b in m.leaderboard] + (
+            [m.alrage["score"]] if m.alrage else []
+        )
+        if board:
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": "average",
+                    "metric": f"mean of {len(board)} benchmarks",
+                    "value": round(sum(board) / len(board), 4),
+                }
+            )
+        if m.lighteval_all is not None:
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": "lighteval all",
+                    "metric": "lighteval's 'all': mean over every task, not over benchmarks",
+                    "value": round(m.lighteval_all, 4),
+                }
+            )
+        for b, r in m.reasoning.items():
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": b,
+                    "metric": "accuracy (reasoning: answer after </think>)",
+                    "value": round(r["accuracy"], 4),
+                }
+            )
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": b,
+                    "metric": "parse failure rate (reasoning)",
+                    "value": round(r["parse_failure_rate"], 4),
+                }
+            )
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def resolve_models(params: Params, run_dir: Path) -> list[tuple[str, str]]:
+    from arabic_r1.environment import base_model_path
+    from arabic_r1.manifest import read_manifest
+    from arabic_r1.phases import find_phase
+
+    out = []
+    for m in params.eval.models:
+        if m == "base":
+            out.append(("base", base_model_path(params, run_dir)))
+        elif m == "finetuned":
+            man = read_manifest(run_dir, find_phase("moe_lora_sft"))
+            if not man or "merged" not in man.get("outputs", {}):
+                raise EvalSetupError(
+                    "eval.models has 'finetuned' but phase 04 left no merged model (train.merge: true)"
+                )
+            out.append(("finetuned", str(run_dir / man["outputs"]["merged"]["path"])))
+        else:
+            out.append((m.rsplit("/", 1)[-1], m))
+    return out
+
+
+@dataclass
+class EvalResult:
+    models: list[ModelScores]
+    scores_path: Path
+    warts: dict[str, Any]
+
+
+def run_oall_evaluation(params: Params, run) -> EvalResult:
+    """Phase 05 entry point for the notebook: every model of eval.models on every selected benchmark."""
+    ep = params.eval
+    if "alrage" in ep.benchmarks and ep.judge is None:
+        raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
+    judge = ep.judge
+    if judge is not None and judge.teacher == "embedded":
+        from arabic_r1.environment import base_model_path
+
+        judge = judge.model_copy(update={"teacher": base_model_path(params, run.run_dir)})
+    warts = Warts()
+    dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(params.model.dtype, "float32")
+    models = [
+        evaluate_model(label, path, ep, run.dir, warts, judge, dtype)
+        for label, path in resolve_models(params, run.run_dir)
+    ]
+    rows = tidy_rows(models)
+    write_csv(run.dir / SCORES_FILE, rows)
+    write_csv(
+        run.dir / SUBSET_FILE,
+        [
+            {"model": m.label, "task": t, "acc_norm": round(v, 4)}
+            for m in models
+            for t, v in m.subsets.items()
+        ],
+    )
+    w = warts.summary()
+    (run.dir / WARTS_FILE).write_text(json.dumps(w, indent=1, ensure_ascii=False), encoding="utf-8")
+    (run.dir / "model_scores.json").write_text(
+        json.dumps([m.__dict__ for m in models], indent=1, ensure_ascii=False), encoding="utf-8"
+    )
+    run.finish(
+        {
+            "scores": run.dir / SCORES_FILE,
+            "subset_scores": run.dir / SUBSET_FILE,
+            "model_scores": run.dir / "model_scores.json",
+        },
+        {"models": [m.label for m in models], "rows": len(rows), "warts": w["counts"]},
+    )
+    return EvalResult(models, run.dir / SCORES_FILE, w)
