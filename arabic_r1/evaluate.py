@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
-from arabic_r1.cot import extract_option, parse_trace
+from arabic_r1.cot import ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, extract_option, parse_trace
 from arabic_r1.params import DistillParams, EvalParams, Params
 
 log = logging.getLogger(__name__)
@@ -329,6 +329,11 @@ def _docs(config: Any, max_samples: int | None) -> list[Any]:
     return task.get_docs(max_samples)
 
 
+_OTHER_SCRIPT = dict(zip(ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, strict=True)) | dict(
+    zip(LATIN_OPTION_LETTERS, ARABIC_OPTION_LETTERS, strict=True)
+)
+
+
 def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | None]:
     """The option a reasoning output names after ``</think>``; an unclosed think block is no answer."""
     parsed = parse_trace(text)
@@ -337,6 +342,10 @@ def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | No
     if parsed.answer is None:
         return None, "no final answer"
     choice = extract_option(parsed.answer, labels)
+    if choice is None:  # "B" for an option lighteval labels "ب", and the other way round
+        other = [_OTHER_SCRIPT.get(label) for label in labels]
+        if all(other):
+            choice = extract_option(parsed.answer, other)
     return choice, None if choice is not None else "answer names no option"
 
 

@@ -1,0 +1,322 @@
+"""Phase 05 against real benchmark rows, lighteval's own Pipeline and a real OpenAI-compatible judge server."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+from conftest import FLAT_SPLITS, read_jsonl
+from teacher_server import FlakyProxy
+
+from arabic_r1.benchmarks import (
+    check_mirror,
+    fixture_mirror_dir,
+    iter_mirror_rows,
+    subset_of,
+)
+from arabic_r1.evaluate import (
+    ACC_NORM,
+    EvalSetupError,
+    GuardedPrompt,
+    ModelScores,
+    Warts,
+    evaluate_model,
+    lighteval_configs,
+    model_cache_dir,
+    parse_judge_score,
+    reasoning_answer,
+    task_configs,
+    tidy_rows,
+    write_mirror_from_hub,
+)
+from arabic_r1.params import DistillParams, EvalParams
+from arabic_r1.tiny_model import save_tiny_moe
+
+AR_GOLD = {"أ": 0, "ا": 0, "ب": 1, "ج": 2, "د": 3}
+
+
+def expected_gold(benchmark: str, row: dict) -> int:
+    """The gold index read off the row by hand, independently of fix_row (warts included)."""
+    if benchmark == "aratrust":
+        return AR_GOLD[row["Answer"].strip()]
+    if benchmark == "arabic_exams":
+        return "ABCD".index(row["answer"].strip().upper())
+    pos = "ABCDE".index(row["Answer Key"].strip().upper())  # lighteval drops empty options before indexing
+    return sum(1 for i in range(pos) if row.get(f"Option {i + 1}"))
+
+
+@pytest.mark.parametrize("benchmark", sorted(FLAT_SPLITS))
+def test_prompts_equal_lighteval_and_gold_right_on_real_rows(shared_data: Path, benchmark: str):
+    configs = {c.hf_subset or "default": c for c in lighteval_configs(benchmark)}
+    warts, clean, warty = Warts(), 0, 0
+    for split in FLAT_SPLITS[benchmark]:
+        for i, row in enumerate(read_jsonl(shared_data / "oall" / benchmark / f"{split}.jsonl")):
+            config = configs[subset_of(benchmark, row)]
+            hub_row = dict(row)
+            if benchmark == "arabic_exams":  # OALL's copy carries `subject`; the rows here do not
+                hub_row["subject"] = row["id"].rsplit("-", 1)[0]
+            try:
+                ref = config.prompt_function(hub_row, config.name)
+            except (ValueError, KeyError):
+                ref = None
+            ours = GuardedPrompt(benchmark, config.prompt_function, warts)(
+                {**row, "__index": f"{split}:{i}"}, config.name
+            )
+            if ref is not None:
+                clean += 1
+                assert (ours.query, list(ours.choices), ours.gold_index) == (
+                    ref.query,
+                    list(ref.choices),
+                    ref.gold_index,
+                ), f"{benchmark}/{split} row {i}: prompt differs from lighteval's"
+            else:
+                warty += 1
+                assert ours is not None, f"{benchmark}/{split} row {i} dropped: {warts.rows[-1:]}"
+                assert ours.gold_index == expected_gold(benchmark, row), f"{benchmark}/{split} row {i}"
+                assert any(w["row"] == f"{split}:{i}" and w["task"] == config.name for w in warts.rows)
+    assert clean >= 5
+    if benchmark == "aratrust":
+        assert warty >= 1  # the bare-alif answer lighteval's letter lookup raises on
+        assert warts.summary()["counts"]["answer_normalised"] == warty
+    if benchmark == "arabic_exams":  # every row needed its subject from the id, and got exactly OALL's
+        assert warts.summary()["counts"]["subject_from_id"] == clean + warty
+
+
+def test_unreadable_rows_are_reported_and_skipped_not_fatal():
+    config = next(c for c in lighteval_configs("arabic_mmlu") if c.hf_subset == "Driving Test")
+    warts = Warts()
+    guarded = GuardedPrompt("arabic_mmlu", config.prompt_function, warts)
+    row = {"Question": "س", "Answer Key": " b ", "Option 1": "x", "Option 2": "y", "Option 3": None}
+    assert guarded({**row, "__index": 0}, config.name).gold_index == 1
+    answer_is_empty = {**row, "Answer Key": "B", "Option 2": "", "__index": 1}
+    assert guarded(answer_is_empty, config.name) is None
+    kinds = {(w["row"], w["kind"]) for w in warts.rows}
+    assert {(0, "answer_normalised"), (1, "empty_option"), (1, "skipped")} <= kinds
+    assert "ValueError" in next(w["detail"] for w in warts.rows if w["kind"] == "skipped")
+
+
+def test_task_set_is_oall_v2_and_zero_shot(tmp_path: Path):
+    counts = {b: len(lighteval_configs(b)) for b in FLAT_SPLITS} | {
+        b: len(lighteval_configs(b)) for b in ("alghafa", "arabic_mmlu_ht", "alrage")
+    }
+    assert counts == {"arabic_mmlu": 40, "madinah_qa": 2, "aratrust": 8, "arabic_exams": 1, "alghafa": 8,
+                      "arabic_mmlu_ht": 57, "alrage": 1}  # fmt: skip
+    assert sum(counts.values()) == 117
+    ep = EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["arabic_mmlu"])
+    configs, missing = task_configs(ep, "arabic_mmlu", Warts())
+    assert len(configs) + len(missing) == 40 and configs
+    assert all(c.few_shots_split is None and Path(c.hf_repo).is_dir() for c in configs)
+    assert all(isinstance(c.prompt_function, GuardedPrompt) for c in configs)
+    # the registry's originals are left as lighteval built them
+    assert all(not isinstance(c.prompt_function, GuardedPrompt) for c in lighteval_configs("arabic_mmlu"))
+
+
+def test_setup_errors_name_what_is_wrong(tmp_path: Path):
+    with pytest.raises(ValueError, match="benchmark mirror folder does not exist"):
+        EvalParams(source="mirror", mirror_dir=tmp_path / "nowhere", benchmarks=["aratrust"])
+    ep = EvalParams(
+        source="mirror", mirror_dir=tmp_path, benchmarks=["aratrust"]
+    )  # a folder, but no aratrust
+    with pytest.raises(EvalSetupError, match=r"aratrust: no mirror at .*asas-ai"):
+        task_configs(ep, "aratrust", Warts())
+    ep = EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["aratrust"],
+                    subsets={"aratrust": ["Ethics", "NotASubset"]})  # fmt: skip
+    assert [c.hf_subset for c in task_configs(ep, "aratrust", Warts())[0]] == ["Ethics"]
+    ep = ep.model_copy(update={"subsets": {"aratrust": ["NotASubset"]}})
+    with pytest.raises(EvalSetupError, match="NotASubset"):
+        task_configs(ep, "aratrust", Warts())
+    with pytest.raises(ValueError, match="alrage is judged by an LLM"):
+        EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["alrage"])
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "choice", "failure"),
+    [
+        ("<think>التحليل: ... الاستبعاد: ...</think>\nالإجابة: ب", ["أ", "ب", "ج", "د"], 1, None),
+        ("<think>...</think>\n**الإجابة النهائية: (ج)**", ["أ", "ب", "ج", "د"], 2, None),
+        ("<think>...</think>\nالإجابة: ا) الرباط", ["أ", "ب", "ج"], 0, None),  # bare alif
+        ("<think>...</think>\nهـ", ["أ", "ب", "ج", "د", "هـ"], 4, None),
+        ("<think>...</think>\nThe answer is C.", ["أ", "ب", "ج", "د"], 2, None),  # Latin for Arabic labels
+        ("<think>...</think>\nالإجابة: د", ["أ", "ج", "د"], 2, None),  # an empty option dropped
+        ("<think>نفكر</think>\n3. الخيار الثالث", ["1", "2", "3", "4"], 2, None),  # MMLU-HT numbers
+        ("<think>...</think>\nالإجابة: 0) نعم", ["0", "1"], 0, None),  # AlGhafa, 0-based
+        ("<think>\nالتحليل: الخيار ب يبدو صحيحا", ["أ", "ب", "ج"], None, "unclosed think block"),
+        ("<think>...</think>\n", ["أ", "ب", "ج"], None, "no final answer"),
+        ("<think>...</think>\nلا أعرف", ["أ", "ب", "ج"], None, "answer names no option"),
+        ("الإجابة: ب", ["أ", "ب", "ج"], 1, None),  # no think block at all: still an answer
+    ],
+)
+def test_reasoning_answer_parsing(text, labels, choice, failure):
+    assert reasoning_answer(text, labels) == (choice, failure)
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [("8", 0.8), ("الدرجة: 10", 1.0), ("Score: 7/10", 0.7), ("0", 0.0), ("9.5", 0.95), ("١٠", None),
+     ("no number", None), ("", None), ("15", None)],
+)  # fmt: skip
+def test_judge_rubric(text, score):
+    assert parse_judge_score(text) == score
+
+
+def test_tidy_table_averages_benchmarks_not_tasks():
+    m = ModelScores("m", "p", leaderboard={b: 0.5 for b in ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht",
+                                                           "madinah_qa", "aratrust", "alghafa")},
+                    lighteval_all=0.3, alrage={"score": 0.2, "judge": "openai:j"},
+                    reasoning={"aratrust": {"accuracy": 0.25, "parse_failure_rate": 0.5}})  # fmt: skip
+    rows = {(r["benchmark"], r["metric"].split(" (")[0]): r for r in tidy_rows([m])}
+    assert rows[("average", "mean of 7 benchmarks")]["value"] == round((6 * 0.5 + 0.2) / 7, 4)
+    assert "not over benchmarks" in rows[("lighteval all", "lighteval's 'all': mean over every task, not over benchmarks")]["metric"]  # fmt: skip
+    assert "openai:j" in next(r["metric"] for k, r in rows.items() if k[0] == "alrage")
+    assert rows[("aratrust", "parse failure rate")]["value"] == 0.5
+
+
+# ------------------------------------------------------------------------------- against lighteval itself
+MC = {"arabic_exams": None, "madinah_qa": None, "aratrust": None, "alghafa": None}
+
+
+def _ep(**kw) -> EvalParams:
+    return EvalParams(
+        **{
+            "source": "mirror",
+            "mirror_dir": fixture_mirror_dir(),
+            "benchmarks": list(MC),
+            "batch_size": 4,
+            **kw,
+        }
+    )
+
+
+def _direct_lighteval(model_dir: Path, out: Path) -> dict:
+    """lighteval's Pipeline as its docs use it: a model config naming the folder, its own configs, no wrappers."""
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+    configs = []
+    for b in MC:
+        for c in lighteval_configs(b):
+            c = copy.deepcopy(c)
+            c.hf_repo = str(fixture_mirror_dir() / c.hf_repo)
+            c.few_shots_split = c.few_shots_select = None
+            if Path(c.hf_repo).is_dir() and (c.hf_subset or "default") in _present(Path(c.hf_repo)):
+                configs.append(c)
+    module = types.ModuleType("direct_tasks")
+    module.TASKS_TABLE = configs
+    pipeline = Pipeline(
+        tasks=",".join(f"{c.name}|0" for c in configs),
+        pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.NONE, custom_tasks_directory=module),
+        evaluation_tracker=EvaluationTracker(output_dir=str(out)),
+        model_config=TransformersModelConfig(model_name=str(model_dir), batch_size=4, device="cpu",
+                                             cache_dir=str(out / "cache")),
+    )  # fmt: skip
+    pipeline.evaluate()
+    return pipeline.get_results()
+
+
+def _present(repo: Path) -> set[str]:
+    from arabic_r1.benchmarks import mirror_configs
+
+    return set(mirror_configs(repo))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny_moe(tmp_path_factory.mktemp("eval") / "tiny")
+
+
+def test_mirror_mode_scores_equal_lighteval_pipeline(tiny: Path, tmp_path: Path):
+    ours = evaluate_model("tiny", str(tiny), _ep(), tmp_path / "ours", Warts(), judge=None)
+    direct_copy = shutil.copytree(
+        tiny, tmp_path / "direct_model"
+    )  # lighteval would write its cache next to it
+    direct = _direct_lighteval(direct_copy, tmp_path / "direct")
+    res = {
+        k.rsplit("|", 1)[0].removesuffix(":0"): v[ACC_NORM]
+        for k, v in direct["results"].items()
+        if k != "all"
+    }
+    want = {k: v for k, v in res.items() if not k.endswith(":_average")}
+    assert len(ours.subsets) >= 10 and set(ours.subsets) == set(want)
+    assert ours.subsets == pytest.approx(want, abs=1e-9)
+    # per-benchmark mean over subsets: lighteval's own group average where it computes one
+    groups = {k.split(":")[0]: v for k, v in res.items() if k.endswith(":_average")}
+    assert groups and {b: ours.leaderboard[b] for b in groups} == pytest.approx(groups, abs=1e-9)
+    assert ours.lighteval_all == pytest.approx(direct["results"]["all"][ACC_NORM], abs=1e-9)
+    # results JSON and per-sample details as lighteval writes them
+    assert list((tmp_path / "ours" / "lighteval" / "tiny" / "results").rglob("results_*.json"))
+    assert list((tmp_path / "ours" / "lighteval" / "tiny" / "details").rglob("*.parquet"))
+
+
+def test_retraining_into_the_same_folder_never_returns_stale_scores(tmp_path: Path):
+    model = save_tiny_moe(tmp_path / "model", seed=0)
+    ep = _ep(benchmarks=["aratrust", "alghafa"])
+    cache = tmp_path / "cache"
+    first_dir = model_cache_dir(cache, str(model))
+    first = evaluate_model("m", str(model), ep, tmp_path / "a", Warts(), judge=None)
+    save_tiny_moe(model, seed=7)  # "retrained" into the same folder
+    assert model_cache_dir(cache, str(model)) != first_dir
+    again = evaluate_model("m", str(model), ep, tmp_path / "a", Warts(), judge=None)
+    fresh = evaluate_model("m", str(model), ep, tmp_path / "b", Warts(), judge=None)  # a cache never used
+    assert again.subsets == fresh.subsets
+    assert again.subsets != first.subsets  # the two weights do score differently, so stale scores would show
+    # and an unchanged model is served from its cache: same scores, second cache folder reused
+    assert evaluate_model("m", str(model), ep, tmp_path / "a", Warts(), judge=None).subsets == again.subsets
+
+
+def test_the_trap_is_real_with_a_name_keyed_cache(tmp_path: Path, monkeypatch):
+    """Without the digest-keyed folder (lighteval's own keying by model name), retrained weights score as the old."""
+    import arabic_r1.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "model_cache_dir", lambda root, path: root / "by-name")
+    model = save_tiny_moe(tmp_path / "model", seed=0)
+    ep = _ep(benchmarks=["aratrust", "alghafa"])
+    first = evaluate_model("m", str(model), ep, tmp_path, Warts(), judge=None)
+    save_tiny_moe(model, seed=7)
+    assert evaluate_model("m", str(model), ep, tmp_path, Warts(), judge=None).subsets == first.subsets
+
+
+# --------------------------------------------------------------------------------------------- ALRAGE
+def _judge(url: str, model: str, cache: Path, **kw) -> DistillParams:
+    return DistillParams(backend="openai", base_url=url, teacher=model, max_new_tokens=6, temperature=0.0,
+                         cache_dir=cache, backoff_initial_s=0.01, **kw)  # fmt: skip
+
+
+def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path, tmp_path: Path):
+    ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=8, scoring=["loglikelihood"],
+             judge=_judge(server.url, server.model, tmp_path / "jc"))  # fmt: skip
+    ms = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge)
+    n_rows = sum(1 for _ in iter_mirror_rows(fixture_mirror_dir(), "alrage"))
+    a = ms.alrage
+    assert a["n"] == n_rows >= 3 and a["judge"] == f"openai:{server.model}" and a["judge_errors"] == 0
+    details = read_jsonl(tmp_path / "alrage_tiny.jsonl")
+    assert len(details) == n_rows and all(d["judge_output"] for d in details)
+    assert a["unparseable"] == sum(d["score"] is None for d in details)
+    assert a["score"] == pytest.approx(sum(d["score"] or 0.0 for d in details) / n_rows)
+    assert ms.leaderboard == {}  # only ALRAGE was asked for
+
+
+def test_alrage_judge_outage_scores_zero_and_is_counted(server, tiny: Path, tmp_path: Path):
+    proxy = FlakyProxy(server.url, statuses=[503] * 100)
+    try:
+        ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=4,
+                 judge=_judge(proxy.url, server.model, tmp_path / "jc", max_retries=0))  # fmt: skip
+        a = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge).alrage
+    finally:
+        proxy.close()
+    assert a["judge_errors"] == a["n"] and a["score"] == 0.0 and a["unparseable"] == 0
+
+
+# --------------------------------------------------------------------------------------------- mirrors
+def test_mirror_written_from_a_hub_layout_round_trips(tmp_path: Path):
+    keys = ["arabic_mmlu", "aratrust", "arabic_exams", "alrage"]
+    counts = write_mirror_from_hub(tmp_path / "m", keys, hub_root=str(fixture_mirror_dir()))
+    assert not [p for p in check_mirror(tmp_path / "m", keys) if "no mirror" in p or "cannot" in p]
+    for key in keys:
+        src = [(r.subset, r.split, r.row) for r in iter_mirror_rows(fixture_mirror_dir(), key)]
+        out = [(r.subset, r.split, r.row) for r in iter_mirror_rows(tmp_path / "m", key)]
+        assert counts[key] == len(src) > 0 and sorted(map(json.dumps, out)) == sorted(map(json.dumps, src))
