@@ -8,6 +8,7 @@ log-likelihood accuracy. This module routes around its known traps, in code:
 - 0-shot only, ``few_shots_split`` cleared (its list value crashes ArabicMMLU/MadinahQA);
 - its response cache is keyed on the model *name*: each model gets a cache folder named by its weights' digest;
 - its adapter path pins an old peft: phase 04's merged model is evaluated;
+- it switches autograd off process-wide: the caller's grad mode is restored afterwards;
 - its ALRAGE judge metric crashes and is hard-wired to a 72B model on vLLM: ALRAGE is generated and judged here,
   with the leaderboard's rubric, through the same backends as the teacher.
 """
@@ -22,6 +23,7 @@ import re
 import time
 import types
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,17 @@ def task_string(configs: list[Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------- leaderboard
+def require_vllm() -> None:
+    """vLLM pins its own torch/CUDA build, so it is not a dependency of this package: say so before lighteval does."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EvalSetupError(
+            "eval.backend is 'vllm' but vllm is not installed: on a GPU machine, install the vllm build that matches "
+            "its torch/CUDA (https://docs.vllm.ai), or set eval.backend: transformers"
+        )
+
+
 def model_cache_dir(root: Path, model_path: str) -> Path:
     """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest, so
     retraining into the same folder never returns stale scores."""
@@ -242,42 +255,65 @@ def model_cache_dir(root: Path, model_path: str) -> Path:
     return root / "hub"
 
 
+def model_label(model_path: str) -> str:
+    return Path(model_path).name if Path(model_path).is_dir() else model_path.replace("/", "__")
+
+
+def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: str):
+    """lighteval's model object for ``ep.backend``, with its response cache keyed on the weights.
+
+    lighteval puts its cache at ``cache_dir/<model_name>/<config hash>``: with an absolute local path as the name
+    that is the model's own folder, and neither part changes when the weights do. So the cache is named by a
+    plain label under a folder that carries the weights' digest."""
+    import torch
+
+    prepare_lighteval_offline()
+    cache_dir = str(model_cache_dir(cache_root, model_path))
+    if ep.backend == "vllm":
+        require_vllm()
+        from lighteval.models.vllm.vllm_model import VLLMModel, VLLMModelConfig
+        from lighteval.utils.cache_management import SampleCache
+
+        mc = VLLMModelConfig(model_name=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
+                             gpu_memory_utilization=ep.gpu_memory_utilization, cache_dir=cache_dir)  # fmt: skip
+        model = VLLMModel(mc)  # vLLM loads from model_name, so the cache is re-pointed after construction
+        try:
+            model._cache.cache_dir.rmdir()  # the empty folder its first cache made next to the weights
+        except OSError:
+            pass
+        model._cache = SampleCache(mc.model_copy(update={"model_name": model_label(model_path)}))
+        return model
+    from lighteval.models.transformers.transformers_model import TransformersModel, TransformersModelConfig
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mc = TransformersModelConfig(model_name=model_label(model_path), tokenizer=model_path, batch_size=ep.batch_size,
+                                 dtype=dtype, device=device, cache_dir=cache_dir)  # fmt: skip
+    hf_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+    return TransformersModel.from_model(model=hf_model, config=mc)
+
+
 def run_lighteval(
     model_path: str, configs: list[Any], out_dir: Path, cache_root: Path, ep: EvalParams, dtype: str
 ) -> dict[str, Any]:
     """lighteval's Pipeline on our configs (log-likelihood tasks); results + details saved under ``out_dir``."""
     prepare_lighteval_offline()
     from lighteval.logging.evaluation_tracker import EvaluationTracker
-    from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
 
     module = types.ModuleType("arabic_r1_oall_tasks")
     module.TASKS_TABLE = configs
-    import torch
-    from lighteval.models.transformers.transformers_model import TransformersModel
-    from transformers import AutoModelForCausalLM
-
-    tracker = EvaluationTracker(output_dir=str(out_dir), save_details=True)
+    launcher = ParallelismManager.VLLM if ep.backend == "vllm" else ParallelismManager.NONE
     pp = PipelineParameters(
-        launcher_type=ParallelismManager.NONE,
-        custom_tasks_directory=module,
-        max_samples=ep.max_samples_per_task,
+        launcher_type=launcher, custom_tasks_directory=module, max_samples=ep.max_samples_per_task
     )
-    # lighteval puts its response cache at cache_dir/<model_name>: with an absolute local path as the name that is the
-    # model's own folder, and the name does not change when the weights do. So: the weights are loaded here, the
-    # name is a plain label, and the cache folder carries the weights' digest.
-    label = Path(model_path).name if Path(model_path).is_dir() else model_path.replace("/", "__")
-    mc = TransformersModelConfig(model_name=label, tokenizer=model_path, batch_size=ep.batch_size, dtype=dtype,
-                                 device="cuda" if torch.cuda.is_available() else "cpu",
-                                 cache_dir=str(model_cache_dir(cache_root, model_path)))  # fmt: skip
-    hf_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
-    if torch.cuda.is_available():
-        hf_model = hf_model.to("cuda")
-    model = TransformersModel.from_model(model=hf_model, config=mc)
     pipeline = Pipeline(
-        tasks=task_string(configs), pipeline_parameters=pp, evaluation_tracker=tracker, model=model
+        tasks=task_string(configs),
+        pipeline_parameters=pp,
+        evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=True),
+        model=lighteval_model(model_path, cache_root, ep, dtype),
     )
-    pipeline.evaluate()
+    pipeline.evaluate()  # frees the model (and the GPU) when done
     pipeline.save_and_push_results()
     return pipeline.get_results()
 
@@ -294,31 +330,55 @@ def subset_scores(results: dict[str, Any], configs: list[Any]) -> dict[str, floa
 
 
 # ----------------------------------------------------------------------------------------- generation
-def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy generation with the chat template (thinking enabled where the template supports it)."""
-    import torch
+Generate = Callable[[list[str], int], list[str]]
 
+
+def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
+    """``generate(prompts, max_new_tokens)``: greedy, with the chat template (thinking on where it has a switch)."""
+    if ep.backend == "vllm":
+        require_vllm()
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
+                  gpu_memory_utilization=ep.gpu_memory_utilization)  # fmt: skip
+
+        def generate_vllm(prompts: list[str], max_new_tokens: int) -> list[str]:
+            chats = [[{"role": "user", "content": p}] for p in prompts]
+            outs = llm.chat(chats, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), use_tqdm=False)
+            return [o.outputs[0].text.strip() for o in outs]
+
+        return generate_vllm
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        batch = [[{"role": "user", "content": p}] for p in prompts[i : i + batch_size]]
-        enc = tokenizer.apply_chat_template(
-            batch, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
-        ).to(model.device)
-        with torch.no_grad():
-            gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-        width = enc["input_ids"].shape[1]
-        out += [
-            tokenizer.decode(g[width:], skip_special_tokens=False)
-            .replace(tokenizer.pad_token or "\x00", "")
-            .strip()
-            for g in gen
-        ]
-    return out
+
+    def generate_hf(prompts: list[str], max_new_tokens: int) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(prompts), ep.batch_size):
+            batch = [[{"role": "user", "content": p}] for p in prompts[i : i + ep.batch_size]]
+            enc = tokenizer.apply_chat_template(
+                batch, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+            ).to(model.device)
+            with torch.no_grad():
+                gen = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+            width = enc["input_ids"].shape[1]
+            out += [
+                tokenizer.decode(g[width:], skip_special_tokens=False)
+                .replace(tokenizer.pad_token, "")
+                .strip()
+                for g in gen
+            ]
+        return out
+
+    return generate_hf
 
 
 def _docs(config: Any, max_samples: int | None) -> list[Any]:
@@ -350,16 +410,14 @@ def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | No
 
 
 def run_reasoning(
-    model, tokenizer, configs: list[Any], ep: EvalParams, details_path: Path
+    generate: Generate, configs: list[Any], ep: EvalParams, details_path: Path
 ) -> dict[str, dict[str, Any]]:
     """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task."""
     out: dict[str, dict[str, Any]] = {}
     with details_path.open("w", encoding="utf-8") as f:
         for c in configs:
             docs = _docs(c, ep.max_samples_per_task)
-            texts = _generate(
-                model, tokenizer, [d.query for d in docs], ep.reasoning_max_new_tokens, ep.batch_size
-            )
+            texts = generate([d.query for d in docs], ep.reasoning_max_new_tokens)
             correct = failures = 0
             for d, text in zip(docs, texts, strict=True):
                 choice, failure = reasoning_answer(text, list(d.choices))
@@ -396,7 +454,7 @@ def parse_judge_score(text: str) -> float | None:
 
 
 def run_alrage(
-    model, tokenizer, config: Any, ep: EvalParams, judge: DistillParams, details_path: Path
+    generate: Generate, config: Any, ep: EvalParams, judge: DistillParams, details_path: Path
 ) -> dict[str, Any]:
     """Generate answers to ALRAGE items and score them with the leaderboard's judge prompt through ``judge``."""
     from lighteval.tasks.multilingual.tasks.arabic import judge_template
@@ -405,7 +463,7 @@ def run_alrage(
     from arabic_r1.teachers import TeacherError
 
     docs = _docs(config, ep.max_samples_per_task)
-    outputs = _generate(model, tokenizer, [d.query for d in docs], ep.alrage_max_new_tokens, ep.batch_size)
+    outputs = generate([d.query for d in docs], ep.alrage_max_new_tokens)
     answers = [parse_trace(o).answer or o if "</think>" in o else o for o in outputs]
     # as lighteval's own judge metric: the question is the whole prompt, the gold the only choice
     requests = [
@@ -469,6 +527,23 @@ def evaluate_model(
     dtype: str = "float32",
 ) -> ModelScores:
     """Every selected benchmark and scoring for one model."""
+    import torch
+
+    # lighteval switches autograd off for the whole process (at import of its transformers model, and again in its
+    # constructor): a notebook or test that trains after evaluating would get "does not require grad". Restore it.
+    with torch.set_grad_enabled(torch.is_grad_enabled()):
+        return _evaluate_model(label, model_path, ep, out_dir, warts, judge, dtype)
+
+
+def _evaluate_model(
+    label: str,
+    model_path: str,
+    ep: EvalParams,
+    out_dir: Path,
+    warts: Warts,
+    judge: DistillParams | None,
+    dtype: str,
+) -> ModelScores:
     ms = ModelScores(label, model_path)
     mc_configs, alrage_config = [], None
     for b in ep.benchmarks:
@@ -484,6 +559,8 @@ def evaluate_model(
             alrage_config = configs[0] if configs else None
         else:
             mc_configs += configs
+    if alrage_config is not None and judge is None:
+        raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
     if "loglikelihood" in ep.scoring and mc_configs:
         t0 = time.monotonic()
         results = run_lighteval(
@@ -497,18 +574,11 @@ def evaluate_model(
         for task, v in ms.subsets.items():
             by[benchmark_of(task)].append(v)
         ms.leaderboard = {b: sum(v) / len(v) for b, v in by.items()}
-    need_generation = ("reasoning" in ep.scoring and mc_configs) or alrage_config is not None
-    if need_generation:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
-        if torch.cuda.is_available():
-            model = model.to("cuda")
+    if ("reasoning" in ep.scoring and mc_configs) or alrage_config is not None:
+        generate = generator(model_path, ep, dtype)
         if "reasoning" in ep.scoring and mc_configs:
             t0 = time.monotonic()
-            per_task = run_reasoning(model, tok, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl")
+            per_task = run_reasoning(generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl")
             ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
             by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for task, r in per_task.items():
@@ -517,10 +587,8 @@ def evaluate_model(
                                 "parse_failure_rate": sum(r["parse_failure_rate"] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)}
                             for b, rs in by_b.items()}  # fmt: skip
         if alrage_config is not None:
-            if judge is None:
-                raise EvalSetupError("alrage needs eval.judge")
             t0 = time.monotonic()
-            ms.alrage = run_alrage(model, tok, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl")
+            ms.alrage = run_alrage(generate, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl")
             ms.seconds["alrage"] = round(time.monotonic() - t0, 2)
     return ms
 

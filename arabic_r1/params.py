@@ -540,6 +540,14 @@ class EvalParams(_Section):
     max_samples_per_task: PositiveInt | None = Field(
         None, description="a partial run: not comparable with the leaderboard"
     )
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="inference engine: transformers (CPU or one GPU) or vLLM (GPU, lazily imported)",
+    )
+    tensor_parallel_size: PositiveInt = Field(1, description="vLLM: GPUs per model")
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9, description="vLLM: GPU memory share"
+    )
     batch_size: PositiveInt = 8
     reasoning_max_new_tokens: PositiveInt = Field(
         1024, description="generation budget per item for reasoning scoring"
@@ -569,11 +577,17 @@ class EvalParams(_Section):
 
 
 class ReportParams(_Section):
+    dir: Path = Field(Path("reports"), description="reports land in <dir>/<profile>/")
     formats: list[Literal["md", "tex", "csv"]] = Field(
         default_factory=lambda: ["md", "tex", "csv"], min_length=1
     )
     figure_formats: list[Literal["png", "pdf"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
     dpi: PositiveInt = 150
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir(cls, v: Any, info: ValidationInfo) -> Path:
+        return resolve_path(v, info, "folder", must_exist=False)
 
 
 class Params(_Section):

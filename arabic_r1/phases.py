@@ -66,12 +66,16 @@ PHASES: tuple[Phase, ...] = (
         "MoE LoRA SFT",
     ),
     Phase(
-        "05", "oall_evaluation", ("eval",), ("environment/base_model", "moe_lora_sft"), "OALL v2 evaluation"
+        "05",
+        "oall_evaluation",
+        ("eval", "model.dtype"),
+        ("environment/base_model", "moe_lora_sft"),
+        "OALL v2 evaluation",
     ),
     Phase(
         "06",
         "paper_report",
-        ("report",),
+        ("report.formats", "report.figure_formats", "report.dpi"),  # not report.dir: the output folder
         ("data_mixture", "cot_distillation", "trace_verification", "moe_lora_sft", "oall_evaluation"),
         "Paper-style report",
     ),

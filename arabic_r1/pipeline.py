@@ -47,6 +47,10 @@ class PhaseResult:
     reason: str
     seconds: float = 0.0
     executed_notebook: str | None = None
+    peak_rss_mb: float | None = None  # runner + papermill + kernel (+ its children), sampled every POLL_S
+
+
+RECORD_FILE = "reproduce.json"
 
 
 @dataclass
@@ -54,9 +58,23 @@ class RunSummary:
     run_dir: Path
     results: list[PhaseResult] = field(default_factory=list)
 
+    started_at: str = ""
+    wall_s: float = 0.0
+    n_phases: int = 0  # in the pipeline, selected or not: "cold" means every one of them ran
+
     def table(self) -> str:
         rows = [f"{r.phase:<24} {r.action:<8} {r.seconds:7.1f}s  {r.reason}" for r in self.results]
-        return "\n".join([f"run folder: {self.run_dir}", *rows])
+        peak = max((r.peak_rss_mb or 0 for r in self.results), default=0)
+        total = f"total {self.wall_s:.1f}s wall, peak memory {peak:.0f} MB (runner + notebook processes)"
+        return "\n".join([f"run folder: {self.run_dir}", *rows, total])
+
+    def record(self) -> dict:
+        """What ``reproduce.json`` holds: the measured budget of this invocation."""
+        ran = [r for r in self.results if r.action == "ran"]
+        return {"started_at": self.started_at, "wall_s": round(self.wall_s, 1),
+                "peak_rss_mb": round(max((r.peak_rss_mb or 0 for r in self.results), default=0), 1),
+                "cold": len(ran) == self.n_phases > 0, "n_phases": self.n_phases,
+                "phases": [r.__dict__ for r in self.results]}  # fmt: skip
 
 
 def available_phases(notebooks_dir: Path = NOTEBOOKS_DIR, phases: Sequence[Phase] = PHASES) -> list[Phase]:
@@ -83,7 +101,8 @@ def reproduce(
             f"no phase notebooks found in {notebooks_dir} (expected names like {phases[0].notebook})"
         )
     selected = select_phases(phases, only, start_from)
-    summary = RunSummary(run_dir)
+    summary = RunSummary(run_dir, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_phases=len(phases))
+    began = time.monotonic()
     for phase in selected:
         nb = notebooks_dir / phase.notebook
         if not nb.is_file():
@@ -98,10 +117,16 @@ def reproduce(
         why = "forced" if forced else reason
         log.info("phase %s: running (%s)", phase.slug, why)
         t0 = time.monotonic()
-        out_nb = execute_notebook(nb, params, run_dir, phase)
+        out_nb, peak = execute_notebook(nb, params, run_dir, phase)
         seconds = time.monotonic() - t0
-        log.info("phase %s: done in %.1fs", phase.slug, seconds)
-        summary.results.append(PhaseResult(phase.slug, "ran", why, seconds, str(out_nb)))
+        log.info("phase %s: done in %.1fs (peak memory %.0f MB)", phase.slug, seconds, peak)
+        summary.results.append(PhaseResult(phase.slug, "ran", why, seconds, str(out_nb), peak))
+    summary.wall_s = time.monotonic() - began
+    (run_dir / RECORD_FILE).write_text(json.dumps(summary.record(), indent=1), encoding="utf-8")
+    if any(r.action == "ran" and r.phase == "06_paper_report" for r in summary.results):
+        from arabic_r1.report import report_dir, stamp_budget
+
+        stamp_budget(report_dir(params) / "report.md", summary.record())
     return summary
 
 
@@ -122,8 +147,8 @@ def papermill_parameters(params: Params, run_dir: Path) -> dict:
     }
 
 
-def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> Path:
-    """Execute one notebook under the guards above; return the executed notebook's path or raise PhaseFailed."""
+def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> tuple[Path, float]:
+    """Execute one notebook under the guards above: (executed notebook, peak memory in MB), or raise PhaseFailed."""
     if params.source_file is None:
         raise PhaseFailed("the runner needs params loaded from a file (notebooks re-load them by path)")
     out_dir = run_dir / "notebooks"
@@ -149,7 +174,7 @@ def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> P
     stderr_path = out_dir / f"{nb.stem}.stderr.log"
     try:
         with stderr_path.open("w", encoding="utf-8") as err:
-            outcome = _watch(cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60)
+            outcome, peak = _watch(cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60)
     finally:
         os.unlink(injected)
     stderr_tail = _tail(stderr_path)
@@ -181,42 +206,54 @@ def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> P
             f"(papermill may have trimmed execution after an IOPub timeout, or the notebook does not call "
             f"PhaseRun.finish). Executed notebook: {out_nb}"
         )
-    return out_nb
+    return out_nb, peak
 
 
-def _watch(cmd: list[str], err, wall_limit: float) -> int | str:
-    """Run papermill; return its exit code, or "timeout" / "kernel_died" after killing its process group."""
+def _watch(cmd: list[str], err, wall_limit: float) -> tuple[int | str, float]:
+    """Run papermill: (exit code, or "timeout" / "kernel_died" after killing its process group; peak memory MB).
+
+    Peak memory = resident set of this runner + papermill + the kernel and its children, sampled every POLL_S."""
     import psutil
 
     proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
     start = time.monotonic()
     kernels: set[int] = set()
     gone_since: float | None = None
+    peak = 0.0
     try:
         while True:
             rc = proc.poll()
             if rc is not None:
-                return rc
+                return rc, peak
             if time.monotonic() - start > wall_limit:
                 _kill_group(proc)
-                return "timeout"
+                return "timeout", peak
             try:
-                children = psutil.Process(proc.pid).children(recursive=True)
+                tree = [psutil.Process(os.getpid()), psutil.Process(proc.pid)]
+                children = tree[1].children(recursive=True)
             except psutil.NoSuchProcess:
-                children = []
+                tree, children = [], []
+            peak = max(peak, sum(_rss(p) for p in tree + children) / 2**20)
             live = {c.pid for c in children if _is_kernel(c)}
             kernels |= live
             if kernels and not live:
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > KERNEL_GONE_GRACE_S:
                     _kill_group(proc)
-                    return "kernel_died"
+                    return "kernel_died", peak
             else:
                 gone_since = None
             time.sleep(POLL_S)
     except BaseException:
         _kill_group(proc)
         raise
+
+
+def _rss(p) -> int:
+    try:
+        return p.memory_info().rss
+    except Exception:  # the process vanished between listing and inspection
+        return 0
 
 
 def _is_kernel(p) -> bool:

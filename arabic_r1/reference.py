@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from importlib import resources
+from typing import Any
 
 # The paper's category names -> the keys params use (data.category_shares).
 PAPER_CATEGORY_KEYS = {
@@ -29,4 +30,15 @@ def paper_composition_m() -> dict[str, float]:
         PAPER_CATEGORY_KEYS[r["category"]]: float(r["tokens_millions"])
         for r in _rows("paper_composition.csv")
         if r["category"] != "Total"
+    }
+
+
+def paper_table1() -> dict[str, Any]:
+    """The paper's Table 1 (percent): ``{"columns": [...], "rows": {benchmark title: {column: value}}}``."""
+    rows = _rows("paper_table1.csv")
+    columns = [c for c in rows[0] if c != "benchmark"]
+    text_cols = {"OALL category leader model"}
+    return {
+        "columns": columns,
+        "rows": {r["benchmark"]: {c: r[c] if c in text_cols else float(r[c]) for c in columns} for r in rows},
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.cot import HEADINGS, PHASES
+from arabic_r1.figures import shape_ar
 
 
 def read_traces(path: Path) -> list[dict[str, Any]]:
@@ -104,14 +105,15 @@ def plot_funnel(funnel: dict[str, Any]):
         if lang not in funnel["by_group"]:
             continue
         vals = [s["remaining"] for s in funnel["by_group"][lang]["steps"]]
-        ax.bar(steps, vals, bottom=bottom, color=colour, label=f"{lang} traces")
+        name = f"Arabic ({shape_ar('العربية')})" if lang == "ar" else "English"
+        ax.bar(steps, vals, bottom=bottom, color=colour, label=f"{name} traces")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_ylabel("traces remaining")
     ax.set_title(
         f"Verification funnel: {funnel['overall']['steps'][0]['remaining']} generated, {funnel['overall']['kept']} kept"
     )
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

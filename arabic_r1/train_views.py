@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from arabic_r1.figures import shape_ar
 from arabic_r1.moe_lora import coverage_table
 
 
@@ -62,8 +63,10 @@ def plot_loss(rows: list[dict[str, Any]]):
         label="learning rate",
     )
     ax2.set_ylabel("learning rate")
+    ax2.grid(False)
+    ax2.spines["right"].set_visible(True)
     ax.set_title("MoE LoRA SFT")
-    fig.legend(loc="upper right", fontsize=8)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -86,8 +89,11 @@ def plot_expert_load(routing: dict[str, Any]):
             grid = np.array([share[k] for k in layers])
             ax = axes[i][j]
             im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
-            ax.set_title(f"{'Arabic' if lang == 'ar' else 'English'} tokens, {when} fine-tuning", fontsize=9)
+            name = f"Arabic ({shape_ar('العربية')})" if lang == "ar" else "English"
+            ax.set_title(f"{name} tokens, {when} fine-tuning", fontsize=9)
             ax.set_yticks(range(len(layers)), [f"layer {k}" for k in layers])
-            ax.set_xlabel("expert")
+            ax.grid(False)
+            if i == 1:
+                ax.set_xlabel("routed expert")
     fig.colorbar(im, ax=axes, label="share of the layer's routed tokens")
     return fig

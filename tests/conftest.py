@@ -52,6 +52,17 @@ def copy_smoke_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke pipeline (all notebooks, cold) in a scratch project, once per session: (project, params, summary)."""
+    from arabic_r1.params import load_params
+    from arabic_r1.pipeline import reproduce
+
+    project = copy_smoke_project(tmp_path_factory.mktemp("smoke"))
+    params = load_params(project / "params" / "smoke.yaml")
+    return project, params, reproduce(params, notebooks_dir=REPO / "notebooks")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A throw-away project folder with params/ so relative paths resolve inside tmp_path."""

@@ -36,6 +36,16 @@ from arabic_r1.evaluate import (
 from arabic_r1.params import DistillParams, EvalParams
 from arabic_r1.tiny_model import save_tiny_moe
 
+
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """lighteval's direct Pipeline (called below as a reference) switches autograd off process-wide."""
+    import torch
+
+    with torch.set_grad_enabled(True):
+        yield
+
+
 AR_GOLD = {"أ": 0, "ا": 0, "ب": 1, "ج": 2, "د": 3}
 
 
@@ -230,7 +240,12 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def test_mirror_mode_scores_equal_lighteval_pipeline(tiny: Path, tmp_path: Path):
+    import torch
+
     ours = evaluate_model("tiny", str(tiny), _ep(), tmp_path / "ours", Warts(), judge=None)
+    assert (
+        torch.is_grad_enabled()
+    )  # lighteval turns autograd off process-wide; training afterwards must still work
     direct_copy = shutil.copytree(
         tiny, tmp_path / "direct_model"
     )  # lighteval would write its cache next to it
@@ -320,3 +335,16 @@ def test_mirror_written_from_a_hub_layout_round_trips(tmp_path: Path):
         src = [(r.subset, r.split, r.row) for r in iter_mirror_rows(fixture_mirror_dir(), key)]
         out = [(r.subset, r.split, r.row) for r in iter_mirror_rows(tmp_path / "m", key)]
         assert counts[key] == len(src) > 0 and sorted(map(json.dumps, out)) == sorted(map(json.dumps, src))
+
+
+def test_vllm_backend_is_lazy_and_says_what_is_missing(tmp_path: Path):
+    ep = _ep(backend="vllm", tensor_parallel_size=2, gpu_memory_utilization=0.8)
+    assert ep.backend == "vllm"  # params validate on a machine without vLLM
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        _ep(backend="vllm", gpu_memory_utilization=1.5)
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: the GPU tests run the real path")
+    with pytest.raises(EvalSetupError, match="vllm is not installed"):
+        evaluate_model("m", str(tmp_path), ep, tmp_path, Warts(), judge=None)

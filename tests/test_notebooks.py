@@ -11,7 +11,7 @@ from conftest import copy_smoke_project
 from nbclient import NotebookClient
 
 from arabic_r1.manifest import read_manifest
-from arabic_r1.params import REPO_DIR, load_params
+from arabic_r1.params import REPO_DIR
 from arabic_r1.phases import PHASES, find_phase
 from arabic_r1.pipeline import reproduce
 
@@ -36,10 +36,8 @@ def test_notebook_hygiene(path: Path) -> None:
     assert find_phase(path.stem).notebook == path.name  # every notebook is a registered phase
 
 
-def test_runner_executes_shipped_notebooks_on_smoke(tmp_path: Path) -> None:
-    project = copy_smoke_project(tmp_path)
-    params = load_params(project / "params" / "smoke.yaml")
-    summary = reproduce(params, notebooks_dir=REPO_DIR / "notebooks")
+def test_runner_executes_shipped_notebooks_on_smoke(smoke_run) -> None:
+    project, params, summary = smoke_run
     ran = [r for r in summary.results if r.action == "ran"]
     assert [r.phase for r in ran] == [p.stem for p in NOTEBOOKS]
     m = read_manifest(project / "runs" / "smoke", PHASES[0])

@@ -62,6 +62,11 @@ def test_runs_notebooks_with_injected_params_then_skips_fresh(setup) -> None:
     summary = _run(params_file, nbs, ["data.token_budget=7"])
     run_dir = summary.run_dir
     assert [r.action for r in summary.results] == ["ran", "ran"]
+    record = json.loads(
+        (run_dir / pipeline.RECORD_FILE).read_text()
+    )  # the measured budget of this invocation
+    assert record["cold"] and record["wall_s"] + 0.1 >= sum(r.seconds for r in summary.results) > 0
+    assert record["peak_rss_mb"] > 50 and [p["action"] for p in record["phases"]] == ["ran", "ran"]
     assert json.loads((run_dir / "00_alpha" / "alpha.json").read_text()) == {
         "budget": 7,
         "overrides": ["data.token_budget=7"],
@@ -182,14 +187,16 @@ def test_watchdog_kills_a_hung_runner_whose_kernel_died(tmp_path, monkeypatch) -
     )
     t0 = time.monotonic()
     with (tmp_path / "log").open("w") as err:
-        outcome = pipeline._watch([sys.executable, "-c", fake], err, wall_limit=300)
-    assert outcome == "kernel_died"
+        outcome, peak = pipeline._watch([sys.executable, "-c", fake], err, wall_limit=300)
+    assert outcome == "kernel_died" and peak > 10  # MB: this runner and the fake papermill at least
     assert time.monotonic() - t0 < 30
 
 
 def test_watchdog_wall_limit(tmp_path) -> None:
     with (tmp_path / "log").open("w") as err:
-        outcome = pipeline._watch([sys.executable, "-c", "import time; time.sleep(600)"], err, wall_limit=1)
+        outcome, _ = pipeline._watch(
+            [sys.executable, "-c", "import time; time.sleep(600)"], err, wall_limit=1
+        )
     assert outcome == "timeout"
 
 

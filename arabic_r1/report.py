@@ -1,0 +1,541 @@
+"""Phase 06: a finished run as the paper's tables and figures, with this run's numbers next to the paper's.
+
+Every table is built from run artifacts (named in the table's ``sources`` and in report.md's provenance block) and
+written as Markdown, LaTeX (booktabs) and CSV. A number the run did not produce is ``None``: rendered "—" (LaTeX
+"---", CSV empty), never invented. The paper's numbers are labelled "reported in the paper" wherever they appear.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arabic_r1 import figures
+from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.manifest import file_digest, git_commit, read_manifest
+from arabic_r1.params import Params
+from arabic_r1.phases import PHASES, find_phase
+from arabic_r1.reference import paper_table1
+
+MISSING = "—"
+REPORTED = "reported in the paper"
+# Table 1's row order, as the paper prints it
+TABLE1_ORDER = (
+    "arabic_mmlu",
+    "madinah_qa",
+    "aratrust",
+    "arabic_exams",
+    "arabic_mmlu_ht",
+    "alrage",
+    "alghafa",
+)
+_ARABIC = re.compile(
+    r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]+(?:\s+[\u0600-\u06FF\uFB50-\uFEFF]+)*"
+)
+
+
+class ReportError(ValueError):
+    """A run artifact the report needs is missing or unreadable."""
+
+
+# ---------------------------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    name: str  # file stem
+    title: str
+    columns: list[str]  # the first column holds the row labels
+    rows: list[list[Any]]
+    sources: list[Path] = field(default_factory=list)  # the run artifacts the numbers come from
+    notes: list[str] = field(default_factory=list)
+    decimals: int = 2
+
+    def cell(self, v: Any, missing: str = MISSING) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return missing
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:.{self.decimals}f}"
+        return str(v)
+
+    def markdown(self) -> str:
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines = [
+            "| " + " | ".join(esc(c) for c in self.columns) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|",
+        ]
+        lines += ["| " + " | ".join(esc(self.cell(v)) for v in row) + " |" for row in self.rows]
+        notes = "".join(f"\n\n{n}" for n in self.notes)
+        return f"**{self.title}**\n\n" + "\n".join(lines) + notes + "\n"
+
+    def latex(self) -> str:
+        """A booktabs table; Arabic runs in ``\\textarabic{}`` (XeLaTeX + polyglossia, as the header says)."""
+        spec = "l" + "r" * (len(self.columns) - 1)
+        head = " & ".join(tex(c) for c in self.columns) + r" \\"
+        body = "\n".join(" & ".join(tex(self.cell(v, "---")) for v in row) + r" \\" for row in self.rows)
+        notes = "".join(f"\n\\par\\footnotesize {tex(n)}" for n in self.notes)
+        return (
+            "% needs \\usepackage{booktabs,graphicx}; Arabic text: XeLaTeX with polyglossia (\\setotherlanguage{arabic})\n"
+            f"\\begin{{table}}[t]\n\\centering\n\\caption{{{tex(self.title)}}}\n\\label{{tab:{self.name}}}\n"
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            f"\\begin{{tabular}}{{{spec}}}\n\\toprule\n{head}\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}}}"
+            f"{notes}\n\\end{{table}}\n"
+        )
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        for row in self.rows:
+            w.writerow(["" if v is None else round(v, 6) if isinstance(v, float) else v for v in row])
+        return buf.getvalue()
+
+    def value(self, row_label: str, column: str) -> Any:
+        """The raw value at (row, column): what the tests recompute."""
+        row = next(r for r in self.rows if r[0] == row_label)
+        return row[self.columns.index(column)]
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "−": "$-$", "<": r"\textless{}", ">": r"\textgreater{}", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "×": r"$\times$", "—": "---"}  # fmt: skip
+
+
+def tex(text: str) -> str:
+    """LaTeX-escaped text; Arabic runs wrapped for polyglossia."""
+    out = "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+    return _ARABIC.sub(lambda m: r"\textarabic{" + m.group(0) + "}", out)
+
+
+def frame_table(
+    df, name: str, title: str, sources: list[Path], notes: list[str] | None = None, **kw
+) -> Table:
+    """A pandas frame (the notebooks' views) as a report table: same numbers in the notebook and the paper."""
+    df = df.reset_index()
+    rows = [[None if _isna(v) else _plain(v) for v in r] for r in df.itertuples(index=False)]
+    return Table(name, title, [str(c) for c in df.columns], rows, sources, notes or [], **kw)
+
+
+def _isna(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or v == ""
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars -> Python, so formatting is the same for every source."""
+    return v.item() if hasattr(v, "item") else v
+
+
+# ------------------------------------------------------------------------------------------ run access
+@dataclass
+class Run:
+    """A finished run folder: manifests and artifacts of phases 00-05."""
+
+    dir: Path
+    manifests: dict[str, dict[str, Any]]
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Run:
+        manifests = {}
+        for p in PHASES:
+            m = read_manifest(run_dir, p)
+            if m is not None and m.get("status") == "complete":
+                manifests[p.name] = m
+        return cls(Path(run_dir), manifests)
+
+    def artifact(self, phase: str, output: str | None = None, file: str | None = None) -> Path:
+        """A phase output by its manifest name (or a file in the phase folder); errors name what is missing."""
+        m = self.manifests.get(phase)
+        slug = find_phase(phase).slug
+        if m is None:
+            raise ReportError(
+                f"phase {slug} has not completed in {self.dir}: run it first (arabic-r1 run {slug[:2]})"
+            )
+        if output is not None:
+            if output not in m.get("outputs", {}):
+                raise ReportError(f"{slug}/manifest.json lists no output {output!r}")
+            return self.dir / m["outputs"][output]["path"]
+        path = self.dir / slug / file
+        if not path.exists():
+            raise ReportError(f"{path} not found (written by phase {slug})")
+        return path
+
+    def json(self, phase: str, output: str | None = None, file: str | None = None) -> Any:
+        path = self.artifact(phase, output, file)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{path}: not valid JSON ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------------ OALL
+def read_scores(path: Path) -> dict[tuple[str, str, str], float]:
+    """scores.csv as {(model, benchmark, kind): value in [0, 1]}, kind = leaderboard | reasoning | parse_failure."""
+    out = {}
+    with path.open(encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            metric = r["metric"]
+            kind = ("leaderboard" if metric.startswith(("acc_norm", "judge score")) else
+                    "reasoning" if metric.startswith("accuracy (reasoning") else
+                    "parse_failure" if metric.startswith("parse failure") else None)  # fmt: skip
+            if kind and r["benchmark"] in BENCHMARKS:
+                out[(r["model"], r["benchmark"], kind)] = float(r["value"])
+    return out
+
+
+def _mean7(values: list[float | None]) -> float | None:
+    """The paper's average: over all seven benchmarks, or not at all."""
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+def oall_table(run: Run) -> Table:
+    """Table 1: the seven benchmarks + average, this run's models and the paper's columns (percent)."""
+    path = run.artifact("oall_evaluation", "scores")
+    scores = read_scores(path)
+    models = list(dict.fromkeys(m for m, _, _ in scores))
+    cols: list[tuple[str, str, str]] = []  # (header, model, kind)
+    for kind, label in (("leaderboard", "leaderboard"), ("reasoning", "reasoning")):
+        for m in models:
+            if any(k == (m, b, kind) for k in scores for b in BENCHMARKS):
+                cols.append((f"{m} ({label})", m, kind))
+    per_col: dict[str, list[float | None]] = {}
+    for header, m, kind in cols:
+        vals = []
+        for b in TABLE1_ORDER:
+            # ALRAGE is generated and judged under both scorings: the same judge score
+            v = scores.get((m, b, "leaderboard" if b == "alrage" else kind))
+            vals.append(None if v is None else 100 * v)
+        per_col[header] = vals + [_mean7(vals)]
+    deltas = {}
+    for kind in ("leaderboard", "reasoning"):
+        base, ft = per_col.get(f"base ({kind})"), per_col.get(f"finetuned ({kind})")
+        if base and ft:
+            deltas[f"Δ fine-tuned − base ({kind})"] = [
+                None if a is None or b is None else b - a for a, b in zip(base, ft, strict=True)
+            ]
+    paper = paper_table1()
+    paper_cols = [c for c in paper["columns"] if c != "OALL category leader model"]
+    columns = [
+        "benchmark",
+        *per_col,
+        *deltas,
+        *(f"{c} ({REPORTED})" for c in paper_cols),
+        "OALL category leader model",
+    ]
+    rows = []
+    for i, b in enumerate([*TABLE1_ORDER, "average"]):
+        title = "Average" if b == "average" else BENCHMARKS[b].title
+        ref = paper["rows"][title]
+        rows.append([title, *(v[i] for v in per_col.values()), *(v[i] for v in deltas.values()),
+                     *(ref[c] for c in paper_cols), ref["OALL category leader model"]])  # fmt: skip
+    notes = [
+        "Scores in percent. Leaderboard scoring: lighteval's normalised log-likelihood accuracy, a benchmark's score "
+        "being the mean over its subsets; reasoning scoring: the answer parsed after the closing think tag. ALRAGE: LLM-judge "
+        "score /10 (the same number under both scorings; judge named in scores.csv). Average: mean of the seven rows, "
+        "or — when one is missing.",
+        f"Columns marked '{REPORTED}' are the paper's Table 1 (its own model scored by parsing the answer after its reasoning; the "
+        "open baselines by log-likelihood); the category leader's Average is the average leader's, not the column mean.",
+    ]
+    return Table("oall_table1", "OALL v2 results (Table 1)", columns, rows, [path], notes)
+
+
+# ---------------------------------------------------------------------------------- data, funnel, train
+def composition_table(run: Run) -> Table:
+    from arabic_r1.mixture_views import composition_table as frame
+
+    path = run.artifact("data_mixture", file="mixture_stats.json")
+    stats = run.json("data_mixture", file="mixture_stats.json")
+    notes = [f"Arabic share of the pool: {stats['arabic_share']['achieved']:.1%} (target "
+             f"{stats['arabic_share']['target']:.0%}); paper columns: the 372M-token supervision set, {REPORTED}."]  # fmt: skip
+    return frame_table(frame(stats), "composition", "Data composition: category × language tokens",
+                       [path], notes, decimals=3)  # fmt: skip
+
+
+def cleaning_table(run: Run) -> Table:
+    """Rows removed at each cleaning step, by language; then the decontamination index per benchmark."""
+    from arabic_r1.data import STEPS
+
+    path = run.artifact("data_mixture", file="mixture_stats.json")
+    stats = run.json("data_mixture", file="mixture_stats.json")
+    langs = sorted({s["lang"] for s in stats["sources"].values()})
+    sums = lambda f: [sum(f(s) for s in stats["sources"].values() if s["lang"] == lg) for lg in langs]  # noqa: E731
+    rows = [["rows read", *sums(lambda s: s["rows_read"])]]
+    rows += [
+        [f"removed: {step.replace('_', ' ')}", *sums(lambda s, st=step: s["removed"].get(st, 0))]
+        for step in STEPS
+    ]
+    rows += [
+        ["candidates", *sums(lambda s: s["candidates"])],
+        ["selected (in budget)", *sums(lambda s: s["selected"])],
+    ]
+    rows = [[r[0], *r[1:], sum(r[1:])] for r in rows]
+    decont = run.json("data_mixture", file="decontamination_report.json")
+    dpath = run.artifact("data_mixture", file="decontamination_report.json")
+    notes = ["Decontamination against the seven OALL benchmarks (items indexed → training rows removed): "
+             + ", ".join(f"{BENCHMARKS[b].title} {s.get('items', 0)} → {s.get('removed', 0)}"
+                         for b, s in decont["benchmarks"].items() if b in BENCHMARKS)]  # fmt: skip
+    return Table("cleaning", "Cleaning, deduplication and decontamination (rows)", ["step", *langs, "total"], rows,
+                 [path, dpath], notes)  # fmt: skip
+
+
+def funnel_table(run: Run) -> Table:
+    from arabic_r1.trace_views import funnel_table as frame
+
+    path = run.artifact("trace_verification", file="funnel.json")
+    funnel = run.json("trace_verification", file="funnel.json")
+    summary = run.json("cot_distillation", file="distill_summary.json")
+    t = frame_table(frame(funnel), "distillation_funnel", "Distillation funnel: traces remaining after each check",
+                    [run.artifact("cot_distillation", file="distill_summary.json"), path])  # fmt: skip
+    t.notes.append(f"Teacher {summary['teacher']} ({summary['backend']}): {summary['items']} pool items, "
+                   f"{summary['traces_ok']} traces returned, {funnel['overall']['kept']} kept for SFT.")  # fmt: skip
+    return t
+
+
+def training_table(run: Run, params: Params) -> Table:
+    path = run.artifact("moe_lora_sft", file="train_summary.json")
+    s = run.json("moe_lora_sft", file="train_summary.json")
+    env = run.manifests.get("environment", {})
+    backbone = params.model.name_or_path
+    if params.model.is_embedded:
+        backbone = f"embedded tiny random MoE ({env.get('metrics', {}).get('base_model_parameters', 0):,} parameters)"
+    lora = s["lora"]
+    rows = [["backbone", backbone], ["backend / precision", f"{s['backend']} / {s['precision']}"],
+            ["LoRA r / alpha / dropout", f"{lora['r']} / {lora['alpha']:g} / {lora['dropout']:g}"],
+            ["LoRA targets", ", ".join(lora["targets"])], ["router trained", lora["train_router"]]]  # fmt: skip
+    rows += [
+        [f"trainable parameters: {fam.replace('_', ' ')}", n]
+        for fam, n in s["trainable_parameters"].items()
+        if n
+    ]
+    rows += [["optimizer steps", s["steps"]], ["training examples", s["examples"]], ["tokens seen", s["tokens"]],
+             ["loss first → last", f"{s['first_loss']:.3f} → {s['last_loss']:.3f}"],
+             ["wall time (s)", s["train_seconds"]], ["peak memory (MB)", s["peak_memory_mb"]]]  # fmt: skip
+    return Table("training", "Training summary (MoE LoRA SFT)", ["item", "value"], rows,
+                 [path, run.artifact("moe_lora_sft", file="coverage.json")])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def plot_oall(table: Table):
+    """Grouped bars per benchmark: this run's leaderboard columns and the paper's reported columns."""
+    import matplotlib.pyplot as plt
+
+    series = [
+        c
+        for c in table.columns[1:]
+        if not c.startswith("Δ") and c.endswith(("(leaderboard)", f"({REPORTED})"))
+    ]
+    labels = [r[0] for r in table.rows]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    width = 0.84 / len(series)
+    for i, col in enumerate(series):
+        vals = [table.value(lb, col) for lb in labels]
+        ax.bar([k + i * width for k in range(len(labels))], [v or 0 for v in vals], width,
+               label=col.replace(f" ({REPORTED})", " (paper)"), color=figures.PALETTE[i % len(figures.PALETTE)],
+               hatch="//" if col.endswith(f"({REPORTED})") else None, edgecolor="white", linewidth=0.3)  # fmt: skip
+    ax.set_xticks([k + width * (len(series) - 1) / 2 for k in range(len(labels))], labels, rotation=20)
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("OALL v2: this run (leaderboard scoring) vs the paper's reported numbers (hatched)")
+    ax.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return fig
+
+
+def plot_deltas(table: Table):
+    """Fine-tuned minus base, per benchmark, for each scoring the run has."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in table.columns if c.startswith("Δ")]
+    labels = [r[0] for r in table.rows]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    width = 0.8 / max(len(cols), 1)
+    for i, col in enumerate(cols):
+        vals = [table.value(lb, col) for lb in labels]
+        ax.bar([k + i * width for k in range(len(labels))], [v or 0 for v in vals], width,
+               label=col.split("(")[-1].rstrip(")") + " scoring", color=figures.PALETTE[i])  # fmt: skip
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks([k + width * (len(cols) - 1) / 2 for k in range(len(labels))], labels, rotation=20)
+    ax.set_ylabel("fine-tuned − base (points)")
+    ax.set_title("Effect of the fine-tuning per benchmark")
+    if cols:
+        ax.legend()
+    return fig
+
+
+def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int) -> dict[str, list[Path]]:
+    from arabic_r1.mixture_views import plot_composition
+    from arabic_r1.trace_views import plot_funnel
+    from arabic_r1.train_views import plot_expert_load, plot_loss
+
+    log_path = run.artifact("moe_lora_sft", file="train_log.jsonl")
+    train_log = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    makers = {
+        "oall_benchmarks": lambda: plot_oall(oall),
+        "oall_deltas": lambda: plot_deltas(oall),
+        "composition": lambda: plot_composition(run.json("data_mixture", file="mixture_stats.json")),
+        "funnel": lambda: plot_funnel(run.json("trace_verification", file="funnel.json")),
+        "loss": lambda: plot_loss(train_log),
+        "expert_load": lambda: plot_expert_load(run.json("moe_lora_sft", file="routing.json")),
+    }
+    out_files = {}
+    with figures.style():
+        for name, make in makers.items():
+            out_files[name] = figures.save(make(), out / "figures" / name, formats, dpi)
+    return out_files
+
+
+# ------------------------------------------------------------------------------------------- report.md
+def profile_statement(params: Params, run: Run) -> str:
+    if params.model.is_embedded:
+        n = run.manifests.get("environment", {}).get("metrics", {}).get("base_model_parameters", 0)
+        return (f"This is the **{params.profile}** profile: it trains a {n / 1e6:.1f}M-parameter *random* sparse MoE "
+                "(the embedded backbone) on a small pool, with a hand-written teacher cache replayed offline. Its "
+                "scores are at chance: they exist to prove the machinery, end to end, on a CPU, in minutes. The "
+                f"paper's numbers stand next to them, always labelled '{REPORTED}'.")  # fmt: skip
+    return (f"This is the **{params.profile}** profile: backbone `{params.model.name_or_path}`, teacher "
+            f"`{params.distill.teacher}`, token budget {params.data.token_budget:,}.")  # fmt: skip
+
+
+def provenance(params: Params, run: Run, tables: list[Table], started: float) -> str:
+    env = run.manifests.get("environment", {})
+    rel = lambda p: os.path.relpath(p, params.base_dir)  # noqa: E731 - a committed report names no home folder
+    commit, commit_00 = git_commit(params.base_dir) or "none (not a git checkout)", env.get("git_commit")
+    src = params.source_file
+    lines = ["## Provenance", "", f"- run folder: `{rel(run.dir)}`",
+             f"- git commit: `{commit}`" + (f" (phase 00 ran at `{commit_00}`)" if commit_00 and commit_00 != commit else ""),
+             f"- params file: `{rel(src) if src else 'inline'}`" + (f" (sha256 {file_digest(src)[:16]})" if src else "")
+             + f", overrides: {', '.join(params.overrides) or 'none'}",
+             "- device: " + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items()),
+             "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()), "",
+             "| phase | wall time (s) | peak RSS (MB) | finished |", "|---|---:|---:|---|"]  # fmt: skip
+    total, peak = 0.0, 0.0
+    for p in PHASES:
+        m = run.manifests.get(p.name)
+        if m is None:
+            continue
+        rss = max(m.get("peak_memory_mb", {}).values(), default=0.0)
+        total, peak = total + m.get("duration_s", 0.0), max(peak, rss)
+        lines.append(f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} |")
+    own = time.monotonic() - started
+    lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — |")
+    lines += ["", f"Measured in this run: phases 00–06 took **{total + own:.0f} s** in all (notebook start-up not "
+              f"included) and no phase's kernel exceeded **{peak:.0f} MB** of resident memory.", "",
+              "Each table and the run artifacts it was computed from (sha256):", ""]  # fmt: skip
+    for t in tables:
+        srcs = ", ".join(f"`{s.relative_to(run.dir)}` ({file_digest(s)[:12]})" for s in t.sources)
+        lines.append(f"- {t.title}: {srcs}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    tables: list[Table]
+    figures: dict[str, list[Path]]
+    report_md: Path
+
+
+def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | None = None) -> ReportResult:
+    """Tables (md/tex/csv), figures (png/pdf) and report.md for a finished run, into ``out_dir``."""
+    started = time.monotonic() if started is None else started
+    run = Run.open(run_dir)
+    rp = params.report
+    oall = oall_table(run)
+    tables = [
+        oall,
+        composition_table(run),
+        cleaning_table(run),
+        funnel_table(run),
+        training_table(run, params),
+    ]
+    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    render = {"md": Table.markdown, "tex": Table.latex, "csv": Table.csv}
+    for t in tables:
+        for fmt in rp.formats:
+            (out_dir / "tables" / f"{t.name}.{fmt}").write_text(render[fmt](t), encoding="utf-8")
+    figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi)
+    png = {k: next((p for p in v if p.suffix == ".png"), v[0]) for k, v in figs.items()}
+    img = lambda k, alt: f"![{alt}]({png[k].relative_to(out_dir)})\n"  # noqa: E731
+    parts = [f"# Arabic-DeepSeek-R1 reproduction: {params.profile} profile\n", profile_statement(params, run) + "\n",
+             "## OALL v2 (the paper's Table 1)\n", oall.markdown(), img("oall_benchmarks", "OALL per benchmark"),
+             img("oall_deltas", "fine-tuned minus base"),
+             "## Data\n", tables[1].markdown(), img("composition", "composition"), tables[2].markdown(),
+             "## Distillation and verification\n", tables[3].markdown(), img("funnel", "funnel"),
+             "## Training\n", tables[4].markdown(), img("loss", "loss curve"), img("expert_load", "expert load"),
+             "## Budget\n", BUDGET_PENDING, provenance(params, run, tables, started)]  # fmt: skip
+    report_md = out_dir / "report.md"
+    report_md.write_text("\n".join(parts), encoding="utf-8")
+    return ReportResult(out_dir, tables, figs, report_md)
+
+
+def report_dir(params: Params) -> Path:
+    """Where the published report of a profile lives (``reports/<profile>/``, committed for the smoke profile)."""
+    return params.report.dir / params.profile
+
+
+# ---------------------------------------------------------------------------------------------- budget
+BUDGET_BEGIN, BUDGET_END = "<!-- budget -->", "<!-- /budget -->"
+BUDGET_PENDING = (f"{BUDGET_BEGIN}\n_Filled in by the runner when `make reproduce` finishes (this report was built "
+                  f"outside a full run)._\n{BUDGET_END}\n")  # fmt: skip
+SMOKE_BUDGET = {"wall_s": 600, "peak_rss_mb": 4096}
+
+
+def stamp_budget(report_md: Path, record: dict[str, Any]) -> None:
+    """Write the runner's measurement of this ``reproduce`` (wall time, peak memory) into report.md's budget block."""
+    if not report_md.is_file():
+        return
+    phases = record["phases"]
+    ran = sum(p["action"] == "ran" for p in phases)
+    n = record.get("n_phases", len(phases))
+    how = f"cold: all {n} phases ran" if record["cold"] else f"not cold: {ran} of {n} phases ran in it"
+    ok = record["wall_s"] <= SMOKE_BUDGET["wall_s"] and record["peak_rss_mb"] <= SMOKE_BUDGET["peak_rss_mb"]
+    rows = []
+    for p in phases:
+        peak = MISSING if p.get("peak_rss_mb") is None else f"{p['peak_rss_mb']:.0f}"
+        rows.append(f"| {p['phase']} | {p['action']} | {p['seconds']:.1f} | {peak} |")
+    text = "\n".join([
+        BUDGET_BEGIN,
+        f"Measured by the runner for the `arabic-r1 reproduce` that wrote this report (started {record['started_at']}; "
+        f"{how}): **{record['wall_s']:.0f} s** wall, peak memory **{record['peak_rss_mb']:.0f} MB** (runner + papermill "
+        f"+ kernel processes, resident, sampled every 0.5 s). The embedded default's budget is "
+        f"{SMOKE_BUDGET['wall_s']} s and {SMOKE_BUDGET['peak_rss_mb']} MB: {'within' if ok else 'OVER'}.",
+        "",
+        "| phase | action | seconds (incl. kernel start) | peak memory (MB) |",
+        "|---|---|---:|---:|",
+        *rows,
+        BUDGET_END,
+    ])  # fmt: skip
+    md = report_md.read_text(encoding="utf-8")
+    begin, end = md.find(BUDGET_BEGIN), md.find(BUDGET_END)
+    if begin >= 0 and end > begin:
+        report_md.write_text(md[:begin] + text + md[end + len(BUDGET_END) :], encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- phase
+def run_paper_report(params: Params, run) -> ReportResult:
+    """Phase 06 entry point: build the report in the run folder, then publish it to ``reports/<profile>/``."""
+    started = time.monotonic()
+    built = build_report(params, run.run_dir, run.dir / "report", started)
+    published = report_dir(params)
+    for old in (published / "tables", published / "figures"):  # files of an older layout must not linger
+        if old.is_dir():
+            shutil.rmtree(old)
+    shutil.copytree(built.out_dir, published, dirs_exist_ok=True)
+    run.finish(
+        {"report": built.report_md, "tables": built.out_dir / "tables", "figures": built.out_dir / "figures"},
+        {
+            "tables": len(built.tables),
+            "figures": sum(len(v) for v in built.figures.values()),
+            "published": str(published),
+        },
+    )
+    return ReportResult(published, built.tables, {k: [published / p.relative_to(built.out_dir) for p in v]
+                                                  for k, v in built.figures.items()}, published / "report.md")  # fmt: skip
