@@ -45,8 +45,8 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 quality: install
-	$(PY) -m ruff check arabic_r1 tests
-	$(PY) -m ruff format --check arabic_r1 tests
+	$(PY) -m ruff check arabic_r1 tests benchmarks
+	$(PY) -m ruff format --check arabic_r1 tests benchmarks
 
 doctor: install
 	$(VENV)/bin/arabic-r1 doctor --params $(PROFILE)
