@@ -54,7 +54,7 @@ doctor: install
 ## JupyterLab on localhost with a kernel for this environment registered.
 lab: install
 	$(PY) -m ipykernel install --user --name arabic-r1 --display-name "arabic_r1 (.venv)"
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from arabic_r1.params import DEFAULT_PROFILE, ParamsError, dump_params, load_params
 from arabic_r1.phases import UnknownPhase
+from arabic_r1.plan import PlanError
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
@@ -66,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run this phase and every later one",
     )
 
+    swe = sub.add_parser("sweep", help="several override sets as separate named runs, compared in one table")
+    _add_params_args(swe)
+    swe.add_argument(
+        "-s",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="'KEY=VALUE ...'",
+        help="one run's overrides (repeat for each run), e.g. -s train.lora.r=16 -s train.lora.r=32",
+    )
+    swe.add_argument("--name", default=None, help="sweep name (default: <run name>-sweep)")
+    swe.add_argument(
+        "--notebooks", type=Path, default=None, help="folder of the numbered notebooks (default: notebooks/)"
+    )
+
     run = sub.add_parser("run", help="run one phase (always executed; its inputs must exist)")
     run.add_argument("phase", help="00, environment, 00_environment, ...")
     _add_params_args(run)
@@ -81,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--mirror", type=Path, default=None, help="mirror folder (default: eval.mirror_dir of --params)"
     )
     _add_params_args(ben)
+
+    pla = sub.add_parser("plan", help="estimate GPU memory, tokens, teacher cost and time before running")
+    _add_params_args(pla)
+    pla.add_argument(
+        "--hardware",
+        default=None,
+        metavar="[Nx]GPU:GIB",
+        help="plan for another machine, e.g. T4:15, H100:80, 64xH100:80, cpu:24 (default: this machine)",
+    )
+    pla.add_argument("--run-dir", type=Path, default=None, help="a run whose phase 01 pool sizes the tokens")
 
     par = sub.add_parser("params", help="show or validate a params file")
     par.add_argument("action", choices=["show", "validate"])
@@ -127,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             fatal = [p for p in problems if "OALL v2 subsets missing" not in p]
             print(f"{mirror}: {'usable' if not fatal else 'NOT usable'} ({len(problems)} note(s))")
             return 1 if fatal else 0
+        if args.command == "plan":
+            from arabic_r1.plan import detect_hardware, make_plan, parse_hardware
+
+            hw = parse_hardware(args.hardware) if args.hardware else detect_hardware(params)
+            plan = make_plan(params, hw, args.run_dir or params.run_dir)
+            print(plan.table())
+            return 3 if plan.problems else 0
         if args.command == "doctor":
             from arabic_r1.doctor import format_table, run_doctor
 
@@ -134,6 +168,24 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(rows))
             return 1 if any(r.status == "fail" for r in rows) else 0
         from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, reproduce, run_phase
+
+        if args.command == "sweep":
+            from arabic_r1.sweep import parse_sets, run_sweep, sweep_file
+
+            sets = parse_sets(args.sets)
+            try:
+                runs = run_sweep(args.params, sets, args.overrides, name=args.name,
+                                 notebooks_dir=args.notebooks or NOTEBOOKS_DIR)  # fmt: skip
+            except PhaseFailed as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            for r in runs:
+                reused = f" (reused {', '.join(r.reused)})" if r.reused else ""
+                print(f"{r.name}: {' '.join(r.overrides)}{reused}")
+            record = sweep_file(params, args.name or f"{params.run_dir.name}-sweep")
+            print(record.with_suffix(".md").read_text(encoding="utf-8"))
+            print(f"sweep record: {record}")
+            return 0
 
         kwargs = {"notebooks_dir": args.notebooks or NOTEBOOKS_DIR, "run_dir": args.run_dir}
         try:
@@ -148,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(summary.table())
         return 0
-    except (ParamsError, UnknownPhase) as exc:
+    except (ParamsError, UnknownPhase, PlanError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,8 @@ log-likelihood accuracy. This module routes around its known traps, in code:
 - real rows it chokes on (bare alif answers, trailing spaces, ...) are normalised or reported, never fatal;
 - 0-shot only, ``few_shots_split`` cleared (its list value crashes ArabicMMLU/MadinahQA);
 - its response cache is keyed on the model *name*: each model gets a cache folder named by its weights' digest;
-- its adapter path pins an old peft: phase 04's merged model is evaluated;
+- its adapter path pins an old peft: a LoRA adapter folder is loaded here with our peft (base + adapter,
+  unmerged — what a 4-bit evaluation on a small GPU needs) and handed to lighteval as a ready model;
 - it switches autograd off process-wide: the caller's grad mode is restored afterwards;
 - its ALRAGE judge metric crashes and is hard-wired to a 72B model on vLLM: ALRAGE is generated and judged here,
   with the leaderboard's rubric, through the same backends as the teacher.
@@ -31,6 +32,7 @@ from typing import Any
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
 from arabic_r1.cot import ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, extract_option, parse_trace
 from arabic_r1.params import DistillParams, EvalParams, Params
+from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
 log = logging.getLogger(__name__)
 
@@ -245,14 +247,57 @@ def require_vllm() -> None:
 
 
 def model_cache_dir(root: Path, model_path: str) -> Path:
-    """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest, so
-    retraining into the same folder never returns stale scores."""
-    local = Path(model_path)
-    if local.is_dir():
-        from arabic_r1.manifest import path_digest
+    """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest (an
+    adapter: its own and its base's), so retraining into the same folder never returns stale scores."""
+    import hashlib
 
-        return root / path_digest(local)[:16]
-    return root / "hub"
+    from arabic_r1.manifest import path_digest
+
+    parts = [model_path, *([adapter_base(model_path)] if adapter_base(model_path) else [])]
+    digests = [path_digest(Path(p)) if Path(p).is_dir() else f"hub:{p}" for p in parts]
+    if not any(Path(p).is_dir() for p in parts):
+        return root / "hub"
+    return root / hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
+
+
+def adapter_base(model_path: str) -> str | None:
+    """The base model of a PEFT adapter folder (its ``adapter_config.json``), else None."""
+    cfg = Path(model_path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise EvalSetupError(f"{cfg}: no base_model_name_or_path; cannot tell which model the adapter adapts")
+    return base
+
+
+def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
+    """A transformers model for a model folder / hub id, or base + LoRA for an adapter folder; 4-bit NF4 with
+    ``eval.load_in_4bit`` (the merged 16-bit model of a 20B MoE does not fit a 16 GB GPU; its adapter on a 4-bit
+    base does)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if ep.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype)
+        )
+        kwargs["device_map"] = {"": 0}
+    base = adapter_base(model_path)
+    model = AutoModelForCausalLM.from_pretrained(base or model_path, **kwargs)
+    if base:
+        from peft import PeftModel
+
+        from arabic_r1.moe_lora import no_v4_moe_remap
+
+        with no_v4_moe_remap(model):
+            model = PeftModel.from_pretrained(model, model_path)
+    if not ep.load_in_4bit:
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model.eval()
 
 
 def model_label(model_path: str) -> str:
@@ -271,11 +316,16 @@ def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: st
     cache_dir = str(model_cache_dir(cache_root, model_path))
     if ep.backend == "vllm":
         require_vllm()
+        if adapter_base(model_path):
+            raise EvalSetupError(
+                f"{model_path} is a LoRA adapter; the vLLM backend evaluates merged models: set train.merge: true "
+                "or eval.backend: transformers"
+            )
         from lighteval.models.vllm.vllm_model import VLLMModel, VLLMModelConfig
         from lighteval.utils.cache_management import SampleCache
 
         mc = VLLMModelConfig(model_name=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
-                             gpu_memory_utilization=ep.gpu_memory_utilization, cache_dir=cache_dir)  # fmt: skip
+                             gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization, cache_dir=cache_dir)  # fmt: skip
         model = VLLMModel(mc)  # vLLM loads from model_name, so the cache is re-pointed after construction
         try:
             model._cache.cache_dir.rmdir()  # the empty folder its first cache made next to the weights
@@ -284,13 +334,11 @@ def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: st
         model._cache = SampleCache(mc.model_copy(update={"model_name": model_label(model_path)}))
         return model
     from lighteval.models.transformers.transformers_model import TransformersModel, TransformersModelConfig
-    from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mc = TransformersModelConfig(model_name=model_label(model_path), tokenizer=model_path, batch_size=ep.batch_size,
                                  dtype=dtype, device=device, cache_dir=cache_dir)  # fmt: skip
-    hf_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
-    return TransformersModel.from_model(model=hf_model, config=mc)
+    return TransformersModel.from_model(model=load_causal_lm(model_path, ep, dtype), config=mc)
 
 
 def run_lighteval(
@@ -340,20 +388,21 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
         from vllm import LLM, SamplingParams
 
         llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
-                  gpu_memory_utilization=ep.gpu_memory_utilization)  # fmt: skip
+                  gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization)  # fmt: skip
 
         def generate_vllm(prompts: list[str], max_new_tokens: int) -> list[str]:
             chats = [[{"role": "user", "content": p}] for p in prompts]
-            outs = llm.chat(chats, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), use_tqdm=False)
+            # special tokens kept: <think> / harmony channel markers are what the answer parser reads
+            sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=False)
+            outs = llm.chat(chats, sampling, use_tqdm=False)
             return [o.outputs[0].text.strip() for o in outs]
 
         return generate_vllm
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(model_path, ep, dtype)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -394,9 +443,12 @@ _OTHER_SCRIPT = dict(zip(ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, strict=Tru
 )
 
 
-def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | None]:
-    """The option a reasoning output names after ``</think>``; an unclosed think block is no answer."""
-    parsed = parse_trace(text)
+def reasoning_answer(
+    text: str, labels: list[str], fmt: ReasoningFormat = "think_tags"
+) -> tuple[int | None, str | None]:
+    """The option a reasoning output names after its reasoning (``</think>``, or harmony's final channel); an
+    unclosed reasoning block is no answer."""
+    parsed = parse_trace(to_think_tags(text, fmt))
     if "unclosed think block" in parsed.problems:
         return None, "unclosed think block"
     if parsed.answer is None:
@@ -410,7 +462,11 @@ def reasoning_answer(text: str, labels: list[str]) -> tuple[int | None, str | No
 
 
 def run_reasoning(
-    generate: Generate, configs: list[Any], ep: EvalParams, details_path: Path
+    generate: Generate,
+    configs: list[Any],
+    ep: EvalParams,
+    details_path: Path,
+    fmt: ReasoningFormat = "think_tags",
 ) -> dict[str, dict[str, Any]]:
     """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task."""
     out: dict[str, dict[str, Any]] = {}
@@ -420,7 +476,7 @@ def run_reasoning(
             texts = generate([d.query for d in docs], ep.reasoning_max_new_tokens)
             correct = failures = 0
             for d, text in zip(docs, texts, strict=True):
-                choice, failure = reasoning_answer(text, list(d.choices))
+                choice, failure = reasoning_answer(text, list(d.choices), fmt)
                 gold = d.gold_index[0] if isinstance(d.gold_index, list) else d.gold_index
                 correct += choice == gold
                 failures += failure is not None
@@ -454,7 +510,12 @@ def parse_judge_score(text: str) -> float | None:
 
 
 def run_alrage(
-    generate: Generate, config: Any, ep: EvalParams, judge: DistillParams, details_path: Path
+    generate: Generate,
+    config: Any,
+    ep: EvalParams,
+    judge: DistillParams,
+    details_path: Path,
+    fmt: ReasoningFormat = "think_tags",
 ) -> dict[str, Any]:
     """Generate answers to ALRAGE items and score them with the leaderboard's judge prompt through ``judge``."""
     from lighteval.tasks.multilingual.tasks.arabic import judge_template
@@ -464,7 +525,8 @@ def run_alrage(
 
     docs = _docs(config, ep.max_samples_per_task)
     outputs = generate([d.query for d in docs], ep.alrage_max_new_tokens)
-    answers = [parse_trace(o).answer or o if "</think>" in o else o for o in outputs]
+    # the judge reads the answer, not the reasoning (an output with no closed reasoning is judged whole)
+    answers = [parse_trace(to_think_tags(o, fmt)).answer or o for o in outputs]
     # as lighteval's own judge metric: the question is the whole prompt, the gold the only choice
     requests = [
         (f"alrage-{d.id}", judge_template(d.query, answer, d.choices[0]))
@@ -525,6 +587,7 @@ def evaluate_model(
     warts: Warts,
     judge: DistillParams | None,
     dtype: str = "float32",
+    reasoning_format: ReasoningFormat = "think_tags",
 ) -> ModelScores:
     """Every selected benchmark and scoring for one model."""
     import torch
@@ -532,7 +595,7 @@ def evaluate_model(
     # lighteval switches autograd off for the whole process (at import of its transformers model, and again in its
     # constructor): a notebook or test that trains after evaluating would get "does not require grad". Restore it.
     with torch.set_grad_enabled(torch.is_grad_enabled()):
-        return _evaluate_model(label, model_path, ep, out_dir, warts, judge, dtype)
+        return _evaluate_model(label, model_path, ep, out_dir, warts, judge, dtype, reasoning_format)
 
 
 def _evaluate_model(
@@ -543,6 +606,7 @@ def _evaluate_model(
     warts: Warts,
     judge: DistillParams | None,
     dtype: str,
+    reasoning_format: ReasoningFormat,
 ) -> ModelScores:
     ms = ModelScores(label, model_path)
     mc_configs, alrage_config = [], None
@@ -578,7 +642,9 @@ def _evaluate_model(
         generate = generator(model_path, ep, dtype)
         if "reasoning" in ep.scoring and mc_configs:
             t0 = time.monotonic()
-            per_task = run_reasoning(generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl")
+            per_task = run_reasoning(
+                generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl", reasoning_format
+            )
             ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
             by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for task, r in per_task.items():
@@ -588,7 +654,9 @@ def _evaluate_model(
                             for b, rs in by_b.items()}  # fmt: skip
         if alrage_config is not None:
             t0 = time.monotonic()
-            ms.alrage = run_alrage(generate, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl")
+            ms.alrage = run_alrage(
+                generate, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl", reasoning_format
+            )
             ms.seconds["alrage"] = round(time.monotonic() - t0, 2)
     return ms
 
@@ -674,11 +742,15 @@ def resolve_models(params: Params, run_dir: Path) -> list[tuple[str, str]]:
             out.append(("base", base_model_path(params, run_dir)))
         elif m == "finetuned":
             man = read_manifest(run_dir, find_phase("moe_lora_sft"))
-            if not man or "merged" not in man.get("outputs", {}):
+            outputs = man.get("outputs", {}) if man else {}
+            kind = next(
+                (k for k in ("merged", "adapter") if k in outputs), None
+            )  # merged when phase 04 made one
+            if kind is None:
                 raise EvalSetupError(
-                    "eval.models has 'finetuned' but phase 04 left no merged model (train.merge: true)"
+                    "eval.models has 'finetuned' but phase 04 left no merged model or adapter"
                 )
-            out.append(("finetuned", str(run_dir / man["outputs"]["merged"]["path"])))
+            out.append(("finetuned", str(run_dir / outputs[kind]["path"])))
         else:
             out.append((m.rsplit("/", 1)[-1], m))
     return out
@@ -696,6 +768,13 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
     ep = params.eval
     if "alrage" in ep.benchmarks and ep.judge is None:
         raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
+    if ep.load_in_4bit:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalSetupError(
+                "eval.load_in_4bit needs a CUDA GPU (bitsandbytes); set eval.load_in_4bit=false"
+            )
     judge = ep.judge
     if judge is not None and judge.teacher == "embedded":
         from arabic_r1.environment import base_model_path
@@ -704,7 +783,7 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
     warts = Warts()
     dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(params.model.dtype, "float32")
     models = [
-        evaluate_model(label, path, ep, run.dir, warts, judge, dtype)
+        evaluate_model(label, path, ep, run.dir, warts, judge, dtype, params.model.reasoning_format)
         for label, path in resolve_models(params, run.run_dir)
     ]
     rows = tidy_rows(models)

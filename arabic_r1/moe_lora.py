@@ -24,7 +24,7 @@ from arabic_r1.params import LoraParams
 FAMILY_PATTERNS = (  # order matters: first match wins
     ("routed_experts", re.compile(r"\.mlp\.experts\.")),
     ("shared_experts", re.compile(r"\.mlp\.shared_experts\.")),
-    ("router", re.compile(r"\.mlp\.gate(\.|$)")),
+    ("router", re.compile(r"\.mlp\.(gate|router)(\.|$)")),  # gpt-oss names it router
     ("dense_mlp", re.compile(r"\.mlp\.(gate_proj|up_proj|down_proj)(\.|$)")),
     ("attention", re.compile(r"\.self_attn\.")),
     ("embeddings", re.compile(r"(embed_tokens|lm_head)")),
@@ -102,9 +102,15 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
             for n, p in model.named_parameters()
             if family_of(f".{n}") == "routed_experts" and p.dim() == 3
         ]
-        if not experts:
+        # per-expert nn.Linear modules (transformers-4 layouts, Unsloth's 4-bit gpt-oss) are adapted as modules
+        split = _linear_leaves(model, "routed_experts")
+        leaves["routed_experts"] = [name for name, _, _ in split]
+        for name, fan_in, fan_out in split:
+            if lora.r > min(fan_in, fan_out):
+                raise ValueError(f"train.lora.r={lora.r} is larger than the smaller dimension of {name}")
+        if not experts and not split:
             problems.append(
-                f"routed_experts: no fused 3-D expert parameters (mlp.experts.*) in {type(model).__name__}"
+                f"routed_experts: no expert weights (mlp.experts.*, fused 3-D or nn.Linear) in {type(model).__name__}"
             )
         for name, shape in experts:
             if lora.r > min(shape[1:]):
@@ -120,12 +126,13 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
     names = sorted(n for family in leaves.values() for n in family)
     regex = "^(" + "|".join(re.escape(n) for n in names) + ")$" if names else None
     routers = sorted(
-        {n for n, _ in model.named_modules() if family_of(f".{n}") == "router" and n.endswith(".mlp.gate")}
-    )
+        {n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] for n, _ in model.named_modules()
+         if family_of(f".{n}") == "router" and n.endswith((".mlp.gate", ".mlp.router"))}
+    )  # fmt: skip
     return {
         "target_modules": regex,
         "target_parameters": params or None,
-        "modules_to_save": ["mlp.gate"] if lora.train_router and routers else None,
+        "modules_to_save": routers if lora.train_router and routers else None,
     }
 
 

@@ -168,7 +168,13 @@ class ModelParams(_Section):
     name_or_path: str = Field(
         EMBEDDED_MODEL, description="'embedded', a hub id, or a local folder (starting with ./ ../ / or ~)"
     )
-    family: Literal["deepseek_v3", "qwen3_moe", "mixtral"] = "deepseek_v3"
+    family: Literal["deepseek_v3", "qwen3_moe", "mixtral", "gpt_oss"] = Field(
+        "deepseek_v3", description="architecture family (the embedded tiny model is built in it)"
+    )
+    reasoning_format: Literal["think_tags", "harmony"] = Field(
+        "think_tags",
+        description="where the student keeps its reasoning: <think> block, or gpt-oss harmony channels",
+    )
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_seq_length: PositiveInt = 1024
@@ -545,8 +551,14 @@ class EvalParams(_Section):
         description="inference engine: transformers (CPU or one GPU) or vLLM (GPU, lazily imported)",
     )
     tensor_parallel_size: PositiveInt = Field(1, description="vLLM: GPUs per model")
+    quantization: Literal["fp8"] | None = Field(
+        None, description="vLLM: quantize weights on load (fp8 halves bf16)"
+    )
     gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.9, description="vLLM: GPU memory share"
+    )
+    load_in_4bit: bool = Field(
+        False, description="transformers: load models in 4-bit NF4 (bitsandbytes, CUDA) to fit a small GPU"
     )
     batch_size: PositiveInt = 8
     reasoning_max_new_tokens: PositiveInt = Field(
@@ -569,6 +581,10 @@ class EvalParams(_Section):
         unknown = sorted(set(self.subsets) - set(self.benchmarks))
         if unknown:
             raise ValueError(f"subsets given for benchmarks not in eval.benchmarks: {', '.join(unknown)}")
+        if self.load_in_4bit and self.backend == "vllm":
+            raise ValueError(
+                "load_in_4bit is for the transformers backend; vLLM quantizes with `quantization`"
+            )
         if "alrage" in self.benchmarks and self.judge is None and "benchmarks" in self.model_fields_set:
             raise ValueError(
                 "alrage is judged by an LLM: set eval.judge (e.g. backend: transformers, teacher: embedded)"
@@ -577,7 +593,9 @@ class EvalParams(_Section):
 
 
 class ReportParams(_Section):
-    dir: Path = Field(Path("reports"), description="reports land in <dir>/<profile>/")
+    dir: Path = Field(
+        Path("reports"), description="reports land in <dir>/<run name>/ (run name: the profile's)"
+    )
     formats: list[Literal["md", "tex", "csv"]] = Field(
         default_factory=lambda: ["md", "tex", "csv"], min_length=1
     )

@@ -57,7 +57,13 @@ PHASES: tuple[Phase, ...] = (
         "Four-phase CoT distillation",
         ("templates",),
     ),
-    Phase("03", "trace_verification", ("verify",), ("cot_distillation/traces",), "Trace verification"),
+    Phase(
+        "03",
+        "trace_verification",
+        ("verify", "model.reasoning_format"),
+        ("cot_distillation/traces",),
+        "Trace verification",
+    ),
     Phase(
         "04",
         "moe_lora_sft",
@@ -68,7 +74,7 @@ PHASES: tuple[Phase, ...] = (
     Phase(
         "05",
         "oall_evaluation",
-        ("eval", "model.dtype"),
+        ("eval", "model.dtype", "model.reasoning_format"),
         ("environment/base_model", "moe_lora_sft"),
         "OALL v2 evaluation",
     ),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from arabic_r1.hosted import PIPELINE_ENV
 from arabic_r1.manifest import check_fresh, read_manifest
 from arabic_r1.params import REPO_DIR, Params
 from arabic_r1.phases import PHASES, Phase, find_phase, select_phases
@@ -215,7 +216,8 @@ def _watch(cmd: list[str], err, wall_limit: float) -> tuple[int | str, float]:
     Peak memory = resident set of this runner + papermill + the kernel and its children, sampled every POLL_S."""
     import psutil
 
-    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, PIPELINE_ENV: "1"}  # notebooks' hosted-setup cell: the runner's params are final
+    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     start = time.monotonic()
     kernels: set[int] = set()
     gone_since: float | None = None

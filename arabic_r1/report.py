@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,43 @@ def training_table(run: Run, params: Params) -> Table:
                  [path, run.artifact("moe_lora_sft", file="coverage.json")])  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------------ sweeps
+def compare_runs(run_dirs: Sequence[Path], overrides: dict[str, Sequence[str]] | None = None) -> Table:
+    """One row per run: what it changed, the fine-tuned model per benchmark (leaderboard scoring, percent), the mean
+    over the benchmarks it evaluated, the gain over its base model, and its training loss."""
+    overrides = overrides or {}
+    rows, sources, benches = [], [], []
+    runs = [Run.open(Path(d)) for d in run_dirs]
+    per_run = []
+    for run in runs:
+        path = run.artifact("oall_evaluation", "scores")
+        scores = read_scores(path)
+        summary = run.json("moe_lora_sft", file="train_summary.json")
+        sources += [path, run.artifact("moe_lora_sft", file="train_summary.json")]
+        per_run.append((run, scores, summary))
+        benches += [b for (m, b, k) in scores if k == "leaderboard" and b not in benches]
+    benches = [b for b in TABLE1_ORDER if b in benches]
+
+    def mean(scores: dict, model: str) -> float | None:
+        vals = [scores.get((model, b, "leaderboard")) for b in benches]
+        return None if any(v is None for v in vals) else 100 * sum(vals) / len(vals)
+
+    for run, scores, summary in per_run:
+        ft, base = mean(scores, "finetuned"), mean(scores, "base")
+        lora = summary["lora"]
+        rows.append([run.dir.name, " ".join(overrides.get(run.dir.name, [])) or "—",
+                     f"{lora['r']} / {lora['alpha']:g}",
+                     *(None if (v := scores.get(("finetuned", b, "leaderboard"))) is None else 100 * v for b in benches),
+                     ft, None if ft is None or base is None else ft - base, summary["last_loss"]])  # fmt: skip
+    columns = ["run", "overrides", "LoRA r / alpha", *(BENCHMARKS[b].title for b in benches),
+               f"mean of {len(benches)}", "Δ vs base (mean)", "final loss"]  # fmt: skip
+    notes = [
+        "Fine-tuned model, leaderboard scoring (normalised log-likelihood accuracy, mean over subsets), percent. "
+        f"The mean is over the {len(benches)} benchmarks these runs evaluated, not the paper's seven unless all ran."
+    ]
+    return Table("sweep", "Sweep: fine-tuned models side by side", columns, rows, sources, notes)
+
+
 # ----------------------------------------------------------------------------------------------- figures
 def plot_oall(table: Table):
     """Grouped bars per benchmark: this run's leaderboard columns and the paper's reported columns."""
@@ -477,8 +515,9 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
 
 
 def report_dir(params: Params) -> Path:
-    """Where the published report of a profile lives (``reports/<profile>/``, committed for the smoke profile)."""
-    return params.report.dir / params.profile
+    """Where a run's published report lives: ``reports/<run name>/`` (the run name defaults to the profile's;
+    committed for the smoke profile; each run of a sweep gets its own)."""
+    return params.report.dir / params.run_dir.name
 
 
 # ---------------------------------------------------------------------------------------------- budget
@@ -521,7 +560,7 @@ def stamp_budget(report_md: Path, record: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------- phase
 def run_paper_report(params: Params, run) -> ReportResult:
-    """Phase 06 entry point: build the report in the run folder, then publish it to ``reports/<profile>/``."""
+    """Phase 06 entry point: build the report in the run folder, then publish it to ``reports/<run name>/``."""
     started = time.monotonic()
     built = build_report(params, run.run_dir, run.dir / "report", started)
     published = report_dir(params)

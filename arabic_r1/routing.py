@@ -70,7 +70,8 @@ def recount_by_router(model: Any, tokenizer: Any, texts: list[str]) -> dict[int,
 
         def hook(mod, args, layer=layer):
             hidden = args[0].reshape(-1, args[0].shape[-1])
-            _, _, indices = mod.gate(hidden)
+            router = mod.gate if hasattr(mod, "gate") else mod.router  # gpt-oss names it router
+            _, _, indices = router(hidden)
             counts[layer] += torch.bincount(indices.reshape(-1).cpu(), minlength=n)[:n]
 
         hooks.append(block.register_forward_pre_hook(hook))

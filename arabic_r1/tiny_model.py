@@ -25,7 +25,7 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 SPECIAL_TOKENS = [PAD, IM_START, EOS]
 # Words keep their diacritics (\p{M}) attached; GPT-2's default split would cut Arabic words at every haraka.
 PRETOKENIZE_PATTERN = r" ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
-FAMILIES = ("deepseek_v3", "qwen3_moe", "mixtral")
+FAMILIES = ("deepseek_v3", "qwen3_moe", "mixtral", "gpt_oss")
 BUILD_INFO = "arabic_r1_tiny.json"
 
 
@@ -78,7 +78,7 @@ def build_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerBase:
 
 def build_config(family: str, shape: TinyMoEParams, tokenizer: PreTrainedTokenizerBase):
     """A transformers config of ``family`` with the tiny shape; ids wired to the tokenizer."""
-    from transformers import DeepseekV3Config, MixtralConfig, Qwen3MoeConfig
+    from transformers import DeepseekV3Config, GptOssConfig, MixtralConfig, Qwen3MoeConfig
 
     s = shape
     head_dim = s.hidden_size // s.num_heads
@@ -141,6 +141,25 @@ def build_config(family: str, shape: TinyMoEParams, tokenizer: PreTrainedTokeniz
             head_dim=head_dim,
             num_local_experts=s.num_experts,
             num_experts_per_tok=s.experts_per_token,
+            **ids,
+        )
+    if (
+        family == "gpt_oss"
+    ):  # gpt-oss: router module, fused experts with biases, attention sinks, sliding layers
+        return GptOssConfig(
+            hidden_size=s.hidden_size,
+            intermediate_size=s.expert_intermediate_size,
+            num_hidden_layers=s.num_layers,
+            num_attention_heads=s.num_heads,
+            num_key_value_heads=max(1, s.num_heads // 2),
+            head_dim=head_dim,
+            num_local_experts=s.num_experts,
+            num_experts_per_tok=s.experts_per_token,
+            sliding_window=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 150000.0},
+            layer_types=[
+                "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.num_layers)
+            ],
             **ids,
         )
     raise ValueError(f"model.family: unknown family {family!r}; expected one of {', '.join(FAMILIES)}")

@@ -32,6 +32,7 @@ from arabic_r1.arabic_text import (
 )
 from arabic_r1.cot import PHASES, ParsedTrace, extract_option, gold_index, option_labels, parse_trace
 from arabic_r1.params import VERIFY_CHECKS, Params, VerifyParams
+from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
 
 log = logging.getLogger(__name__)
 
@@ -390,11 +391,9 @@ def verify_trace(t: Trace, p: VerifyParams) -> list[Verdict]:
 
 
 # -------------------------------------------------------------------------------------------- the phase
-def sft_messages(t: Trace) -> list[dict[str, str]]:
-    """user prompt; assistant ``<think>`` four phases ``</think>`` answer line (the teacher's own text)."""
-    start = t.raw_text.find("<think>")
-    body = t.raw_text[start:].strip() if start >= 0 else t.raw_text.strip()
-    return [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": body}]
+def sft_messages(t: Trace, fmt: ReasoningFormat = "think_tags") -> list[dict[str, str]]:
+    """user prompt; the teacher's four-phase reasoning and answer in the student's reasoning format."""
+    return [{"role": "user", "content": t.prompt}, assistant_turn(t.raw_text, fmt)]
 
 
 @dataclass
@@ -405,7 +404,13 @@ class VerifyResult:
     rejected_examples: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def verify_traces(records: list[dict[str, Any]], p: VerifyParams, out_dir: Path, judge=None) -> VerifyResult:
+def verify_traces(
+    records: list[dict[str, Any]],
+    p: VerifyParams,
+    out_dir: Path,
+    judge=None,
+    reasoning_format: ReasoningFormat = "think_tags",
+) -> VerifyResult:
     """Verdicts for every ok trace, the funnel, and the survivors as chat messages."""
     out_dir.mkdir(parents=True, exist_ok=True)
     traces = [Trace.from_record(r) for r in records if r.get("status") == "ok"]
@@ -438,7 +443,12 @@ def verify_traces(records: list[dict[str, Any]], p: VerifyParams, out_dir: Path,
         for t in kept:
             f.write(
                 json.dumps(
-                    {"id": t.prompt_id, "lang": t.lang, "category": t.category, "messages": sft_messages(t)},
+                    {
+                        "id": t.prompt_id,
+                        "lang": t.lang,
+                        "category": t.category,
+                        "messages": sft_messages(t, reasoning_format),
+                    },
                     ensure_ascii=False,
                 )
                 + "\n"
@@ -495,7 +505,7 @@ def run_trace_verification(params: Params, run) -> VerifyResult:
 
         judge = make_norms_judge(params.verify)
     load_morphology_cache(params.verify.morphology_cache)
-    result = verify_traces(records, params.verify, run.dir, judge)
+    result = verify_traces(records, params.verify, run.dir, judge, params.model.reasoning_format)
     save_morphology_cache(params.verify.morphology_cache)
     o = result.funnel["overall"]
     run.finish(

@@ -39,14 +39,15 @@ from arabic_r1.evaluate import (  # noqa: E402
     task_configs,
 )
 from arabic_r1.params import EvalParams  # noqa: E402
+from arabic_r1.plan import OALL_DOCS  # noqa: E402
 from arabic_r1.tiny_model import save_tiny_moe  # noqa: E402
 
 SPLITS = {"arabic_mmlu": {"test": "test"}, "madinah_qa": {"test": "test"}, "aratrust": {"test": "train"},
           "arabic_exams": {"test": "test"}}  # fmt: skip
 
-# Full OALL v2 eval-split sizes: ASSUMED, approximate, from the datasets' cards (not measurable offline).
-FULL_SUITE_DOCS = {"arabic_mmlu": 14_455, "arabic_mmlu_ht": 14_042, "arabic_exams": 537, "madinah_qa": 1_200,
-                   "aratrust": 522, "alghafa": 22_700, "alrage": 2_106}  # fmt: skip
+# Full OALL v2 eval-split sizes: ASSUMED, approximate, from the datasets' cards (not measurable offline); the
+# planner (arabic-r1 plan) uses the same table.
+FULL_SUITE_DOCS = OALL_DOCS
 H100 = {
     "active_params": 3.3e9,  # 30B-A3B: ~3.3B parameters active per token
     "peak_bf16_flops": 989e12,  # H100 SXM dense bf16

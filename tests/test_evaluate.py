@@ -348,3 +348,33 @@ def test_vllm_backend_is_lazy_and_says_what_is_missing(tmp_path: Path):
         pytest.skip("vllm is installed here: the GPU tests run the real path")
     with pytest.raises(EvalSetupError, match="vllm is not installed"):
         evaluate_model("m", str(tmp_path), ep, tmp_path, Warts(), judge=None)
+
+
+def test_an_adapter_folder_scores_like_its_merged_model(tmp_path: Path):
+    """A small GPU evaluates phase 04's adapter on its (4-bit) base instead of the merged 16-bit model: both
+    routes must give the same scores, with a cache folder keyed on adapter and base together."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arabic_r1.moe_lora import lora_config, no_v4_moe_remap
+    from arabic_r1.params import LoraParams
+
+    base_dir = save_tiny_moe(tmp_path / "base")
+    model, tok = AutoModelForCausalLM.from_pretrained(base_dir), AutoTokenizer.from_pretrained(base_dir)
+    cfg = lora_config(model, LoraParams(r=4, targets=["attention", "routed_experts"]))
+    cfg.init_lora_weights = False  # a non-zero update, so the adapter visibly changes scores
+    with no_v4_moe_remap(model):
+        peft_model = get_peft_model(model, cfg)
+        peft_model.save_pretrained(str(tmp_path / "adapter"))
+    tok.save_pretrained(str(tmp_path / "adapter"))
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(tmp_path / "merged"))
+    tok.save_pretrained(str(tmp_path / "merged"))
+
+    ep = _ep(benchmarks=["aratrust", "alghafa"])
+    via_adapter = evaluate_model("a", str(tmp_path / "adapter"), ep, tmp_path / "ea", Warts(), judge=None)
+    via_merged = evaluate_model("m", str(tmp_path / "merged"), ep, tmp_path / "em", Warts(), judge=None)
+    plain = evaluate_model("b", str(base_dir), ep, tmp_path / "eb", Warts(), judge=None)
+    assert via_adapter.subsets == pytest.approx(via_merged.subsets, abs=1e-6)
+    assert via_adapter.subsets != plain.subsets
+    assert model_cache_dir(tmp_path, str(tmp_path / "adapter")) != model_cache_dir(tmp_path, str(base_dir))

@@ -25,7 +25,9 @@ def test_smoke_is_the_default_and_embedded() -> None:
 
 def test_paper_profile_carries_the_papers_settings() -> None:
     p = load_params("paper")
-    assert p.data.token_budget == 372_000_000 and p.data.arabic_share == 0.8
+    assert (
+        p.data.token_budget == 26_000_000 and p.data.arabic_share == 0.8
+    )  # ~372M training tokens (test_plan)
     assert p.train.lora.r == 64 and p.train.lora.alpha / p.train.lora.r == 8
     assert p.model.name_or_path == "deepseek-ai/DeepSeek-R1" and p.distill.teacher == "gpt-5.1"
     assert len(p.eval.benchmarks) == 7

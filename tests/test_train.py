@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from arabic_r1.moe_lora import (
     coverage_of_adapter,
     coverage_of_model,
     lora_config,
+    lora_targets,
     no_v4_moe_remap,
 )
 from arabic_r1.params import REPO_DIR, load_params, validate_params
@@ -31,6 +33,7 @@ FAMILY_TARGETS = {
     "deepseek_v3": ["attention", "routed_experts", "shared_experts", "dense_mlp"],
     "qwen3_moe": ["attention", "routed_experts"],
     "mixtral": ["attention", "routed_experts"],
+    "gpt_oss": ["attention", "routed_experts"],  # router named mlp.router, fused experts with biases
 }
 
 
@@ -328,3 +331,26 @@ def test_launch_command_and_accelerate_configs() -> None:
     assert cmd2[-2:] == ["-o", "train.num_machines=1"]
     with pytest.raises(ValueError, match="single"):
         launch_command(load_params("smoke"), Path("/r"))
+
+
+def test_per_expert_linear_layers_are_adapted_as_modules() -> None:
+    """Layouts that keep one nn.Linear per expert (transformers 4, Unsloth's 4-bit gpt-oss) get module adapters."""
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.self_attn = nn.ModuleDict({"q_proj": nn.Linear(8, 8)})
+            self.mlp = nn.Module()
+            self.mlp.experts = nn.ModuleList([nn.ModuleDict({"w1": nn.Linear(8, 16)}) for _ in range(3)])
+
+    model = nn.Module()
+    model.layers = nn.ModuleList([Layer(), Layer()])
+    t = lora_targets(model, _lora(["attention", "routed_experts"]))
+    assert t["target_parameters"] is None
+    adapted = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.match(t["target_modules"], n)
+    ]
+    assert len(adapted) == 2 * (1 + 3) and "layers.1.mlp.experts.2.w1" in adapted
+    with pytest.raises(ValueError, match="larger than the smaller dimension"):
+        lora_targets(model, _lora(["routed_experts"], r=9))

@@ -1,0 +1,368 @@
+"""Resource planner: GPU memory, tokens, teacher cost and time of a profile, before anything runs.
+
+``arabic-r1 plan --params P`` prints the estimate and refuses (exit code 3) a profile that cannot fit the detected
+(or stated) hardware, with the numbers. The formulas, all in this module:
+
+- Backbone: the real architecture on PyTorch's *meta* device (no weights, no memory) from the model's config — the
+  local folder or hub cache when present, else the known configs below (sources cited) — so parameter counts and
+  LoRA targets are exact, and the LoRA targets are the ones phase 04 would adapt (:func:`moe_lora.lora_targets`).
+- LoRA parameters: ``r * (in + out)`` per targeted linear layer; ``r * E * (in + out)`` per fused expert tensor of
+  ``E`` experts (PEFT's ``target_parameters`` adapter).
+- Training memory per GPU = frozen weights (bytes/param by precision: 4-bit 0.5625 = NF4 + one fp32 absmax per 64,
+  16-bit 2, fp32 4; ZeRO-3 divides by the GPU count) + LoRA states (16 bytes/param: fp32 weight, grad, two Adam
+  moments) + activations (gradient checkpointing: ``2·b·s·h`` bytes per layer kept + ``34·b·s·h`` for the layer
+  being recomputed, Korthikanti et al. 2022) + logits (``2 · b·s·V · 4`` bytes: fp32 logits and their gradient;
+  Unsloth's chunked cross-entropy: ``b·s·V · 2``) + 1 GiB CUDA context and allocator slack.
+- Tokens: pool items = token budget / prompt tokens per item (the run's own phase 01 when it exists, else
+  ``ASSUMED_PROMPT_TOKENS``); teacher output = items × expected trace tokens (capped by ``distill.max_new_tokens``);
+  training tokens = kept items × (prompt + trace) × epochs.
+- Time: training ``6 · N_active`` FLOPs per token (forward 2, backward through activations 2, checkpoint recompute 2;
+  LoRA weight gradients are negligible) at ``MFU`` of the GPU's dense bf16/fp16 peak; OALL log-likelihood scoring
+  ``2 · N_active`` FLOPs per scored token at ``EVAL_PREFILL_MFU`` on every GPU; generation at
+  ``DECODE_TOKENS_PER_S`` per GPU scaled by 3B / ``N_active``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arabic_r1.params import Params
+
+GIB = 2**30
+BYTES_PER_PARAM = {"4bit": 0.5625, "bfloat16": 2, "float16": 2, "float32": 4}
+LORA_STATE_BYTES = 16
+CUDA_OVERHEAD_GIB = 1.0
+ASSUMED_PROMPT_TOKENS = 60  # smoke pool: 9,297 tokens over 163 prompts = 57
+ASSUMED_TRACE_TOKENS = 900  # a four-phase trace plus its answer line (ASSUMED for a frontier teacher)
+ASSUMED_TEMPLATE_TOKENS = 350  # the v1 system + instruction template around each prompt
+ASSUMED_KEEP_RATE = 0.9  # phase 03 keeps 154/163 = 94% on the smoke traces; real teachers do worse
+MFU = {
+    "single": 0.20,
+    "accelerate_deepspeed_zero3": 0.10,
+    "accelerate_fsdp": 0.10,
+}  # ASSUMED MoE LoRA utilisation (expert matmuls are small and uneven; multi-node adds all-gathers)
+EVAL_PREFILL_MFU = 0.25  # ASSUMED, vLLM prefill of short prompts on an MoE
+DECODE_TOKENS_PER_S = {
+    "T4": 150,
+    "A100": 1500,
+    "H100": 2500,
+    "H200": 3000,
+}  # ASSUMED aggregate vLLM decode per GPU for a ~3B-active MoE; scaled by DECODE_REF_ACTIVE / active parameters
+DECODE_REF_ACTIVE = 3e9
+ARABIC_CHARS_PER_TOKEN = 3.0  # ASSUMED for a ~150k-vocabulary tokenizer on Arabic
+# dense fp16/bf16 tensor-core peaks (vendor data sheets), TFLOP/s; T4 has no bf16
+GPU_PEAK_TFLOPS = {"T4": 65, "L4": 121, "A10G": 125, "A100": 312, "H100": 989, "H200": 989, "B200": 2250}
+# Full OALL v2 eval-split sizes: approximate, from the datasets' cards (MadinahQA's is a guess).
+OALL_DOCS = {"arabic_mmlu": 14_455, "arabic_mmlu_ht": 14_042, "arabic_exams": 537, "madinah_qa": 1_200,
+             "aratrust": 522, "alghafa": 22_700, "alrage": 2_106}  # fmt: skip
+OALL_DOC_WORK = {"choices": 3.53, "prompt_chars": 242}  # measured on the real rows (benchmarks/bench_eval.py)
+
+# Configs of the profiles' backbones, for machines that cannot reach the hub. Sources: each model's config.json
+# on the Hugging Face hub (deepseek-ai/DeepSeek-R1, Qwen/Qwen3-30B-A3B-Thinking-2507, openai/gpt-oss-20b).
+KNOWN_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "deepseek-ai/DeepSeek-R1": ("DeepseekV3Config", dict(
+        vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+        num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
+        n_routed_experts=256, num_experts_per_tok=8, n_group=8, topk_group=4, first_k_dense_replace=3,
+        q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128)),
+    "Qwen/Qwen3-30B-A3B-Thinking-2507": ("Qwen3MoeConfig", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
+        num_experts_per_tok=8, decoder_sparse_step=1)),
+    "openai/gpt-oss-20b": ("GptOssConfig", dict(
+        vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=24, num_attention_heads=64,
+        num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4, sliding_window=128)),
+}  # fmt: skip
+KNOWN_CONFIGS["unsloth/gpt-oss-20b"] = KNOWN_CONFIGS["openai/gpt-oss-20b"]
+KNOWN_CONFIGS["unsloth/Qwen3-30B-A3B-Thinking-2507"] = KNOWN_CONFIGS["Qwen/Qwen3-30B-A3B-Thinking-2507"]
+
+
+class PlanError(ValueError):
+    """The planner cannot size this backbone (unknown config and no local copy) or read a --hardware spec."""
+
+
+@dataclass
+class Hardware:
+    name: str  # "H100", "T4", ... or "CPU"
+    memory_gib: float  # per device
+    count: int = 1  # GPUs per machine × machines
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name != "CPU"
+
+
+@dataclass
+class Backbone:
+    name: str
+    total_params: int
+    active_params: int
+    layers: int
+    hidden: int
+    vocab: int
+    lora_params: int
+    config_source: str
+
+
+@dataclass
+class Plan:
+    backbone: Backbone
+    hardware: Hardware
+    memory_gib: dict[str, float]  # component -> GiB per device (training)
+    tokens: dict[str, float]
+    cost_usd: dict[str, float | None]
+    hours: dict[str, float]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def train_memory_gib(self) -> float:
+        return sum(self.memory_gib.values())
+
+    def table(self) -> str:
+        b, hw = self.backbone, self.hardware
+        lines = [f"backbone {b.name} ({b.config_source}): {b.total_params / 1e9:.2f}B parameters, "
+                 f"{b.active_params / 1e9:.2f}B active per token, {b.layers} layers; LoRA {b.lora_params / 1e6:.1f}M",
+                 f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)", "",
+                 "training memory per device (GiB):"]  # fmt: skip
+        lines += [f"  {k:<28}{v:9.2f}" for k, v in self.memory_gib.items()]
+        lines.append(
+            f"  {'total':<28}{self.train_memory_gib:9.2f}   (available {self.hardware.memory_gib:.1f})"
+        )
+        lines += ["", "tokens:"] + [f"  {k:<28}{v:14,.0f}" for k, v in self.tokens.items()]
+        lines += ["", "teacher API cost (USD):"]
+        lines += [f"  {k:<28}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}" for k, v in self.cost_usd.items()]  # fmt: skip
+        lines += ["", "time (hours):"] + [f"  {k:<28}{v:14,.2f}" for k, v in self.hours.items()]
+        if self.problems:
+            lines += ["", "DOES NOT FIT:"] + [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- hardware
+def detect_hardware(params: Params) -> Hardware:
+    """The GPU this machine has (its memory, and train.num_gpus × num_machines of them), or the CPU's RAM."""
+    import torch
+
+    count = params.train.num_gpus * params.train.num_machines
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Hardware(gpu_kind(props.name), props.total_memory / GIB, count)
+    import psutil
+
+    return Hardware("CPU", psutil.virtual_memory().total / GIB, 1)
+
+
+def gpu_kind(device_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100' (the key of the peak table), else the name as given."""
+    return next((k for k in GPU_PEAK_TFLOPS if k in device_name.upper()), device_name)
+
+
+# ------------------------------------------------------------------------------------------- backbone
+def backbone_config(params: Params) -> tuple[Any, str]:
+    """The transformers config of ``model.name_or_path``: embedded shape, local/hub-cache config, or the table."""
+    import transformers
+
+    m = params.model
+    if m.is_embedded:
+        from arabic_r1.tiny_model import build_config, build_tokenizer
+
+        return build_config(m.family, m.tiny, build_tokenizer(m.tiny.vocab_size)), "embedded tiny MoE"
+    local_only = m.name_or_path in KNOWN_CONFIGS  # the table answers at once when the hub cache has nothing
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(
+            m.name_or_path, revision=m.revision, local_files_only=local_only
+        )
+        return cfg, "config.json"
+    except (OSError, ValueError):
+        pass
+    if not local_only:
+        raise PlanError(
+            f"model.name_or_path {m.name_or_path!r}: no config.json reachable (offline?) and not among the known "
+            f"configs ({', '.join(sorted(KNOWN_CONFIGS))}); download it once or point to a local folder"
+        )
+    cls, kwargs = KNOWN_CONFIGS[m.name_or_path]
+    return getattr(transformers, cls)(**kwargs), "known config (hub config.json, offline copy)"
+
+
+def size_backbone(params: Params) -> Backbone:
+    """Exact counts from the architecture built on the meta device; LoRA from phase 04's own target rules."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from arabic_r1.moe_lora import family_of, lora_targets
+
+    cfg, source = backbone_config(params)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for n, p in model.named_parameters() if family_of(f".{n}") == "routed_experts")
+    n_exp = (
+        getattr(cfg, "n_routed_experts", None) or getattr(cfg, "num_experts", None) or cfg.num_local_experts
+    )
+    # active = compute per token: all but the unused experts and the input embedding (a lookup, not a matmul)
+    embedding = model.get_input_embeddings().weight.numel()
+    active = total - embedding - experts + experts * cfg.num_experts_per_tok / n_exp
+    targets = lora_targets(model, params.train.lora)
+    lora = _lora_params(model, targets, params.train.lora.r)
+    return Backbone(params.model.name_or_path, total, int(active), cfg.num_hidden_layers, cfg.hidden_size,
+                    cfg.vocab_size, lora, source)  # fmt: skip
+
+
+def _lora_params(model: Any, targets: dict[str, Any], r: int) -> int:
+    import torch
+
+    n = 0
+    pattern = re.compile(targets["target_modules"]) if targets["target_modules"] else None
+    for name, mod in model.named_modules():
+        if pattern and isinstance(mod, torch.nn.Linear) and pattern.match(name):
+            n += r * (mod.in_features + mod.out_features)
+    for name, p in model.named_parameters():
+        if (
+            targets["target_parameters"]
+            and p.dim() == 3
+            and any(name.endswith(t) for t in targets["target_parameters"])
+        ):
+            n += r * p.shape[0] * (p.shape[1] + p.shape[2])
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def weight_bytes_per_param(params: Params) -> float:
+    if params.model.load_in_4bit:
+        return BYTES_PER_PARAM["4bit"]
+    if params.model.dtype == "auto":  # the embedded model is float32; hub checkpoints load in their bf16
+        return 4 if params.model.is_embedded else 2
+    return BYTES_PER_PARAM[params.model.dtype]
+
+
+def training_memory(params: Params, b: Backbone, hw: Hardware) -> dict[str, float]:
+    t = params.train
+    shards = hw.count if t.launcher == "accelerate_deepspeed_zero3" else 1
+    seq, batch = params.model.max_seq_length, t.per_device_batch_size
+    act_bytes = 4 if t.precision == "fp32" or (t.precision == "auto" and not hw.is_gpu) else 2
+    bsh = batch * seq * b.hidden * act_bytes  # one hidden-state tensor
+    # checkpointing keeps each layer's input and recomputes one layer at a time (~17 such tensors, 34·bsh bytes
+    # at 2 bytes); without it every layer keeps all of its ~17
+    activations = bsh * b.layers + 17 * bsh if t.gradient_checkpointing else 17 * bsh * b.layers
+    return {
+        "frozen weights": b.total_params * weight_bytes_per_param(params) / shards / GIB,
+        "LoRA weights+grads+Adam": b.lora_params * LORA_STATE_BYTES / shards / GIB,
+        "activations": activations / GIB,
+        # Unsloth's fused, chunked cross-entropy never holds the fp32 logits: one 16-bit copy
+        "logits": (batch * seq * b.vocab * 2 if t.backend == "unsloth" else 2 * batch * seq * b.vocab * 4)
+        / GIB,
+        "CUDA context + slack": CUDA_OVERHEAD_GIB if hw.is_gpu else 0.0,
+    }
+
+
+def pool_items(params: Params, run_dir: Path | None) -> tuple[float, float, str]:
+    """(items, prompt tokens per item, where from): the run's own pool when phase 01 has run, else the assumption."""
+    import json
+
+    stats = (run_dir / "01_data_mixture" / "mixture_stats.json") if run_dir else None
+    if stats and stats.is_file():
+        s = json.loads(stats.read_text(encoding="utf-8"))
+        items = sum(c["items"] for c in s["cells"])
+        return items, s["tokens"] / max(items, 1), "measured (phase 01)"
+    return params.data.token_budget / ASSUMED_PROMPT_TOKENS, ASSUMED_PROMPT_TOKENS, "assumed"
+
+
+def eval_docs(params: Params) -> tuple[float, float]:
+    """(log-likelihood documents, ALRAGE documents) per model, honouring subsets and max_samples_per_task: counted
+    in the mirror when the profile reads one, else from the benchmarks' published sizes."""
+    from collections import Counter
+
+    from arabic_r1.benchmarks import BENCHMARKS, iter_mirror_rows, oall_subsets
+
+    ep = params.eval
+    ll = alrage = 0.0
+    for b in ep.benchmarks:
+        subsets = oall_subsets(b)
+        wanted = set(ep.subsets.get(b, []) or subsets)
+        if ep.source == "mirror":
+            rows = Counter(r.subset for r in iter_mirror_rows(ep.mirror_dir, b, [BENCHMARKS[b].eval_split]))
+            sizes = [n for subset, n in rows.items() if subset in wanted]
+        else:
+            sizes = [OALL_DOCS[b] / len(subsets)] * len(wanted)
+        cap = ep.max_samples_per_task or math.inf
+        docs = sum(min(n, cap) for n in sizes)
+        if b == "alrage":
+            alrage += docs
+        else:
+            ll += docs
+    return ll, alrage
+
+
+def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan:
+    b = size_backbone(params)
+    mem = training_memory(params, b, hw)
+    items, prompt_tokens, source = pool_items(params, run_dir)
+    d = params.distill
+    trace = min(ASSUMED_TRACE_TOKENS, d.max_new_tokens)
+    kept = items * ASSUMED_KEEP_RATE
+    tokens = {
+        f"pool items ({source})": items,
+        "teacher input tokens": items * (prompt_tokens + ASSUMED_TEMPLATE_TOKENS),
+        "teacher output tokens": items * trace,
+        "teacher output, upper bound": items * d.max_new_tokens,
+        "training tokens": kept * (prompt_tokens + trace) * params.train.epochs,
+    }
+    priced = d.price_per_m_input > 0 or d.price_per_m_output > 0
+    in_usd = tokens["teacher input tokens"] / 1e6 * d.price_per_m_input
+    cost: dict[str, float | None] = {
+        "expected": in_usd + tokens["teacher output tokens"] / 1e6 * d.price_per_m_output if priced else None,
+        "upper bound": in_usd + tokens["teacher output, upper bound"] / 1e6 * d.price_per_m_output if priced else None,
+    }  # fmt: skip
+    peak = GPU_PEAK_TFLOPS.get(hw.name, 1.0 if not hw.is_gpu else 100) * 1e12  # a CPU: ~1 TFLOP/s
+    train_s = 6 * b.active_params * tokens["training tokens"] / (peak * MFU[params.train.launcher] * hw.count)
+    ll_docs, alrage_docs = eval_docs(params)
+    n_models = len(params.eval.models)
+    scored_tokens = (
+        ll_docs * OALL_DOC_WORK["choices"] * (OALL_DOC_WORK["prompt_chars"] / ARABIC_CHARS_PER_TOKEN + 2)
+    )
+    tp = params.eval.tensor_parallel_size
+    replicas = max(1, hw.count // tp)  # one model per tensor-parallel group of GPUs
+    ll_s = n_models * 2 * b.active_params * scored_tokens / (peak * EVAL_PREFILL_MFU * replicas * tp)
+    decode = DECODE_TOKENS_PER_S.get(hw.name, 20.0) * DECODE_REF_ACTIVE / b.active_params * tp * replicas
+    gen_tokens = (
+        ll_docs * params.eval.reasoning_max_new_tokens if "reasoning" in params.eval.scoring else 0
+    ) + (alrage_docs * params.eval.alrage_max_new_tokens)
+    hours = {
+        "training": train_s / 3600,
+        "OALL log-likelihood": ll_s / 3600 if "loglikelihood" in params.eval.scoring else 0.0,
+        "OALL generation (upper bound)": n_models * gen_tokens / decode / 3600,
+    }
+    plan = Plan(b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours)
+    if params.run.device == "cuda" and not hw.is_gpu:
+        plan.problems.append("run.device is cuda but this machine has no GPU")
+    limit = hw.memory_gib * (0.95 if hw.is_gpu else 0.8)
+    if plan.train_memory_gib > limit:
+        plan.problems.append(
+            f"training needs ~{plan.train_memory_gib:.1f} GiB per device; {hw.name} has {hw.memory_gib:.1f} GiB "
+            f"(usable ~{limit:.1f}): use load_in_4bit, a smaller max_seq_length/batch, or more GPUs with ZeRO-3"
+        )
+    if params.eval.backend == "vllm" and hw.is_gpu:
+        need = (
+            b.total_params
+            * (1 if params.eval.quantization == "fp8" else BYTES_PER_PARAM.get(params.model.dtype, 2))
+            / params.eval.tensor_parallel_size
+            / GIB
+        )
+        if need > hw.memory_gib * params.eval.gpu_memory_utilization:
+            plan.problems.append(
+                f"evaluation: vLLM needs ~{need:.1f} GiB of weights per GPU (tensor_parallel_size "
+                f"{params.eval.tensor_parallel_size}); {hw.memory_gib * params.eval.gpu_memory_utilization:.1f} GiB allowed"
+            )
+    return plan
+
+
+def parse_hardware(spec: str) -> Hardware:
+    """``--hardware 8xH100:80`` / ``T4:15`` / ``cpu:24``: plan for a machine other than this one."""
+    m = re.fullmatch(r"(?:(\d+)x)?([A-Za-z][A-Za-z0-9_-]*):(\d+(?:\.\d+)?)", spec.strip())
+    if not m or int(m.group(1) or 1) < 1:
+        raise PlanError(f"--hardware {spec!r}: expected [COUNTx]NAME:GIB, e.g. T4:15 or 8xH100:80")
+    count, name, mem = int(m.group(1) or 1), m.group(2), float(m.group(3))
+    return Hardware("CPU" if name.lower() == "cpu" else gpu_kind(name), mem, count)
