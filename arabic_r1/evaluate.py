@@ -278,6 +278,8 @@ def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from arabic_r1.train import inference_config
+
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if ep.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -297,6 +299,7 @@ def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
             model = PeftModel.from_pretrained(model, model_path)
     if not ep.load_in_4bit:
         model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    inference_config(model)  # a checkpoint saved by TRL may still ask for router logits
     return model.eval()
 
 

@@ -219,6 +219,15 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
     return model, tokenizer
 
 
+def inference_config(model: Any) -> None:
+    """TRL switches ``output_router_logits`` on for its load-balancing loss and the saved config keeps it; at
+    inference that only costs time, and transformers' batched generate then crashes computing the same loss over a
+    padded cache (gpt-oss, Qwen3-MoE). Saved models get the inference setting."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(cfg, "output_router_logits", False):
+        cfg.output_router_logits = False
+
+
 def add_lora(params: Params, model: Any):
     """Wrap with LoRA (same config for both backends); returns the PEFT model."""
     lora = params.train.lora
@@ -403,6 +412,7 @@ def train_sft(
     with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
         trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
+    inference_config(model)
 
     adapter_dir = out_dir / "adapter"
     with no_v4_moe_remap(model):

@@ -378,3 +378,19 @@ def test_an_adapter_folder_scores_like_its_merged_model(tmp_path: Path):
     assert via_adapter.subsets == pytest.approx(via_merged.subsets, abs=1e-6)
     assert via_adapter.subsets != plain.subsets
     assert model_cache_dir(tmp_path, str(tmp_path / "adapter")) != model_cache_dir(tmp_path, str(base_dir))
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "qwen3_moe"])
+def test_a_checkpoint_saved_with_router_logits_on_still_generates_in_batches(family: str, tmp_path: Path):
+    """TRL saves output_router_logits=True; transformers' batched generate then crashes on the padded cache."""
+    import json as _json
+
+    from arabic_r1.evaluate import generator
+
+    path = save_tiny_moe(tmp_path / family, family=family)
+    cfg = _json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(_json.dumps({**cfg, "output_router_logits": True}))
+    outs = generator(str(path), _ep(batch_size=2), "float32")(
+        ["سؤال قصير", "سؤال أطول قليلا من الأول بكثير"], 3
+    )
+    assert len(outs) == 2

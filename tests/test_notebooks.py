@@ -60,3 +60,26 @@ def test_notebook_00_runs_top_to_bottom_with_defaults(tmp_path: Path) -> None:
     assert env["profile"] == "smoke" and env["base_model"]["embedded"]["family"] == "deepseek_v3"
     shown = "".join(json.dumps(c.get("outputs", [])) for c in nb.cells)
     assert "unsloth" in shown and "lighteval" in shown  # the doctor table was displayed
+
+
+@pytest.mark.slow
+def test_a_gpt_oss_harmony_student_runs_every_phase(tmp_path: Path) -> None:
+    """The colab_t4 student's shape on a CPU: tiny gpt-oss, harmony channels, the harmony training template."""
+    from arabic_r1.params import load_params
+
+    project = copy_smoke_project(tmp_path)
+    params = load_params(project / "params" / "smoke.yaml", [
+        "model.family=gpt_oss", "model.reasoning_format=harmony",
+        "train.chat_template=arabic_r1/resources/chat_template_harmony.jinja",
+        "train.lora.targets=[attention, routed_experts]", "train.lora.train_router=true",
+    ])  # fmt: skip
+    summary = reproduce(params, notebooks_dir=REPO_DIR / "notebooks")
+    assert [r.action for r in summary.results] == ["ran"] * len(NOTEBOOKS)
+    run = project / "runs" / "smoke"
+    first = json.loads((run / "03_trace_verification" / "verified.jsonl").read_text().splitlines()[0])
+    assert set(first["messages"][1]) == {"role", "thinking", "content"}
+    cov = json.loads((run / "04_moe_lora_sft" / "coverage.json").read_text())["adapter"]
+    assert cov["routed_experts"]["parameters"] > 0 and cov["router"]["parameters"] > 0
+    merged = json.loads((run / "04_moe_lora_sft" / "merged" / "config.json").read_text())
+    assert merged["output_router_logits"] is False  # TRL's training setting is not saved for inference
+    assert (run / "05_oall_evaluation" / "reasoning_finetuned.jsonl").is_file()
