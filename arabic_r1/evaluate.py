@@ -253,7 +253,8 @@ def model_cache_dir(root: Path, model_path: str) -> Path:
 
     from arabic_r1.manifest import path_digest
 
-    parts = [model_path, *([adapter_base(model_path)] if adapter_base(model_path) else [])]
+    base = adapter_base(model_path)
+    parts = [model_path, *([base] if base else [])]
     digests = [path_digest(Path(p)) if Path(p).is_dir() else f"hub:{p}" for p in parts]
     if not any(Path(p).is_dir() for p in parts):
         return root / "hub"

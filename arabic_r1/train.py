@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 from collections import Counter
@@ -219,6 +220,36 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
     return model, tokenizer
 
 
+RESUME_KEY_FILE = "resume_key.json"
+
+
+def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str, str]:
+    """What a checkpoint is valid for: a notebook re-run after a change of LoRA rank, data or base model must not
+    resume the old optimizer state (the runner would re-run the phase; an interactive re-run reaches here too)."""
+    from arabic_r1.manifest import file_digest
+
+    return {"params": params.section_hash("model", "train", "run.seed"), "examples": file_digest(examples_path),
+            "model": str(model_path)}  # fmt: skip
+
+
+def finished(checkpoint: str | Path) -> bool:
+    """The checkpoint is the last step of its schedule (Trainer would take one more step if resumed from it)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return state["global_step"] >= state["max_steps"] > 0
+
+
+def load_finished(trainer: Any, model: Any, checkpoint: str | Path) -> None:
+    """Adapter weights and trainer state of a finished checkpoint, without training."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    with no_v4_moe_remap(model):
+        set_peft_model_state_dict(model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    log.info("training already finished at %s: reusing it", Path(checkpoint).name)
+
+
 def inference_config(model: Any) -> None:
     """TRL switches ``output_router_logits`` on for its load-balancing loss and the saved config keeps it; at
     inference that only costs time, and transformers' batched generate then crashes computing the same loss over a
@@ -389,6 +420,14 @@ def train_sft(
 
     ckpt_dir = out_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    key = resume_key(params, examples_path, model_path)
+    stamp = ckpt_dir / RESUME_KEY_FILE
+    if last is not None and (not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
+        log.warning("checkpoints in %s were made with other params or data: starting over", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        last = None
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(key), encoding="utf-8")
     train_log = TrainLog(out_dir / "train_log.jsonl")
     if last is None and train_log.path.exists():
         train_log.path.unlink()
@@ -409,8 +448,13 @@ def train_sft(
 
     # one dict per step would flood papermill's output; TrainLog logs instead
     trainer.remove_callback(PrinterCallback)
-    with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
-        trainer.train(resume_from_checkpoint=last)
+    if last is not None and finished(
+        last
+    ):  # a re-run of a finished phase: its final checkpoint, no extra step
+        load_finished(trainer, model, last)
+    else:
+        with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
+            trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
     inference_config(model)
 

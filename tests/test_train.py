@@ -354,3 +354,23 @@ def test_per_expert_linear_layers_are_adapted_as_modules() -> None:
     assert len(adapted) == 2 * (1 + 3) and "layers.1.mlp.experts.2.w1" in adapted
     with pytest.raises(ValueError, match="larger than the smaller dimension"):
         lora_targets(model, _lora(["routed_experts"], r=9))
+
+
+def test_checkpoints_of_other_params_are_not_resumed(setup, tmp_path: Path) -> None:
+    """Re-running phase 04 unchanged reuses the finished training (no extra step, same adapter); after a change of
+    LoRA rank it starts over instead of resuming the old optimizer state."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    steps = ["train.max_steps=4", "train.save_steps=2"]
+    first = _train(setup, out, steps)
+    weights = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+    assert first.summary["resumed_from"] is None
+    same = _train(setup, out, steps)
+    assert Path(same.summary["resumed_from"]).name == "checkpoint-4" and same.summary["steps"] == 4
+    again = load_file(str(same.adapter_dir / "adapter_model.safetensors"))
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert same.summary["last_loss"] == first.summary["last_loss"]
+    other = _train(setup, out, [*steps, "train.lora.r=4"])
+    assert other.summary["resumed_from"] is None and other.summary["steps"] == 4
+    assert other.summary["lora"]["r"] == 4
