@@ -447,6 +447,46 @@ _OTHER_SCRIPT = dict(zip(ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, strict=Tru
 )
 
 
+GENERATION_CHUNK = 256  # prompts per call between cache writes
+
+
+def cached_generations(generate: Generate, path: Path) -> Generate:
+    """Greedy generations keyed by (prompt, token budget), appended as each chunk finishes: re-running phase 05, or
+    a Colab session resumed after a disconnect, generates only what is missing. A torn last line is ignored."""
+    import hashlib
+
+    done: dict[str, str] = {}
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # end the torn line so the next append starts clean
+            with path.open("a", encoding="utf-8") as f:
+                f.write("\n")
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+                done[row["key"]] = row["output"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+
+    def generate_cached(prompts: list[str], max_new_tokens: int) -> list[str]:
+        keys = [hashlib.sha256(f"{max_new_tokens}\x00{p}".encode()).hexdigest() for p in prompts]
+        todo = list(dict.fromkeys(k for k in keys if k not in done))
+        first = {k: p for k, p in zip(keys, prompts, strict=True)}
+        if len(todo) < len(set(keys)):
+            log.info("generations: %d of %d from %s", len(set(keys)) - len(todo), len(set(keys)), path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(todo), GENERATION_CHUNK):
+            chunk = todo[start : start + GENERATION_CHUNK]
+            outs = generate([first[k] for k in chunk], max_new_tokens)
+            with path.open("a", encoding="utf-8") as f:
+                for k, o in zip(chunk, outs, strict=True):
+                    f.write(json.dumps({"key": k, "output": o}, ensure_ascii=False) + "\n")
+                    done[k] = o
+        return [done[k] for k in keys]
+
+    return generate_cached
+
+
 def reasoning_answer(
     text: str, labels: list[str], fmt: ReasoningFormat = "think_tags"
 ) -> tuple[int | None, str | None]:
@@ -643,7 +683,8 @@ def _evaluate_model(
             by[benchmark_of(task)].append(v)
         ms.leaderboard = {b: sum(v) / len(v) for b, v in by.items()}
     if ("reasoning" in ep.scoring and mc_configs) or alrage_config is not None:
-        generate = generator(model_path, ep, dtype)
+        cache = model_cache_dir(out_dir / "lighteval_cache", model_path) / f"generations.{ep.backend}.jsonl"
+        generate = cached_generations(generator(model_path, ep, dtype), cache)
         if "reasoning" in ep.scoring and mc_configs:
             t0 = time.monotonic()
             per_task = run_reasoning(

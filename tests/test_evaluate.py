@@ -394,3 +394,26 @@ def test_a_checkpoint_saved_with_router_logits_on_still_generates_in_batches(fam
         ["سؤال قصير", "سؤال أطول قليلا من الأول بكثير"], 3
     )
     assert len(outs) == 2
+
+
+def test_generations_are_cached_and_resume_after_a_torn_write(tmp_path: Path):
+    from arabic_r1.evaluate import cached_generations
+
+    calls: list[list[str]] = []
+
+    def fake(prompts: list[str], max_new_tokens: int) -> list[str]:
+        calls.append(list(prompts))
+        return [f"{p}|{max_new_tokens}" for p in prompts]
+
+    path = tmp_path / "generations.jsonl"
+    gen = cached_generations(fake, path)
+    assert gen(["a", "b", "a"], 8) == ["a|8", "b|8", "a|8"] and calls == [["a", "b"]]
+    assert gen(["b", "c"], 8) == ["b|8", "c|8"] and calls[-1] == ["c"]
+    assert gen(["a"], 16) == ["a|16"] and calls[-1] == ["a"]  # another token budget is another generation
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"key": "torn')  # a session killed mid-write
+    calls.clear()
+    again = cached_generations(fake, path)  # a new session
+    assert again(["a", "b", "c", "d"], 8) == ["a|8", "b|8", "c|8", "d|8"] and calls == [["d"]]
+    calls.clear()
+    assert cached_generations(fake, path)(["d"], 8) == ["d|8"] and calls == []  # written after the torn line
