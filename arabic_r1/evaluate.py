@@ -399,8 +399,9 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
             # special tokens kept: <think> / harmony channel markers are what the answer parser reads
             sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=False)
             outs = llm.chat(chats, sampling, use_tqdm=False)
-            return [o.outputs[0].text.strip() for o in outs]
+            return [opened + o.outputs[0].text.strip() for o in outs]
 
+        opened = think_prefix(llm.get_tokenizer())
         return generate_vllm
     import torch
     from transformers import AutoTokenizer
@@ -424,14 +425,28 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
                 )
             width = enc["input_ids"].shape[1]
             out += [
-                tokenizer.decode(g[width:], skip_special_tokens=False)
+                opened
+                + tokenizer.decode(g[width:], skip_special_tokens=False)
                 .replace(tokenizer.pad_token, "")
                 .strip()
                 for g in gen
             ]
         return out
 
+    opened = think_prefix(tokenizer)
     return generate_hf
+
+
+def think_prefix(tokenizer: Any) -> str:
+    """``"<think>\n"`` when the chat template's generation prompt opens the think block itself (Qwen3 thinking-2507,
+    DeepSeek-R1): the output then starts inside it, and a truncated output must read as an unclosed block, not as
+    an answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "?"}], add_generation_prompt=True, tokenize=False
+    )
+    return "<think>\n" if prompt.rstrip().endswith("<think>") else ""
 
 
 def _docs(config: Any, max_samples: int | None) -> list[Any]:

@@ -417,3 +417,31 @@ def test_generations_are_cached_and_resume_after_a_torn_write(tmp_path: Path):
     assert again(["a", "b", "c", "d"], 8) == ["a|8", "b|8", "c|8", "d|8"] and calls == [["d"]]
     calls.clear()
     assert cached_generations(fake, path)(["d"], 8) == ["d|8"] and calls == []  # written after the torn line
+
+
+def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(tmp_path: Path):
+    """Qwen3 thinking-2507 / DeepSeek-R1 templates end the generation prompt with <think>: the model's text starts
+    inside the block, so an output cut by the token budget has no tags at all and must not count as an answer."""
+    from transformers import AutoTokenizer
+
+    from arabic_r1.evaluate import generator, think_prefix
+
+    path = save_tiny_moe(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(path)
+    assert think_prefix(tok) == ""
+    assert reasoning_answer("التحليل: الخيار ب", ["أ", "ب", "ج"]) == (
+        1,
+        None,
+    )  # read as an answer without the prefix
+    tok.chat_template = tok.chat_template.replace(
+        "{{- '<|im_start|>assistant\\n' -}}\n{%- if enable_thinking",
+        "{{- '<|im_start|>assistant\\n<think>\\n' -}}\n{%- if enable_thinking",
+    )
+    assert think_prefix(tok) == "<think>\n"
+    tok.save_pretrained(path)
+    outs = generator(str(path), _ep(batch_size=2), "float32")(["سؤال", "سؤال آخر"], 3)
+    assert all(o.startswith("<think>\n") for o in outs)
+    assert reasoning_answer("<think>\n" + "التحليل: الخيار ب", ["أ", "ب", "ج"]) == (
+        None,
+        "unclosed think block",
+    )
