@@ -131,36 +131,20 @@ def build_config(family: str, shape: TinyMoEParams, tokenizer: PreTrainedTokeniz
             decoder_sparse_step=1,
             **ids,
         )
+    # Mixtral and gpt-oss: every layer an MoE of experts_per_token of num_local_experts, grouped-query attention
+    experts = dict(hidden_size=s.hidden_size, intermediate_size=s.expert_intermediate_size, num_hidden_layers=s.num_layers,
+                   num_attention_heads=s.num_heads, num_key_value_heads=max(1, s.num_heads // 2), head_dim=head_dim,
+                   num_local_experts=s.num_experts, num_experts_per_tok=s.experts_per_token, **ids)  # fmt: skip
     if family == "mixtral":
-        return MixtralConfig(
-            hidden_size=s.hidden_size,
-            intermediate_size=s.expert_intermediate_size,
-            num_hidden_layers=s.num_layers,
-            num_attention_heads=s.num_heads,
-            num_key_value_heads=max(1, s.num_heads // 2),
-            head_dim=head_dim,
-            num_local_experts=s.num_experts,
-            num_experts_per_tok=s.experts_per_token,
-            **ids,
-        )
-    if (
-        family == "gpt_oss"
-    ):  # gpt-oss: router module, fused experts with biases, attention sinks, sliding layers
+        return MixtralConfig(**experts)
+    if family == "gpt_oss":  # + a router module, fused experts with biases, attention sinks, sliding layers
         return GptOssConfig(
-            hidden_size=s.hidden_size,
-            intermediate_size=s.expert_intermediate_size,
-            num_hidden_layers=s.num_layers,
-            num_attention_heads=s.num_heads,
-            num_key_value_heads=max(1, s.num_heads // 2),
-            head_dim=head_dim,
-            num_local_experts=s.num_experts,
-            num_experts_per_tok=s.experts_per_token,
             sliding_window=64,
             rope_parameters={"rope_type": "default", "rope_theta": 150000.0},
             layer_types=[
                 "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.num_layers)
             ],
-            **ids,
+            **experts,
         )
     raise ValueError(f"model.family: unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
 
