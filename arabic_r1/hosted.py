@@ -21,9 +21,8 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-REPO_URL = os.environ.get(
-    "ARABIC_R1_REPO", "https://github.com/arabic-r1/arabic_r1"
-)  # a fork: set ARABIC_R1_REPO
+# the repository the Colab/Kaggle cell clones; a fork: set ARABIC_R1_REPO
+REPO_URL = os.environ.get("ARABIC_R1_REPO", "https://github.com/arabic-r1/arabic_r1")
 CLONE_DIR = "arabic_r1_repo"
 PIPELINE_ENV = "ARABIC_R1_PIPELINE"  # set by `arabic-r1 reproduce` for its notebooks: their params are final
 # The setup cell of every notebook (tests check each notebook carries it verbatim). It cannot import this module

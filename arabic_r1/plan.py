@@ -117,6 +117,7 @@ class Plan:
     cost_usd: dict[str, float | None]
     hours: dict[str, float]
     problems: list[str] = field(default_factory=list)
+    mfu: float = 0.0
 
     @property
     def train_memory_gib(self) -> float:
@@ -136,6 +137,9 @@ class Plan:
         lines += ["", "teacher API cost (USD):"]
         lines += [f"  {k:<28}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}" for k, v in self.cost_usd.items()]  # fmt: skip
         lines += ["", "time (hours):"] + [f"  {k:<28}{v:14,.2f}" for k, v in self.hours.items()]
+        lines += ["", f"assumed (arabic_r1/plan.py): {ASSUMED_PROMPT_TOKENS} prompt tokens per pool item unless phase 01 "
+                  f"ran, {ASSUMED_TRACE_TOKENS}-token traces, {ASSUMED_KEEP_RATE:.0%} kept by phase 03, MFU {self.mfu:.2f} "
+                  f"of the {self.hardware.name} peak, prefill MFU {EVAL_PREFILL_MFU:.2f} for log-likelihoods"]  # fmt: skip
         if self.problems:
             lines += ["", "DOES NOT FIT:"] + [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
@@ -335,7 +339,9 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
         "OALL log-likelihood": ll_s / 3600 if "loglikelihood" in params.eval.scoring else 0.0,
         "OALL generation (upper bound)": n_models * gen_tokens / decode / 3600,
     }
-    plan = Plan(b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours)
+    plan = Plan(
+        b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours, mfu=MFU[params.train.launcher]
+    )
     if params.run.device == "cuda" and not hw.is_gpu:
         plan.problems.append("run.device is cuda but this machine has no GPU")
     limit = hw.memory_gib * (0.95 if hw.is_gpu else 0.8)
