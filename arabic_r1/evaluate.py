@@ -31,20 +31,13 @@ from typing import Any
 
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
 from arabic_r1.cot import ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, extract_option, parse_trace
-from arabic_r1.params import DistillParams, EvalParams, Params
+from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
 log = logging.getLogger(__name__)
 
 ACC_NORM = "acc:logprob_normalization=LogProbCharNorm(name='norm', ignore_first_space=False)"
-LEADERBOARD_BENCHMARKS = (
-    "arabic_mmlu",
-    "arabic_exams",
-    "arabic_mmlu_ht",
-    "madinah_qa",
-    "aratrust",
-    "alghafa",
-)
+LEADERBOARD_BENCHMARKS = tuple(b for b in OALL_BENCHMARKS if b != "alrage")  # scored by log-likelihood
 SCORES_FILE = "scores.csv"
 SUBSET_FILE = "subset_scores.csv"
 WARTS_FILE = "data_warts.json"
