@@ -21,17 +21,17 @@ HEADINGS = {
     "synthesis": ("الخلاصة", "Synthesis"),
 }
 ANSWER_PREFIXES = ("الإجابة النهائية", "الإجابة", "الجواب", "Final answer", "Answer")
+# Multiple-choice items label their options with letters (أ-هـ, A-E) or numbers (1-5, and 0-4 in AlGhafa): the
+# answer is the label as the item writes it.
 ANSWER_RULES = {
-    ("ar", True): "هذا سؤال متعدد الخيارات: اكتب بعد «الإجابة:» حرف الخيار الصحيح فقط (أ أو ب أو ج أو د).",
+    ("ar", True): "هذا سؤال متعدد الخيارات: اكتب بعد «الإجابة:» رمز الخيار الصحيح فقط كما ورد في السؤال (حرفًا أو رقمًا).",
     ("ar", False): "هذا سؤال مفتوح: اكتب بعد «الإجابة:» إجابتك النهائية موجزة ومكتملة.",
-    (
-        "en",
-        True,
-    ): "This is a multiple-choice question: after 'Answer:' write only the letter of the correct option (A, B, C or D).",
+    ("en", True): "This is a multiple-choice question: after 'Answer:' write only the label of the correct option as the question writes it (a letter or a number).",
     ("en", False): "This is an open question: after 'Answer:' write your final answer, concise and complete.",
-}
+}  # fmt: skip
 ARABIC_OPTION_LETTERS = ("أ", "ب", "ج", "د", "هـ")
 LATIN_OPTION_LETTERS = ("A", "B", "C", "D", "E")
+DIGIT_LABELS = tuple("0123456789")  # a digit gold names itself, whether the item counts from 0 or from 1
 
 _OPT = r"[ \t]*(?:[-*•#>]+[ \t]*|\d+[.)][ \t]*)*\**[ \t]*"  # bullets, numbering, markdown emphasis
 _HEADING_RE = re.compile(
@@ -162,16 +162,39 @@ def extract_option(answer: str | None, labels: list[str] | tuple[str, ...]) -> i
     return None
 
 
+_OTHER_SCRIPT = dict(zip(ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, strict=True)) | dict(
+    zip(LATIN_OPTION_LETTERS, ARABIC_OPTION_LETTERS, strict=True)
+)
+
+
+def named_option(answer: str | None, labels: list[str] | tuple[str, ...]) -> int | None:
+    """The option an answer names among ``labels``, also when it uses the other script ("B" for an option labelled
+    "ب" and the other way round): what a student's answer is scored by, and a teacher's answer checked by."""
+    choice = extract_option(answer, labels)
+    if choice is None:
+        other = [_OTHER_SCRIPT.get(label) for label in labels]
+        if all(other):
+            choice = extract_option(answer, other)  # type: ignore[arg-type]
+    return choice
+
+
 def option_labels(lang: str, n: int = 4) -> tuple[str, ...]:
     return (ARABIC_OPTION_LETTERS if lang == "ar" else LATIN_OPTION_LETTERS)[:n]
 
 
+def gold_labels(gold: str | None, lang: str) -> tuple[str, ...]:
+    """The label set a pool item's gold answer belongs to: digits for a digit gold, else the item's letters."""
+    if gold is not None and gold.strip() in DIGIT_LABELS:
+        return DIGIT_LABELS
+    return option_labels(lang, 5)
+
+
 def gold_index(gold: str | None) -> int | None:
-    """A pool item's gold letter (أ..هـ or A..E, any spelling) as an option index."""
+    """A pool item's gold label (أ..هـ or A..E in any spelling, or a digit) as an index into its label set."""
     if not gold:
         return None
     for labels in (ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS):
         i = extract_option(gold, labels)
         if i is not None:
             return i
-    return None
+    return DIGIT_LABELS.index(gold.strip()) if gold.strip() in DIGIT_LABELS else None

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.cot import extract_option, gold_index, option_labels, parse_trace, teacher_messages
+from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, teacher_messages
 from arabic_r1.params import DistillParams, Params
 from arabic_r1.teachers import (
     OpenAITeacher,
@@ -221,7 +221,7 @@ def _trace_record(
 ) -> dict[str, Any]:
     parsed = parse_trace(text)
     mc = item.get("answer") is not None and gold_index(item.get("answer")) is not None
-    choice = extract_option(parsed.answer, option_labels(item["lang"], 5)) if mc else None
+    choice = named_option(parsed.answer, gold_labels(item.get("answer"), item["lang"])) if mc else None
     return {
         "prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "source": item.get("source"),
         "gold": item.get("answer"), "multiple_choice": mc, "messages": req.messages, "teacher": teacher_id,

@@ -15,7 +15,8 @@ from arabic_r1.doctor import Check, as_records, run_doctor
 from arabic_r1.manifest import PhaseRun, device_summary, package_versions, read_manifest, write_json_atomic
 from arabic_r1.params import Params
 from arabic_r1.phases import find_phase
-from arabic_r1.tiny_model import BUILD_INFO, save_tiny_moe
+from arabic_r1.pretrain import materialise_backbone
+from arabic_r1.tiny_model import BUILD_INFO
 
 ENV_FILE = "env.json"
 BASE_MODEL_DIR = "base_model"
@@ -44,12 +45,14 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
     }
     if params.model.is_embedded:
         shutil.rmtree(run.dir / BASE_MODEL_DIR, ignore_errors=True)  # no stale shards from an earlier family
-        model_dir = save_tiny_moe(
+        model_dir = materialise_backbone(
             run.dir / BASE_MODEL_DIR, params.model.family, params.model.tiny, params.run.seed
         )
         info = json.loads((model_dir / BUILD_INFO).read_text(encoding="utf-8"))
         env["base_model"] = {"embedded": info, "path": str(model_dir)}
         metrics["base_model_parameters"] = info["parameters"]
+        if "pretrain" in info:
+            metrics["pretrain_last_loss"] = info["pretrain"]["last_loss"]
         outputs["base_model"] = model_dir
     else:  # a reference file, so later phases still have one input to depend on
         ref = {

@@ -53,3 +53,20 @@ def plot_leaderboard(models: list[Any]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def audit_frame(audit_json: Path):
+    """The student audit: per model and benchmark, the headline rates and each phase-03 check's pass rate."""
+    import json
+
+    import pandas as pd
+
+    audit = json.loads(Path(audit_json).read_text(encoding="utf-8"))
+    rows = []
+    for model, m in audit["models"].items():
+        for b, s in [*m["benchmarks"].items(), ("all", m["overall"])]:
+            if s.get("n"):
+                rows.append({"model": model, "benchmark": BENCHMARKS[b].title if b in BENCHMARKS else b, "n": s["n"],
+                             "names an option": s["parsed"], "four-phase": s["four_phase"], "all checks": s["all_checks"],
+                             **s["pass_rate"], "mean output tokens": s["mean_output_tokens"]})  # fmt: skip
+    return pd.DataFrame(rows).set_index(["model", "benchmark"])

@@ -20,6 +20,7 @@ import copy
 import csv
 import json
 import logging
+import os
 import re
 import time
 import types
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.audit import Output, audit_models, reasoning_answer, write_audit
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
-from arabic_r1.cot import ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, extract_option, parse_trace
+from arabic_r1.cot import parse_trace
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
@@ -158,7 +160,7 @@ def write_mirror_from_hub(out: Path, benchmarks: list[str], hub_root: str | None
     counts = {}
     for key in benchmarks:
         spec = BENCHMARKS[key]
-        source = spec.hf_repo if hub_root is None else str(Path(hub_root) / spec.hf_repo)
+        source = spec.hf_repo if hub_root is None else str(mirror_view(Path(hub_root) / spec.hf_repo))
         subsets = oall_subsets(key) if hub_root is None else sorted(mirror_configs(Path(source)))
         rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for subset in subsets:
@@ -216,11 +218,37 @@ def task_configs(ep: EvalParams, benchmark: str, warts: Warts) -> tuple[list[Any
         )  # 0-shot; the list-valued split crashes lighteval 0.13
         c.prompt_function = GuardedPrompt(benchmark, base.prompt_function, warts)
         if ep.source == "mirror":
-            c.hf_repo = str(repo_dir(ep.mirror_dir, benchmark))
+            c.hf_repo = str(mirror_view(repo))
         configs.append(c)
     if only and not configs:
         raise EvalSetupError(f"eval.subsets[{benchmark!r}] matches no OALL v2 subset: {sorted(only)}")
     return configs, missing
+
+
+def mirror_view(repo: Path) -> Path:
+    """The mirror folder under a name that carries its contents' digest (a symlink to it).
+
+    The datasets library caches a local folder's rows under a key made of the folder's *name* and the subset, not
+    its path or contents: a second mirror with the same layout, or a refreshed one, would return the first one's rows.
+    Loading through ``<RepoName>-<digest>`` makes the cache key follow the rows."""
+    import datasets
+
+    from arabic_r1.manifest import path_digest
+
+    view = (
+        Path(datasets.config.HF_DATASETS_CACHE)
+        / "arabic_r1_mirror_views"
+        / f"{repo.name}-{path_digest(repo)[:16]}"
+    )
+    if not view.exists():
+        view.parent.mkdir(parents=True, exist_ok=True)
+        tmp = view.with_name(f".{view.name}.{os.getpid()}")
+        tmp.symlink_to(repo.resolve(), target_is_directory=True)
+        try:
+            os.replace(tmp, view)
+        except OSError:  # another process made the same view
+            tmp.unlink(missing_ok=True)
+    return view
 
 
 def task_string(configs: list[Any]) -> str:
@@ -450,11 +478,6 @@ def _docs(config: Any, max_samples: int | None) -> list[Any]:
     return task.get_docs(max_samples)
 
 
-_OTHER_SCRIPT = dict(zip(ARABIC_OPTION_LETTERS, LATIN_OPTION_LETTERS, strict=True)) | dict(
-    zip(LATIN_OPTION_LETTERS, ARABIC_OPTION_LETTERS, strict=True)
-)
-
-
 GENERATION_CHUNK = 256  # prompts per call between cache writes
 
 
@@ -495,32 +518,16 @@ def cached_generations(generate: Generate, path: Path) -> Generate:
     return generate_cached
 
 
-def reasoning_answer(
-    text: str, labels: list[str], fmt: ReasoningFormat = "think_tags"
-) -> tuple[int | None, str | None]:
-    """The option a reasoning output names after its reasoning (``</think>``, or harmony's final channel); an
-    unclosed reasoning block is no answer."""
-    parsed = parse_trace(to_think_tags(text, fmt))
-    if "unclosed think block" in parsed.problems:
-        return None, "unclosed think block"
-    if parsed.answer is None:
-        return None, "no final answer"
-    choice = extract_option(parsed.answer, labels)
-    if choice is None:  # "B" for an option lighteval labels "ب", and the other way round
-        other = [_OTHER_SCRIPT.get(label) for label in labels]
-        if all(other):
-            choice = extract_option(parsed.answer, other)
-    return choice, None if choice is not None else "answer names no option"
-
-
 def run_reasoning(
     generate: Generate,
     configs: list[Any],
     ep: EvalParams,
     details_path: Path,
     fmt: ReasoningFormat = "think_tags",
+    count_tokens: Callable[[str], int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task."""
+    """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task.
+    Every output lands in ``details_path`` with the document's labels and gold, which the student audit reads."""
     out: dict[str, dict[str, Any]] = {}
     with details_path.open("w", encoding="utf-8") as f:
         for c in configs:
@@ -532,23 +539,25 @@ def run_reasoning(
                 gold = d.gold_index[0] if isinstance(d.gold_index, list) else d.gold_index
                 correct += choice == gold
                 failures += failure is not None
-                f.write(
-                    json.dumps(
-                        {
-                            "task": c.name,
-                            "id": d.id,
-                            "output": text,
-                            "choice": choice,
-                            "gold": gold,
-                            "failure": failure,
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+                row = {"task": c.name, "id": d.id, "output": text, "choice": choice, "gold": gold, "failure": failure,
+                       "labels": list(d.choices), "tokens": count_tokens(text) if count_tokens else None, "query": d.query}  # fmt: skip
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n = max(len(docs), 1)
             out[c.name] = {"accuracy": correct / n, "parse_failure_rate": failures / n, "n": len(docs)}
     return out
+
+
+def read_outputs(details_path: Path) -> list[Output]:
+    """The reasoning outputs of one model (``reasoning_<model>.jsonl``) as the audit reads them."""
+    outs = []
+    for line in details_path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        labels = tuple(r["labels"])
+        gold = labels[r["gold"]] if isinstance(r["gold"], int) and 0 <= r["gold"] < len(labels) else None
+        outs.append(
+            Output(str(r["id"]), benchmark_of(r["task"]), r["output"], gold, labels, tokens=r.get("tokens"))
+        )
+    return outs
 
 
 # --------------------------------------------------------------------------------------------- ALRAGE
@@ -694,10 +703,12 @@ def _evaluate_model(
         cache = model_cache_dir(out_dir / "lighteval_cache", model_path) / f"generations.{ep.backend}.jsonl"
         generate = cached_generations(generator(model_path, ep, dtype), cache)
         if "reasoning" in ep.scoring and mc_configs:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
             t0 = time.monotonic()
-            per_task = run_reasoning(
-                generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl", reasoning_format
-            )
+            per_task = run_reasoning(generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl", reasoning_format,
+                                     lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))  # fmt: skip
             ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
             by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for task, r in per_task.items():
@@ -851,6 +862,18 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
     )
     w = warts.summary()
     (run.dir / WARTS_FILE).write_text(json.dumps(w, indent=1, ensure_ascii=False), encoding="utf-8")
+    details = {m.label: run.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
+    audit_files: dict[str, Path] = {}
+    if details:  # the student's own traces, through phase 03's checks
+        from arabic_r1.verify import load_morphology_cache, save_morphology_cache
+
+        load_morphology_cache(params.verify.morphology_cache)
+        result = audit_models({label: read_outputs(p) for label, p in details.items()}, params.verify,
+                              params.model.reasoning_format)  # fmt: skip
+        save_morphology_cache(params.verify.morphology_cache)
+        audit_files = dict(
+            zip(("student_audit", "student_audit_csv"), write_audit(result, run.dir), strict=True)
+        )
     (run.dir / "model_scores.json").write_text(
         json.dumps([m.__dict__ for m in models], indent=1, ensure_ascii=False), encoding="utf-8"
     )
@@ -859,6 +882,7 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
             "scores": run.dir / SCORES_FILE,
             "subset_scores": run.dir / SUBSET_FILE,
             "model_scores": run.dir / "model_scores.json",
+            **audit_files,
         },
         {"models": [m.label for m in models], "rows": len(rows), "warts": w["counts"]},
     )

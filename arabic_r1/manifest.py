@@ -71,8 +71,9 @@ def path_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _digest_of(mapping: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+def json_digest(payload: Any) -> str:
+    """Short digest of a JSON-able value (keys sorted): what a content-keyed cache entry is named by."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ provenance
@@ -271,7 +272,7 @@ class PhaseRun:
             recorded[name] = {"path": rel.as_posix(), "digest": path_digest(path)}
         manifest = self._base("complete") | {
             "outputs": recorded,
-            "outputs_digest": _digest_of({k: v["digest"] for k, v in recorded.items()}),
+            "outputs_digest": json_digest({k: v["digest"] for k, v in recorded.items()}),
             "metrics": metrics or {},
             "finished_at": _now(),
             "duration_s": round(time.monotonic() - self.t0, 2),

@@ -130,8 +130,27 @@ class RunParams(_Section):
         return resolve_path(v, info, "folder", must_exist=False)
 
 
+class TinyPretrainParams(_Section):
+    """Phase 00's causal-LM pre-training of the embedded MoE on the package's plain text (0 steps: left random)."""
+
+    steps: NonNegInt = 0
+    learning_rate: PositiveFloat = 3e-3
+    batch_size: PositiveInt = 16
+    seq_length: PositiveInt = 128
+    cache_dir: Path = Field(
+        Path("runs/backbone_cache"),
+        description="pre-trained backbones keyed by shape, seed, these params, corpus, code and versions",
+        json_schema_extra={"not_an_input": True},
+    )
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache(cls, v: Any, info: ValidationInfo) -> Path:
+        return resolve_path(v, info, "backbone cache folder", must_exist=False)  # type: ignore[return-value]
+
+
 class TinyMoEParams(_Section):
-    """Shape of the embedded random-initialised MoE (used when ``model.name_or_path: embedded``)."""
+    """Shape of the embedded MoE (used when ``model.name_or_path: embedded``) and its short pre-training."""
 
     num_layers: PositiveInt = 4
     hidden_size: PositiveInt = 128
@@ -144,6 +163,7 @@ class TinyMoEParams(_Section):
     dense_layers: NonNegInt = Field(1, description="deepseek_v3 only: first_k_dense_replace")
     vocab_size: PositiveInt = 4096
     max_position_embeddings: PositiveInt = 2048
+    pretrain: TinyPretrainParams = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _shape(self) -> TinyMoEParams:

@@ -40,7 +40,7 @@ PHASES: tuple[Phase, ...] = (
         ("model", "run.seed"),
         (),
         "Environment and backbone",
-        ("tokenizer_corpus.txt", "chat_template.jinja"),
+        ("tokenizer_corpus.txt", "pretrain_corpus.txt", "pretrain_questions.jsonl", "chat_template.jinja"),
     ),
     Phase(
         "01",
@@ -74,7 +74,7 @@ PHASES: tuple[Phase, ...] = (
     Phase(
         "05",
         "oall_evaluation",
-        ("eval", "model.dtype", "model.reasoning_format"),
+        ("eval", "verify", "model.dtype", "model.reasoning_format"),  # verify: the student audit's checks
         ("environment/base_model", "moe_lora_sft"),
         "OALL v2 evaluation",
     ),

@@ -306,8 +306,13 @@ def training_table(run: Run, params: Params) -> Table:
     s = run.json("moe_lora_sft", file="train_summary.json")
     env = run.manifests.get("environment", {})
     backbone = params.model.name_or_path
+    pretrain = None
     if params.model.is_embedded:
-        backbone = f"embedded tiny random MoE ({env.get('metrics', {}).get('base_model_parameters', 0):,} parameters)"
+        backbone = (
+            f"embedded tiny MoE ({env.get('metrics', {}).get('base_model_parameters', 0):,} parameters)"
+        )
+        built = run.json("environment", file="env.json").get("base_model", {}).get("embedded", {})
+        pretrain = built.get("pretrain")
     lora = s["lora"]
     rows = [["backbone", backbone], ["backend / precision", f"{s['backend']} / {s['precision']}"],
             ["LoRA r / alpha / dropout", f"{lora['r']} / {lora['alpha']:g} / {lora['dropout']:g}"],
@@ -317,11 +322,120 @@ def training_table(run: Run, params: Params) -> Table:
         for fam, n in s["trainable_parameters"].items()
         if n
     ]
+    if pretrain:
+        rows.append(["backbone pre-training (plain text, full parameters)", f"{pretrain['steps']} steps on "
+                     f"{pretrain['corpus_tokens']:,} tokens, loss {pretrain['first_loss']:.3f} → {pretrain['last_loss']:.3f}"])  # fmt: skip
     rows += [["optimizer steps", s["steps"]], ["training examples", s["examples"]], ["tokens seen", s["tokens"]],
              ["loss first → last", f"{s['first_loss']:.3f} → {s['last_loss']:.3f}"],
+             *([["loss, median of the last 10% of steps", f"{s['final_loss_median']:.3f}"]] if s.get("final_loss_median") is not None else []),
              ["wall time (s)", s["train_seconds"]], ["peak memory (MB)", s["peak_memory_mb"]]]  # fmt: skip
     return Table("training", "Training summary (MoE LoRA SFT)", ["item", "value"], rows,
                  [path, run.artifact("moe_lora_sft", file="coverage.json")])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- student
+STUDENT_METRICS = (  # (column, value of one audit summary): what the student writes, per benchmark
+    ("parse failures (%)", lambda s: 100 * (1 - s["parsed"])),
+    ("four-phase (%)", lambda s: 100 * s["four_phase"]),
+    ("Arabic language (%)", lambda s: _pct(s["pass_rate"].get("language"))),
+    ("norms (%)", lambda s: _pct(s["pass_rate"].get("norms"))),
+    ("mean output tokens", lambda s: s.get("mean_output_tokens")),
+)
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100 * v
+
+
+def student_table(run: Run) -> Table:
+    """What the student learned: phase 03's checks on each model's own reasoning outputs, per benchmark."""
+    path = run.artifact("oall_evaluation", "student_audit")
+    audit = run.json("oall_evaluation", "student_audit")
+    models = list(audit["models"])
+    benches = [b for b in TABLE1_ORDER if any(b in m["benchmarks"] for m in audit["models"].values())]
+    columns = ["benchmark", *(f"{m}: {name}" for name, _ in STUDENT_METRICS for m in models)]
+    rows = []
+    for b in [*benches, "all"]:
+        cells = []
+        for _, value in STUDENT_METRICS:
+            for m in models:
+                summary = (
+                    audit["models"][m]["overall"] if b == "all" else audit["models"][m]["benchmarks"].get(b)
+                )
+                cells.append(value(summary) if summary and summary.get("n") else None)
+        rows.append(["All benchmarks" if b == "all" else BENCHMARKS[b].title, *cells])
+    notes = ["Every reasoning output through phase 03's checks, same code and thresholds: *parse failure* = no option named "
+             "after the closing think tag (an unclosed block counts); *four-phase* = Analysis, Elimination, Linguistic "
+             "check and Synthesis in order in one closed think block, and an option named after it; *Arabic language* and "
+             "*norms* = those checks passed. Per model and benchmark, with the top failure reasons, in "
+             "05_oall_evaluation/student_audit.json."]  # fmt: skip
+    return Table(
+        "student",
+        "What the student learned: the reasoning it writes",
+        columns,
+        rows,
+        [path],
+        notes,
+        decimals=1,
+    )
+
+
+def student_samples(run: Run, chars: int = 420) -> list[tuple[str, str, str]]:
+    """(model, prompt, output) for the first document every model answered: one short sample per model."""
+    outs = {}
+    for label in run.json("oall_evaluation", "student_audit")["models"]:
+        path = run.artifact("oall_evaluation", file=f"reasoning_{label}.jsonl")
+        outs[label] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    first = next(iter(outs.values()))[0]
+    samples = []
+    for label, rows in outs.items():
+        row = next((r for r in rows if r["task"] == first["task"] and r["id"] == first["id"]), rows[0])
+        text = row["output"] if len(row["output"]) <= chars else row["output"][:chars] + " …"
+        samples.append((label, row.get("query", ""), text))
+    return samples
+
+
+def samples_markdown(samples: list[tuple[str, str, str]]) -> str:
+    """Fenced blocks: the think tags stay visible, and the browser lays the Arabic out right to left."""
+    parts = []
+    if samples and samples[0][1]:
+        parts += [
+            "The prompt (lighteval's, through the chat template):",
+            "",
+            "```text",
+            samples[0][1].strip(),
+            "```",
+            "",
+        ]
+    for label, _, text in samples:
+        parts += [f"**{label}**:", "", "```text", text.strip(), "```", ""]
+    return "\n".join(parts)
+
+
+def plot_student(table: Table):
+    """Per benchmark, each model's four-phase rate and its rate of answers that name an option."""
+    import matplotlib.pyplot as plt
+
+    models = [c.split(": ")[0] for c in table.columns if c.endswith(": four-phase (%)")]
+    labels = [r[0] for r in table.rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    width = 0.8 / max(len(models), 1)
+    panels = (("names an option (the answer parses)", "parse failures (%)", lambda v: 100 - v),
+              ("four phases in order + an option", "four-phase (%)", lambda v: v))  # fmt: skip
+    for ax, (title, column, value) in zip(axes, panels, strict=True):
+        for i, m in enumerate(models):
+            vals = [table.value(lb, f"{m}: {column}") for lb in labels]
+            ax.bar([k + i * width for k in range(len(labels))], [0 if v is None else value(v) for v in vals], width,
+                   label=m, color=figures.PALETTE[i % len(figures.PALETTE)])  # fmt: skip
+        ax.set_xticks(
+            [k + width * (len(models) - 1) / 2 for k in range(len(labels))], labels, rotation=30, ha="right"
+        )
+        ax.set_ylim(0, 100)
+        ax.set_title(title)
+    axes[0].set_ylabel("outputs (%)")
+    axes[0].legend()
+    fig.suptitle("What the student writes (reasoning outputs, phase 03's checks)")
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
@@ -413,7 +527,8 @@ def plot_deltas(table: Table):
     return fig
 
 
-def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int) -> dict[str, list[Path]]:
+def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int,
+                 student: Table | None = None) -> dict[str, list[Path]]:  # fmt: skip
     from arabic_r1.mixture_views import plot_composition
     from arabic_r1.trace_views import plot_funnel
     from arabic_r1.train_views import plot_expert_load, plot_loss
@@ -423,6 +538,7 @@ def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int)
     makers = {
         "oall_benchmarks": lambda: plot_oall(oall),
         "oall_deltas": lambda: plot_deltas(oall),
+        **({"student": lambda: plot_student(student)} if student is not None else {}),
         "composition": lambda: plot_composition(run.json("data_mixture", file="mixture_stats.json")),
         "funnel": lambda: plot_funnel(run.json("trace_verification", file="funnel.json")),
         "loss": lambda: plot_loss(train_log),
@@ -436,13 +552,27 @@ def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int)
 
 
 # ------------------------------------------------------------------------------------------- report.md
+def student_statement(params: Params, student: Table) -> str:
+    """The headline in words: how often each model writes the four phases and names an option."""
+    models = [c.split(": ")[0] for c in student.columns if c.endswith(": four-phase (%)")]
+    said = [f"{m} writes the four phases in order with a parseable answer in "
+            f"{student.value('All benchmarks', f'{m}: four-phase (%)'):.0f}% of its reasoning outputs and names an option in "
+            f"{100 - student.value('All benchmarks', f'{m}: parse failures (%)'):.0f}%" for m in models]  # fmt: skip
+    text = "; ".join(said) + "."
+    if params.model.is_embedded:
+        text += (" The embedded student knows no facts, so its *accuracy* is at chance by construction: this section, not "
+                 "the accuracy columns of Table 1, is what shows that the trace format travelled from teacher to student.")  # fmt: skip
+    return text + "\n"
+
+
 def profile_statement(params: Params, run: Run) -> str:
     if params.model.is_embedded:
         n = run.manifests.get("environment", {}).get("metrics", {}).get("base_model_parameters", 0)
-        return (f"This is the **{params.profile}** profile: it trains a {n / 1e6:.1f}M-parameter *random* sparse MoE "
-                "(the embedded backbone) on a small pool, with a hand-written teacher cache replayed offline. Its "
-                "scores are at chance: they exist to prove the machinery, end to end, on a CPU, in minutes. The "
-                f"paper's numbers stand next to them, always labelled '{REPORTED}'.")  # fmt: skip
+        return (f"This is the **{params.profile}** profile: it trains a {n / 1e6:.1f}M-parameter sparse MoE (the embedded "
+                "backbone, pre-trained for a few hundred steps on the package's plain text) on a small pool, with a "
+                "hand-written teacher cache replayed offline. Its accuracies are at chance by construction: they exist to "
+                "prove the machinery, end to end, on a CPU, in minutes; what the student learned is the trace format "
+                f"(below). The paper's numbers stand next to them, always labelled '{REPORTED}'.")  # fmt: skip
     return (f"This is the **{params.profile}** profile: backbone `{params.model.name_or_path}`, teacher "
             f"`{params.distill.teacher}`, token budget {params.data.token_budget:,}.")  # fmt: skip
 
@@ -492,24 +622,30 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
     run = Run.open(run_dir)
     rp = params.report
     oall = oall_table(run)
+    audited = "student_audit" in run.manifests.get("oall_evaluation", {}).get("outputs", {})
+    student = student_table(run) if audited else None
     tables = [
         oall,
         composition_table(run),
         cleaning_table(run),
         funnel_table(run),
         training_table(run, params),
+        *([student] if student is not None else []),
     ]
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     render = {"md": Table.markdown, "tex": Table.latex, "csv": Table.csv}
     for t in tables:
         for fmt in rp.formats:
             (out_dir / "tables" / f"{t.name}.{fmt}").write_text(render[fmt](t), encoding="utf-8")
-    figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi)
+    figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi, student)
     png = {k: next((p for p in v if p.suffix == ".png"), v[0]) for k, v in figs.items()}
     img = lambda k, alt: f"![{alt}]({png[k].relative_to(out_dir)})\n"  # noqa: E731
     parts = [f"# Arabic-DeepSeek-R1 reproduction: {params.profile} profile\n", profile_statement(params, run) + "\n",
              "## OALL v2 (the paper's Table 1)\n", oall.markdown(), img("oall_benchmarks", "OALL per benchmark"),
              img("oall_deltas", "fine-tuned minus base"),
+             *(["## What the student learned\n", student_statement(params, student), student.markdown(),
+                img("student", "what the student writes"), "One output of each model for the same prompt (truncated):\n",
+                samples_markdown(student_samples(run))] if student is not None else []),
              "## Data\n", tables[1].markdown(), img("composition", "composition"), tables[2].markdown(),
              "## Distillation and verification\n", tables[3].markdown(), img("funnel", "funnel"),
              "## Training\n", tables[4].markdown(), img("loss", "loss curve"), img("expert_load", "expert load"),

@@ -33,17 +33,28 @@ def resource_text(name: str) -> str:
     return resources.files("arabic_r1").joinpath("resources", name).read_text(encoding="utf-8")
 
 
-def corpus_lines() -> list[str]:
-    """The Arabic+English text the package ships for training the tokenizer (comment lines dropped)."""
-    return [
-        ln
-        for ln in resource_text("tokenizer_corpus.txt").splitlines()
-        if ln.strip() and not ln.startswith("#")
+TOKENIZER_CORPUS, PRETRAIN_CORPUS = "tokenizer_corpus.txt", "pretrain_corpus.txt"
+PRETRAIN_QUESTIONS = (
+    "pretrain_questions.jsonl"  # answered multiple-choice questions (arabic_r1/smoke_drills.py)
+)
+
+
+def corpus_lines(name: str = PRETRAIN_CORPUS) -> list[str]:
+    """One shipped text file as lines, comment lines dropped: the plain text (default) or the format lines."""
+    return [ln for ln in resource_text(name).splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def pretrain_texts() -> list[str]:
+    """What phase 00 pre-trains on: the plain text, one sample per line, then the answered questions."""
+    questions = [
+        json.loads(ln)["text"] for ln in resource_text(PRETRAIN_QUESTIONS).splitlines() if ln.strip()
     ]
+    return corpus_lines(PRETRAIN_CORPUS) + questions
 
 
 def build_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerBase:
-    """Train a byte-level BPE on the shipped corpus: any UTF-8 text round-trips exactly, Arabic included."""
+    """Train a byte-level BPE on the shipped text (format lines + plain text): any UTF-8 text round-trips exactly,
+    Arabic included, and the phase headings, think tags and common words are single tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,7 +73,7 @@ def build_tokenizer(vocab_size: int = 4096) -> PreTrainedTokenizerBase:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    tok.train_from_iterator(corpus_lines(TOKENIZER_CORPUS) + corpus_lines(PRETRAIN_CORPUS), trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS,
@@ -177,20 +188,23 @@ def build_tiny_moe(
 def save_tiny_moe(
     out_dir: Path, family: str = "deepseek_v3", shape: TinyMoEParams | None = None, seed: int = 0
 ) -> Path:
-    """Build and ``save_pretrained`` model + tokenizer into ``out_dir`` (reload with ``from_pretrained``)."""
+    """Build and ``save_pretrained`` a random model + tokenizer into ``out_dir`` (reload with ``from_pretrained``)."""
     shape = shape or TinyMoEParams()
     model, tokenizer = build_tiny_moe(family, shape, seed)
+    return save_backbone(
+        out_dir, model, tokenizer, {"family": family, "seed": seed, "shape": shape.model_dump(mode="json")}
+    )
+
+
+def save_backbone(
+    out_dir: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict
+) -> Path:
+    """Model, tokenizer and their build record (``arabic_r1_tiny.json``: family, seed, shape, size, pre-training)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    info = {
-        "family": family,
-        "seed": seed,
-        "shape": shape.model_dump(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(tokenizer),
-    }
-    (out_dir / BUILD_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    log.info("tiny %s MoE (%.2fM parameters) saved to %s", family, info["parameters"] / 1e6, out_dir)
+    info = {**info, "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
+    (out_dir / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    log.info("tiny %s MoE (%.2fM parameters) saved to %s", info["family"], info["parameters"] / 1e6, out_dir)
     return out_dir

@@ -480,10 +480,14 @@ def train_sft(
     )
     (out_dir / "composition.json").write_text(json.dumps(data.composition, indent=1), encoding="utf-8")
     losses = [r["loss"] for r in train_log.rows if r.get("loss") is not None]
+    tail = sorted(
+        losses[-max(1, len(losses) // 10) :]
+    )  # one step's loss is one batch's: the median says more
     summary = {
         "backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step, "examples": len(data.examples),
         "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"], "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "train_seconds": round(train_seconds, 1), "peak_memory_mb": _peak_memory_mb(),
+        "last_loss": losses[-1] if losses else None, "final_loss_median": tail[len(tail) // 2] if tail else None,
+        "train_seconds": round(train_seconds, 1), "peak_memory_mb": _peak_memory_mb(),
         "resumed_from": last, "lora": params.train.lora.model_dump(), "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
     }  # fmt: skip
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -536,6 +540,7 @@ def run_moe_lora_sft(params: Params, run) -> TrainResult:
                     "examples",
                     "first_loss",
                     "last_loss",
+                    "final_loss_median",
                     "train_seconds",
                     "trainable_parameters",
                 )

@@ -30,7 +30,7 @@ from arabic_r1.arabic_text import (
     normalized_words,
     script_shares,
 )
-from arabic_r1.cot import PHASES, ParsedTrace, extract_option, gold_index, option_labels, parse_trace
+from arabic_r1.cot import PHASES, ParsedTrace, gold_index, gold_labels, named_option, parse_trace
 from arabic_r1.params import VERIFY_CHECKS, Params, VerifyParams
 from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
 
@@ -52,6 +52,7 @@ class Trace:
     raw_text: str
     gold: str | None
     parsed: ParsedTrace
+    labels: tuple[str, ...] = ()  # the item's own option labels, where it has them (a benchmark document)
 
     @property
     def reasoning_and_answer(self) -> str:
@@ -88,11 +89,13 @@ def check_structure(t: Trace, p: VerifyParams) -> Verdict:
 
 def check_correctness(t: Trace, p: VerifyParams) -> Verdict:
     """Rejection sampling: the answer must name the gold option where the item has one."""
-    gold = gold_index(t.gold)
+    if t.labels:  # a benchmark document (phase 05's audit): the gold is one of its own labels
+        labels, gold = t.labels, (t.labels.index(t.gold) if t.gold in t.labels else None)
+    else:
+        labels, gold = gold_labels(t.gold, t.lang), gold_index(t.gold)
     if gold is None:
         return Verdict("correctness", True, "open item (no gold answer)")
-    labels = option_labels(t.lang, 5)
-    chosen = extract_option(t.parsed.answer, labels)
+    chosen = named_option(t.parsed.answer, labels)
     if chosen is None:
         return Verdict(
             "correctness",

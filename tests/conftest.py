@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,21 @@ def write_notebook(
     return path
 
 
+# Pre-trained embedded backbones are keyed by everything they depend on, so every test project can share one cache:
+# the suite pre-trains the smoke backbone once (tests/test_pretrain.py exercises the cold path in its own folder).
+BACKBONE_CACHE = Path(tempfile.gettempdir()) / "arabic_r1_test_backbones"
+
+
 def copy_smoke_project(tmp_path: Path) -> Path:
     """The smoke profile and the notebooks in a scratch project, so runs land in tmp_path/runs."""
     import shutil
 
     (tmp_path / "params").mkdir()
-    shutil.copy(REPO / "params" / "smoke.yaml", tmp_path / "params" / "smoke.yaml")
+    text = (REPO / "params" / "smoke.yaml").read_text(encoding="utf-8")
+    anchor = "    pretrain:"
+    assert anchor in text, "smoke.yaml has no model.tiny.pretrain section"
+    text = text.replace(anchor, f"{anchor}\n      cache_dir: {BACKBONE_CACHE}", 1)
+    (tmp_path / "params" / "smoke.yaml").write_text(text, encoding="utf-8")
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     (tmp_path / "arabic_r1").symlink_to(REPO / "arabic_r1")  # smoke.yaml points at the package's own data
     return tmp_path

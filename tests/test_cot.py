@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from arabic_r1.cot import PHASES, extract_option, gold_index, option_labels, parse_trace, teacher_messages
+from arabic_r1.cot import (
+    PHASES,
+    extract_option,
+    gold_index,
+    gold_labels,
+    option_labels,
+    parse_trace,
+    teacher_messages,
+)
 
 AR = """<think>
 التحليل: السؤال عن عاصمة المغرب، ولا قيم خاصة هنا.
@@ -82,6 +90,9 @@ def test_extract_option(answer: str, labels, index) -> None:
 
 def test_gold_letters_in_any_spelling() -> None:
     assert [gold_index(g) for g in ("أ", "ا", " ب ", "D", "x", None)] == [0, 0, 1, 3, None, None]
+    # digit labels (ArabicMMLU-HT counts from 1, AlGhafa from 0) name themselves; "12" is no label
+    assert [gold_index(g) for g in ("2", " 0 ", "12")] == [2, 0, None]
+    assert gold_labels("3", "ar")[3] == "3" and gold_labels("ب", "ar")[1] == "ب"
 
 
 def test_teacher_messages_use_versioned_templates() -> None:
@@ -89,7 +100,7 @@ def test_teacher_messages_use_versioned_templates() -> None:
     assert (
         mc[0]["role"] == "system"
         and "التدقيق اللغوي" in mc[0]["content"]
-        and "حرف الخيار" in mc[0]["content"]
+        and "رمز الخيار" in mc[0]["content"]
     )
     assert mc[1] == {"role": "user", "content": "سؤال؟"}
     chat = teacher_messages(

@@ -271,7 +271,10 @@ def test_shipped_replay_pack_matches_the_current_templates_and_prompts() -> None
                 r["prompt"], lang, p.template_version, gold_index(r["answer"]) is not None
             )
             assert entry["key"] == cache_key(p.teacher, p.template_version, messages, sampling_of(p)), r["id"]
-    assert rows == 201 and FLAWED <= set(pack)
+    drills = sum(
+        1 for f in glob.glob(str(REPO_DIR / "arabic_r1/resources/smoke_data/drills.*.jsonl")) for _ in open(f)
+    )
+    assert rows == 201 + drills and drills > 600 and FLAWED <= set(pack)
 
 
 def test_smoke_pool_replays_completely_with_the_planted_flaws(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from conftest import FLAT_SPLITS, read_jsonl
 from teacher_server import FlakyProxy
 
+from arabic_r1.audit import reasoning_answer
 from arabic_r1.benchmarks import (
     check_mirror,
     fixture_mirror_dir,
@@ -28,7 +29,6 @@ from arabic_r1.evaluate import (
     lighteval_configs,
     model_cache_dir,
     parse_judge_score,
-    reasoning_answer,
     task_configs,
     tidy_rows,
     write_mirror_from_hub,
@@ -239,8 +239,13 @@ def tiny(tmp_path_factory) -> Path:
     return save_tiny_moe(tmp_path_factory.mktemp("eval") / "tiny")
 
 
-def test_mirror_mode_scores_equal_lighteval_pipeline(tiny: Path, tmp_path: Path):
+def test_mirror_mode_scores_equal_lighteval_pipeline(tiny: Path, tmp_path: Path, monkeypatch):
+    import datasets
     import torch
+
+    # the direct baseline reads the fixture folders as lighteval's docs do, so the datasets cache keys them by folder
+    # name: a fresh cache keeps it from returning rows of an earlier version of the fixtures
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
 
     ours = evaluate_model("tiny", str(tiny), _ep(), tmp_path / "ours", Warts(), judge=None)
     assert (
@@ -335,6 +340,23 @@ def test_mirror_written_from_a_hub_layout_round_trips(tmp_path: Path):
         src = [(r.subset, r.split, r.row) for r in iter_mirror_rows(fixture_mirror_dir(), key)]
         out = [(r.subset, r.split, r.row) for r in iter_mirror_rows(tmp_path / "m", key)]
         assert counts[key] == len(src) > 0 and sorted(map(json.dumps, out)) == sorted(map(json.dumps, src))
+
+
+def test_two_mirrors_with_one_layout_each_give_their_own_rows(tmp_path: Path):
+    """The datasets library caches a local folder's rows under its *name* and subset: a refreshed mirror, or a second
+    one with the same layout, must still give its own rows (they are read through a content-named view)."""
+    from arabic_r1.benchmarks import write_mirror
+    from arabic_r1.evaluate import _docs
+
+    def row(q: str) -> dict:
+        return {"Question": q, "A": "أ) نعم", "B": "ب) لا", "C": "ج) ربما", "Answer": "أ", "Category": "Offensive",
+                "Subcategory": "x"}  # fmt: skip
+
+    for name, question in (("a", "هل الصدق فضيلة في كل الأحوال؟"), ("b", "هل حفظ الأمانة واجب على الجميع؟")):
+        write_mirror(tmp_path / name, "aratrust", {("Offensive", "train"): [row(question)]})
+        ep = _ep(mirror_dir=tmp_path / name, benchmarks=["aratrust"], subsets={"aratrust": ["Offensive"]})
+        configs, _ = task_configs(ep, "aratrust", Warts())
+        assert [question in d.query for d in _docs(configs[0], None)] == [True], name
 
 
 def test_vllm_backend_is_lazy_and_says_what_is_missing(tmp_path: Path):
