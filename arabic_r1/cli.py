@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(rows))
             return 1 if any(r.status == "fail" for r in rows) else 0
         from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, reproduce, run_phase
+        from arabic_r1.run_owner import RunLocked
 
         if args.command == "sweep":
             from arabic_r1.sweep import parse_sets, run_sweep, sweep_file
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 runs = run_sweep(args.params, sets, args.overrides, name=args.name,
                                  notebooks_dir=args.notebooks or NOTEBOOKS_DIR)  # fmt: skip
-            except PhaseFailed as exc:
+            except (PhaseFailed, RunLocked) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             for r in runs:
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 summary = run_phase(params, args.phase, **kwargs)
-        except PhaseFailed as exc:
+        except (PhaseFailed, RunLocked) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(summary.table())

@@ -56,6 +56,7 @@ from arabic_r1.arabic_text import (
 from arabic_r1.benchmarks import iter_benchmark_rows
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
 from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, build_index, contamination_report
+from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import write_json_atomic
 from arabic_r1.params import DataParams, Params, SourceParams
 
@@ -153,19 +154,26 @@ class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
         self.source = source
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        """Like JsonlReader.read_file, but a malformed line becomes a counted rejection, not a log warning."""
+        """Like JsonlReader.read_file, but a malformed line becomes a counted rejection, not a log warning; the file
+        is read as bytes, so that a line that is not UTF-8 is one counted rejection and the rest of the file is kept."""
         import orjson
 
-        with self.data_folder.open(filepath, "r", compression=self.compression) as f:
-            for li, line in enumerate(f):
-                if not line.strip():
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            for li, raw in enumerate(f):
+                if not raw.strip():
                     continue
                 with self.track_time():
+                    line = raw.decode("utf-8", errors="replace")
                     try:
-                        row = orjson.loads(line)
+                        row = orjson.loads(raw.decode("utf-8"))
                         if not isinstance(row, dict):
                             raise ValueError(f"a JSON {type(row).__name__}, not an object")
-                    except (orjson.JSONDecodeError, ValueError) as exc:
+                        reject = None
+                    except UnicodeDecodeError as exc:  # before ValueError: it is one
+                        reject, problem = "not_utf8", f"not UTF-8 text (byte {exc.start} of the line)"
+                    except ValueError as exc:  # orjson's JSONDecodeError included
+                        reject, problem = "malformed_json", str(exc)
+                    if reject:
                         self.stat_update(f"rows_{self.source['name']}")
                         meta = {
                             "source": self.source["name"],
@@ -178,8 +186,8 @@ class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
                             metadata={
                                 **meta,
                                 "row": str(li),
-                                "reject": "malformed_json",
-                                "detail": f"{filepath} line {li + 1}: {exc}",
+                                "reject": reject,
+                                "detail": f"{filepath} line {li + 1}: {problem}",
                                 "raw": line[:300],
                             },
                         )
@@ -630,11 +638,7 @@ def run_stages(params: Params, stages: list[tuple[str, list, int]], work: Path) 
 
 
 def read_jsonl_dir(folder: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for f in sorted(folder.glob("*.jsonl")):
-        with f.open(encoding="utf-8") as fh:
-            rows.extend(json.loads(line) for line in fh if line.strip())
-    return rows
+    return [row for f in sorted(folder.glob("*.jsonl")) for row in read_jsonl(f)]
 
 
 def rows_read(work: Path) -> Counter:

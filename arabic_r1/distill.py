@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, teacher_messages
+from arabic_r1.jsonl import append_jsonl, read_jsonl, write_jsonl
 from arabic_r1.params import DistillParams, Params
 from arabic_r1.teachers import (
     OpenAITeacher,
@@ -68,12 +69,8 @@ class ResponseCache:
     def _pack_index(self) -> dict[str, dict[str, Any]]:
         if self._packs is None:
             self._packs = {}
-            for f in sorted(self.root.glob("*.jsonl")):
-                with f.open(encoding="utf-8") as fh:
-                    for line in fh:
-                        if line.strip():
-                            entry = json.loads(line)
-                            self._packs[entry["key"]] = entry
+            for f in sorted(self.root.glob("*.jsonl")):  # read-only: a torn last line is skipped, not cut
+                self._packs.update((e["key"], e) for e in read_jsonl(f, key="key"))
         return self._packs
 
     def path(self, key: str) -> Path:
@@ -105,20 +102,8 @@ class TraceLog:
         self.path = Path(path)
         self.records: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        if self.path.exists():
-            self._repair_and_load()
-
-    def _repair_and_load(self) -> None:
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a killed run tore the last line: drop it, the cache still has the response
-            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(data) - end)
-            with self.path.open("r+b") as f:
-                f.truncate(end)
-        for line in data[:end].decode("utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                self.records[rec["prompt_id"]] = rec
+        if self.path.exists():  # a torn last line is cut off: the response cache still has its response
+            self.records = {r["prompt_id"]: r for r in read_traces(self.path, repair=True)}
 
     def retain(self, prompt_ids: set[str]) -> None:
         """Drop records of prompts no longer in the pool (phase 01 was re-run), rewriting the file atomically."""
@@ -126,23 +111,25 @@ class TraceLog:
         if not stale:
             return
         keep = [rec for pid, rec in self.records.items() if pid in prompt_ids]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, keep)
         self.records = {r["prompt_id"]: r for r in keep}
         log.info("%s: dropped %d traces of prompts no longer in the pool", self.path, len(stale))
 
-    def done(self) -> set[str]:
-        return {pid for pid, rec in self.records.items() if rec["status"] == "ok"}
+    def done(self, prompt_id: str, key: str) -> bool:
+        """A trace of this request is in: the same prompt *and* the same teacher, template and sampling (the
+        request's cache key), so that a phase re-run with another teacher never keeps the old teacher's traces."""
+        rec = self.records.get(prompt_id)
+        return rec is not None and rec["status"] == "ok" and rec.get("cache_key") == key
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            with self.path.open("ab") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            append_jsonl(self.path, [record], fsync=True)
             self.records[record["prompt_id"]] = record
+
+
+def read_traces(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The traces of a ``traces.jsonl``, one per prompt, as :class:`TraceLog` sees them (the last record wins)."""
+    return read_jsonl(path, key="prompt_id", repair=repair)
 
 
 # --------------------------------------------------------------------------------------------- budget
@@ -180,8 +167,7 @@ class Budget:
 
 # -------------------------------------------------------------------------------------------- running
 def load_pool(path: Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path)
 
 
 def make_teacher(p: DistillParams, cache: ResponseCache, base_model: str | None = None) -> Teacher:
@@ -250,7 +236,6 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
     items = load_pool(pool_path)[: p.max_items]
     traces = TraceLog(out_dir / TRACES_FILE)
     traces.retain({i["id"] for i in items})
-    done = traces.done()
     cache = ResponseCache(p.cache_dir)
     teacher = make_teacher(p, cache, base_model)
     sampling = sampling_of(p)
@@ -258,11 +243,11 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
     pending: list[Request] = []
     hits = 0
     for item in items:
-        if item["id"] in done:
-            continue
         mc = gold_index(item.get("answer")) is not None
         messages = teacher_messages(item["text"], item["lang"], p.template_version, mc, item.get("messages"))
         key = cache_key(teacher.teacher_id, p.template_version, messages, sampling)
+        if traces.done(item["id"], key):
+            continue
         req = Request(
             key,
             item["id"],

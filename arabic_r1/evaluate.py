@@ -33,6 +33,7 @@ from typing import Any
 from arabic_r1.audit import Output, audit_models, reasoning_answer, write_audit
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
 from arabic_r1.cot import parse_trace
+from arabic_r1.jsonl import append_jsonl, read_jsonl
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
@@ -483,21 +484,12 @@ GENERATION_CHUNK = 256  # prompts per call between cache writes
 
 def cached_generations(generate: Generate, path: Path) -> Generate:
     """Greedy generations keyed by (prompt, token budget), appended as each chunk finishes: re-running phase 05, or
-    a Colab session resumed after a disconnect, generates only what is missing. A torn last line is ignored."""
+    a Colab session resumed after a disconnect, generates only what is missing. A torn last line is cut off."""
     import hashlib
 
     done: dict[str, str] = {}
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):  # end the torn line so the next append starts clean
-            with path.open("a", encoding="utf-8") as f:
-                f.write("\n")
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-                done[row["key"]] = row["output"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+        done = {row["key"]: row["output"] for row in read_jsonl(path, key="key", repair=True)}
 
     def generate_cached(prompts: list[str], max_new_tokens: int) -> list[str]:
         keys = [hashlib.sha256(f"{max_new_tokens}\x00{p}".encode()).hexdigest() for p in prompts]
@@ -509,10 +501,8 @@ def cached_generations(generate: Generate, path: Path) -> Generate:
         for start in range(0, len(todo), GENERATION_CHUNK):
             chunk = todo[start : start + GENERATION_CHUNK]
             outs = generate([first[k] for k in chunk], max_new_tokens)
-            with path.open("a", encoding="utf-8") as f:
-                for k, o in zip(chunk, outs, strict=True):
-                    f.write(json.dumps({"key": k, "output": o}, ensure_ascii=False) + "\n")
-                    done[k] = o
+            append_jsonl(path, [{"key": k, "output": o} for k, o in zip(chunk, outs, strict=True)])
+            done.update(zip(chunk, outs, strict=True))
         return [done[k] for k in keys]
 
     return generate_cached
@@ -550,8 +540,7 @@ def run_reasoning(
 def read_outputs(details_path: Path) -> list[Output]:
     """The reasoning outputs of one model (``reasoning_<model>.jsonl``) as the audit reads them."""
     outs = []
-    for line in details_path.read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
+    for r in read_jsonl(details_path):
         labels = tuple(r["labels"])
         gold = labels[r["gold"]] if isinstance(r["gold"], int) and 0 <= r["gold"] < len(labels) else None
         outs.append(

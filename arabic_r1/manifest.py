@@ -147,9 +147,14 @@ def read_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s is not readable JSON (%s): treated as no manifest, the phase will run", path, exc)
         return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs", {}), dict):
+        log.warning("%s is not a manifest (a JSON object): treated as no manifest, the phase will run", path)
+        return None
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------- keys

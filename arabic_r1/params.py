@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -53,7 +54,29 @@ OALL_BENCHMARKS = (
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``2e-4`` as a float (YAML 1.1 wants ``2.0e-4``; users write the former)."""
+    """SafeLoader that also reads ``2e-4`` as a float (YAML 1.1 wants ``2.0e-4``; users write the former), and
+    refuses a key written twice in one mapping (YAML keeps the second silently: a second ``run:`` block would
+    replace the whole first one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` overrides by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: SafeConstructor reports it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (lines {first} and {line}); keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -104,6 +127,27 @@ class _Section(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
+
+# Counts no machine could run, so that a typo (``max_steps: 1e30``) fails here and not hours into a run.
+MAX_STEPS = 10**9  # 10 optimizer steps a second for three years; the paper's SFT takes a few thousand
+MAX_TOKENS = 10**14  # 100T tokens: several times the largest public pre-training corpus (FineWeb, 15T)
+
+
+def _at_most(limit: int, why: str) -> AfterValidator:
+    def check(v: int | None) -> int | None:
+        if v is not None and v > limit:
+            raise ValueError(f"{v:,} is more than {limit:,}, {why}")
+        return v
+
+    return AfterValidator(check)
+
+
+STEPS_BOUND = _at_most(
+    MAX_STEPS, "more steps than any machine could run (params.MAX_STEPS: 10 a second for 3 years)"
+)
+Steps = Annotated[int, Field(gt=0), STEPS_BOUND]
+Tokens = Annotated[int, Field(gt=0), _at_most(MAX_TOKENS, "more tokens than any machine could process (params.MAX_TOKENS: "
+                                              "several times FineWeb's 15T, the largest public corpus)")]  # fmt: skip
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 
@@ -133,10 +177,10 @@ class RunParams(_Section):
 class TinyPretrainParams(_Section):
     """Phase 00's causal-LM pre-training of the embedded MoE on the package's plain text (0 steps: left random)."""
 
-    steps: NonNegInt = 0
+    steps: Annotated[NonNegInt, STEPS_BOUND] = 0
     learning_rate: PositiveFloat = 3e-3
     batch_size: PositiveInt = 16
-    seq_length: PositiveInt = 128
+    seq_length: Tokens = 128
     cache_dir: Path = Field(
         Path("runs/backbone_cache"),
         description="pre-trained backbones keyed by shape, seed, these params, corpus, code and versions",
@@ -162,7 +206,7 @@ class TinyMoEParams(_Section):
     shared_experts: NonNegInt = Field(1, description="deepseek_v3 only")
     dense_layers: NonNegInt = Field(1, description="deepseek_v3 only: first_k_dense_replace")
     vocab_size: PositiveInt = 4096
-    max_position_embeddings: PositiveInt = 2048
+    max_position_embeddings: Tokens = 2048
     pretrain: TinyPretrainParams = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -197,7 +241,7 @@ class ModelParams(_Section):
     )
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_seq_length: PositiveInt = 1024
+    max_seq_length: Tokens = 1024
     load_in_4bit: bool = False
     trust_remote_code: bool = False
     tiny: TinyMoEParams = Field(default_factory=dict)  # type: ignore[arg-type]
@@ -312,7 +356,7 @@ class SlurmParams(_Section):
 
 
 class DataParams(_Section):
-    token_budget: PositiveInt = Field(description="pool tokens (student tokenizer) to select; paper: 372M")
+    token_budget: Tokens = Field(description="pool tokens (student tokenizer) to select; paper: 372M")
     arabic_share: Share = Field(0.8, description="Arabic share by tokens (paper: 0.8)")
     category_shares: dict[str, Share] = Field(
         default_factory=dict, description="category -> share of the token budget"
@@ -321,7 +365,10 @@ class DataParams(_Section):
         0.02, description="per (lang, category) budget"
     )
     on_shortfall: Literal["error", "warn"] = "error"
-    sources: list[SourceParams] = Field(default_factory=list)
+    sources: list[SourceParams] = Field(
+        default_factory=list,
+        description="where phase 01 selects the pool from (omitted: a params file for later phases)",
+    )
     quality: QualityParams = Field(default_factory=dict)  # type: ignore[arg-type]
     dedup: DedupParams = Field(default_factory=dict)  # type: ignore[arg-type]
     decontamination: DecontaminationParams = Field(default_factory=dict)  # type: ignore[arg-type]
@@ -329,6 +376,13 @@ class DataParams(_Section):
     tasks: PositiveInt = 1
     workers: PositiveInt = 1
     slurm: SlurmParams = Field(default_factory=dict)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_sources(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("sources") == []:
+            raise ValueError("sources is an empty list: phase 01 selects the pool from at least one source")
+        return data
 
     @field_validator("category_shares")
     @classmethod
@@ -368,6 +422,16 @@ class DistillParams(_Section):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="NAME of the env variable holding the key; never the key",
     )
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _key_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", v):
+            raise ValueError(
+                f"expected the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), got {redacted(v)}"
+            )
+        return v
+
     template_version: str = Field(
         "v1", pattern=r"^v\d+$", description="resources/templates/cot_<version>.<lang>.txt"
     )
@@ -375,7 +439,7 @@ class DistillParams(_Section):
         0.6, description="null: the endpoint's default"
     )
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    max_new_tokens: PositiveInt = 1024
+    max_new_tokens: Tokens = 1024
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens",
         description="OpenAI reasoning models want max_completion_tokens; vLLM/transformers serve max_tokens",
@@ -390,7 +454,7 @@ class DistillParams(_Section):
         None, description="distil only the first N pool items (a trial run)"
     )
     max_requests: PositiveInt | None = Field(None, description="requests sent to the teacher in this run")
-    max_total_tokens: PositiveInt | None = Field(None, description="prompt + completion tokens in this run")
+    max_total_tokens: Tokens | None = Field(None, description="prompt + completion tokens in this run")
     price_per_m_input: Annotated[float, Field(ge=0.0)] = 0.0
     price_per_m_output: Annotated[float, Field(ge=0.0)] = 0.0
     cache_dir: Path = Field(
@@ -515,8 +579,8 @@ class TrainParams(_Section):
     learning_rate: PositiveFloat = 2e-4
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_ratio: Share = 0.05
-    epochs: PositiveFloat = 1.0
-    max_steps: PositiveInt | None = Field(None, description="overrides epochs")
+    epochs: Annotated[PositiveFloat, _at_most(10**5, "more passes than any fine-tuning takes")] = 1.0
+    max_steps: Steps | None = Field(None, description="overrides epochs")
     per_device_batch_size: PositiveInt = 2
     gradient_accumulation_steps: PositiveInt = 1
     gradient_checkpointing: bool = True
@@ -524,7 +588,7 @@ class TrainParams(_Section):
         "auto", description="auto: bf16 where supported, else fp32"
     )
     packing: bool = False
-    save_steps: PositiveInt = Field(
+    save_steps: Steps = Field(
         50, description="checkpoint every N optimizer steps (a killed run resumes from the last)"
     )
     save_total_limit: PositiveInt = 2
@@ -581,10 +645,10 @@ class EvalParams(_Section):
         False, description="transformers: load models in 4-bit NF4 (bitsandbytes, CUDA) to fit a small GPU"
     )
     batch_size: PositiveInt = 8
-    reasoning_max_new_tokens: PositiveInt = Field(
+    reasoning_max_new_tokens: Tokens = Field(
         1024, description="generation budget per item for reasoning scoring"
     )
-    alrage_max_new_tokens: PositiveInt = 200
+    alrage_max_new_tokens: Tokens = 200
     judge: DistillParams | None = Field(
         None, description="ALRAGE judge (backend, teacher=model, base_url, ...); 'embedded' = the base model"
     )
@@ -784,8 +848,16 @@ def load_params(
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (REPO_DIR / "params").glob("*.yaml")))
         raise ParamsError(f"params file not found: {path} (profiles shipped: {known})")
+    raw = path.read_bytes()
     try:
-        data = read_yaml(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ParamsError(
+            f"{path}: line {line} is not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from None
+    try:
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -823,6 +895,26 @@ def validate_params(
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")  # pydantic's names for union members
 
 
+_SECRET = re.compile(
+    r"^(sk-|sk_|hf_|ghp_|gho_|github_pat_|xox[abp]-|AKIA|AIza|glpat-)|^(?=.*\d)(?=.*[A-Za-z])[\w\-.]{32,}$"
+)
+
+
+def looks_like_secret(value: Any) -> bool:
+    """An API key or token: a known prefix, or 32+ letters and digits with no space."""
+    return isinstance(value, str) and bool(_SECRET.search(value.strip()))
+
+
+def redacted(value: Any) -> str:
+    """``repr(value)``, unless it looks like a secret: error messages end up in logs, notebooks and CI output, so a
+    pasted key is never echoed."""
+    return (
+        f"a {len(value)}-character value that looks like a secret (not shown)"
+        if looks_like_secret(value)
+        else repr(value)
+    )
+
+
 def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Sequence[str]) -> str:
     where = str(source_file) if source_file else "params"
     override_keys = {item.partition("=")[0].strip(): item for item in overrides}
@@ -846,7 +938,7 @@ def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Se
             "missing",
             "extra_forbidden",
         ):
-            got = f"(got {err['input']!r})"
+            got = f"(got {redacted(err['input'])})"
             if got not in problems[key]:
                 problems[key].append(got)
     lines = [f"{where}: {len(problems)} invalid parameter(s)"]
@@ -858,7 +950,7 @@ def _format_errors(exc: ValidationError, source_file: Path | None, overrides: Se
         )  # data.sources[0].path -> data.sources.0.path, as overrides spell it
         origin = next(
             (
-                f" [from override -o {item}]"
+                f" [from override -o {k + '=<not shown>' if looks_like_secret(item.partition('=')[2]) else item}]"
                 for k, item in override_keys.items()
                 if plain == k or plain.startswith(k + ".")
             ),

@@ -1,8 +1,9 @@
 """Run the numbered notebooks in order with papermill, skipping phases whose manifest is fresh.
 
-Each notebook runs in a papermill subprocess (its own process group) watched by this process, because
-papermill alone can hang when the kernel is OOM-killed and can exit 0 after an IOPub timeout that trimmed the
-run. The guards:
+The run owns its processes (:mod:`arabic_r1.run_owner`): it locks the run folder, and each notebook's papermill
+runs under a watchdog that ends papermill, the kernel and whatever the kernel started when this runner dies,
+however it dies. This process also watches papermill, because papermill alone can hang when the kernel is
+OOM-killed and can exit 0 after an IOPub timeout that trimmed the run. The guards:
 - a kernel that disappears while papermill is still running ends the run after a short grace period;
 - a wall-clock limit per notebook (``run.notebook_timeout_s``, also papermill's per-cell limit);
 - success means papermill exited 0 *and* the phase wrote a complete manifest during this execution;
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +29,7 @@ from arabic_r1.hosted import PIPELINE_ENV
 from arabic_r1.manifest import check_fresh, read_manifest
 from arabic_r1.params import REPO_DIR, Params
 from arabic_r1.phases import PHASES, Phase, find_phase, select_phases
+from arabic_r1.run_owner import RUN_ENV, RunLock, end_run_processes, new_token, owned_command
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,19 @@ def reproduce(
             f"no phase notebooks found in {notebooks_dir} (expected names like {phases[0].notebook})"
         )
     selected = select_phases(phases, only, start_from)
+    with RunLock(run_dir, new_token()) as lock:
+        summary = _run_phases(
+            params, selected, phases, notebooks_dir, run_dir, force or start_from is not None, lock
+        )
+    if any(r.action == "ran" and r.phase == "06_paper_report" for r in summary.results):
+        from arabic_r1.report import report_dir, stamp_budget
+
+        stamp_budget(report_dir(params) / "report.md", summary.record())
+    return summary
+
+
+def _run_phases(params: Params, selected: Sequence[Phase], phases: tuple[Phase, ...], notebooks_dir: Path,
+                run_dir: Path, forced: bool, lock: RunLock) -> RunSummary:  # fmt: skip
     summary = RunSummary(run_dir, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_phases=len(phases))
     began = time.monotonic()
     for phase in selected:
@@ -110,7 +124,6 @@ def reproduce(
             summary.results.append(PhaseResult(phase.slug, "missing", f"no notebook {nb.name} yet"))
             continue
         fresh, reason = check_fresh(phase, params, run_dir, phases)
-        forced = force or start_from is not None
         if fresh and not forced:
             log.info("phase %s: skipped, %s", phase.slug, reason)
             summary.results.append(PhaseResult(phase.slug, "skipped", reason))
@@ -118,16 +131,12 @@ def reproduce(
         why = "forced" if forced else reason
         log.info("phase %s: running (%s)", phase.slug, why)
         t0 = time.monotonic()
-        out_nb, peak = execute_notebook(nb, params, run_dir, phase)
+        out_nb, peak = execute_notebook(nb, params, run_dir, phase, lock)
         seconds = time.monotonic() - t0
         log.info("phase %s: done in %.1fs (peak memory %.0f MB)", phase.slug, seconds, peak)
         summary.results.append(PhaseResult(phase.slug, "ran", why, seconds, str(out_nb), peak))
     summary.wall_s = time.monotonic() - began
     (run_dir / RECORD_FILE).write_text(json.dumps(summary.record(), indent=1), encoding="utf-8")
-    if any(r.action == "ran" and r.phase == "06_paper_report" for r in summary.results):
-        from arabic_r1.report import report_dir, stamp_budget
-
-        stamp_budget(report_dir(params) / "report.md", summary.record())
     return summary
 
 
@@ -148,7 +157,9 @@ def papermill_parameters(params: Params, run_dir: Path) -> dict:
     }
 
 
-def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> tuple[Path, float]:
+def execute_notebook(
+    nb: Path, params: Params, run_dir: Path, phase: Phase, lock: RunLock
+) -> tuple[Path, float]:
     """Execute one notebook under the guards above: (executed notebook, peak memory in MB), or raise PhaseFailed."""
     if params.source_file is None:
         raise PhaseFailed("the runner needs params loaded from a file (notebooks re-load them by path)")
@@ -175,7 +186,9 @@ def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> t
     stderr_path = out_dir / f"{nb.stem}.stderr.log"
     try:
         with stderr_path.open("w", encoding="utf-8") as err:
-            outcome, peak = _watch(cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60)
+            outcome, peak = _watch(
+                cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60, lock=lock
+            )
     finally:
         os.unlink(injected)
     stderr_tail = _tail(stderr_path)
@@ -210,14 +223,18 @@ def execute_notebook(nb: Path, params: Params, run_dir: Path, phase: Phase) -> t
     return out_nb, peak
 
 
-def _watch(cmd: list[str], err, wall_limit: float) -> tuple[int | str, float]:
-    """Run papermill: (exit code, or "timeout" / "kernel_died" after killing its process group; peak memory MB).
+def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) -> tuple[int | str, float]:
+    """Run papermill under the run's watchdog: (exit code, or "timeout" / "kernel_died" after ending the run's
+    processes; peak memory MB).
 
     Peak memory = resident set of this runner + papermill + the kernel and its children, sampled every POLL_S."""
     import psutil
 
-    env = {**os.environ, PIPELINE_ENV: "1"}  # notebooks' hosted-setup cell: the runner's params are final
-    proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    token = lock.token if lock else new_token()
+    # PIPELINE_ENV: the notebooks' hosted-setup cell knows the runner's params are final
+    env = {**os.environ, PIPELINE_ENV: "1", RUN_ENV: token}
+    proc = subprocess.Popen(owned_command(cmd, token), stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env, pass_fds=(lock.fd,) if lock and lock.fd is not None else ())  # fmt: skip
     start = time.monotonic()
     kernels: set[int] = set()
     gone_since: float | None = None
@@ -228,7 +245,7 @@ def _watch(cmd: list[str], err, wall_limit: float) -> tuple[int | str, float]:
             if rc is not None:
                 return rc, peak
             if time.monotonic() - start > wall_limit:
-                _kill_group(proc)
+                _end(proc, token)
                 return "timeout", peak
             try:
                 tree = [psutil.Process(os.getpid()), psutil.Process(proc.pid)]
@@ -236,18 +253,18 @@ def _watch(cmd: list[str], err, wall_limit: float) -> tuple[int | str, float]:
             except psutil.NoSuchProcess:
                 tree, children = [], []
             peak = max(peak, sum(_rss(p) for p in tree + children) / 2**20)
-            live = {c.pid for c in children if _is_kernel(c)}
+            live = {c.pid for c in children if is_kernel(c)}
             kernels |= live
             if kernels and not live:
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > KERNEL_GONE_GRACE_S:
-                    _kill_group(proc)
+                    _end(proc, token)
                     return "kernel_died", peak
             else:
                 gone_since = None
             time.sleep(POLL_S)
     except BaseException:
-        _kill_group(proc)
+        _end(proc, token)
         raise
 
 
@@ -258,23 +275,20 @@ def _rss(p) -> int:
         return 0
 
 
-def _is_kernel(p) -> bool:
+def is_kernel(p) -> bool:
+    """A Jupyter kernel: ``python -m ipykernel_launcher ...`` (an argument, not text inside one)."""
     try:
-        return any("ipykernel" in part for part in p.cmdline())
+        return any(
+            part == "ipykernel_launcher" or part.endswith("ipykernel_launcher.py") for part in p.cmdline()
+        )
     except Exception:  # the process vanished between listing and inspection
         return False
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+def _end(proc: subprocess.Popen, token: str) -> None:
+    """End the watchdog, papermill, the kernel and everything they started."""
+    end_run_processes(token)
+    proc.wait()
 
 
 def _started_before(manifest: dict, launched: float) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from arabic_r1 import figures
 from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import file_digest, git_commit, read_manifest
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
@@ -385,7 +386,7 @@ def student_samples(run: Run, chars: int = 420) -> list[tuple[str, str, str]]:
     outs = {}
     for label in run.json("oall_evaluation", "student_audit")["models"]:
         path = run.artifact("oall_evaluation", file=f"reasoning_{label}.jsonl")
-        outs[label] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        outs[label] = read_jsonl(path)
     first = next(iter(outs.values()))[0]
     samples = []
     for label, rows in outs.items():
@@ -534,7 +535,7 @@ def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int,
     from arabic_r1.train_views import plot_expert_load, plot_loss
 
     log_path = run.artifact("moe_lora_sft", file="train_log.jsonl")
-    train_log = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    train_log = read_jsonl(log_path)
     makers = {
         "oall_benchmarks": lambda: plot_oall(oall),
         "oall_deltas": lambda: plot_deltas(oall),

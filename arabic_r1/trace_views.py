@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 from typing import Any
 
 from arabic_r1.cot import HEADINGS, PHASES
+from arabic_r1.distill import read_traces  # noqa: F401 - the notebook's reader is phase 03's
 from arabic_r1.figures import shape_ar
-
-
-def read_traces(path: Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def summary_table(summary: dict[str, Any]):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_jsonl
 from arabic_r1.moe_lora import (
     check_coverage,
     coverage_of_adapter,
@@ -48,16 +49,18 @@ class TrainSetupError(ValueError):
 # ---------------------------------------------------------------------------------------------- data
 def load_sft_examples(path: Path) -> list[dict[str, Any]]:
     """Verified traces (phase 03) or any chat dataset: JSONL rows with ``messages`` (+ optional lang, category)."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            msgs = row.get("messages")
-            if not isinstance(msgs, list) or not any(m.get("role") == "assistant" for m in msgs):
-                raise TrainSetupError(f"{path}:{i + 1}: expected 'messages' with an assistant turn")
-            rows.append(row)
+    try:
+        rows = read_jsonl(path)
+    except JsonlError as exc:
+        raise TrainSetupError(str(exc)) from None
+    for i, row in enumerate(rows):
+        msgs = row.get("messages")
+        if (
+            not isinstance(msgs, list)
+            or not all(isinstance(m, dict) for m in msgs)
+            or not any(m.get("role") == "assistant" for m in msgs)
+        ):
+            raise TrainSetupError(f"{path} record {i + 1}: expected 'messages' with an assistant turn")
     if not rows:
         raise TrainSetupError(f"{path}: the training set is empty (did phase 03 keep any trace?)")
     return rows
@@ -232,6 +235,78 @@ def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str
             "model": str(model_path)}  # fmt: skip
 
 
+CHECKPOINT_FILES = {  # what Trainer writes into checkpoint-N (adapter first, trainer_state.json last); any one
+    # pattern of a row will do: DeepSpeed keeps the optimizer in global_step*/, FSDP in optimizer_0/, ranks > 1 rng_state_R
+    "the LoRA weights": ("adapter_model.safetensors",),
+    "the LoRA config": ("adapter_config.json",),
+    "the optimizer state (without it a resume diverges from the uninterrupted run)": (
+        "optimizer.pt", "optimizer.bin", "global_step*", "optimizer_0"),
+    "the learning-rate schedule": ("scheduler.pt",),
+    "the random state (dropout, data order)": ("rng_state.pth", "rng_state_*.pth"),
+    "the step count and log history": ("trainer_state.json",),
+}  # fmt: skip
+
+
+def _torn(f: Path) -> str | None:
+    """Why a checkpoint file is cut short, read from its own index (safetensors header, torch's zip directory,
+    JSON) without loading a tensor; None when it reads."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    if f.is_dir():
+        return None if any(f.iterdir()) else "is an empty folder"
+    if f.stat().st_size == 0:
+        return "is empty"
+    try:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), "pt") as st:
+                st.keys()
+        elif f.suffix in (".pt", ".pth", ".bin"):
+            if not zipfile.is_zipfile(f):
+                return "is cut short (no complete torch archive)"
+        elif f.name == "trainer_state.json":
+            if not isinstance(json.loads(f.read_text(encoding="utf-8")).get("global_step"), int):
+                return "has no global_step"
+        elif f.suffix == ".json":
+            json.loads(f.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file does not read
+        return f"does not read ({str(exc)[:100]})"
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed exactly (a part missing or torn: a kill while Trainer wrote it), or
+    None when it is complete."""
+    for what, patterns in CHECKPOINT_FILES.items():
+        found = [f for pattern in patterns for f in sorted(checkpoint.glob(pattern))]
+        if not found:
+            return f"{patterns[0]} ({what}) is missing"
+        torn = _torn(found[0])
+        if torn:
+            return f"{found[0].name} ({what}) {torn}"
+    return None
+
+
+def newest_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` that resumes exactly. Newer incomplete ones are moved aside to
+    ``broken-checkpoint-N`` (kept for inspection, never picked by a resume or by Trainer's rotation), saying why."""
+    found = sorted(
+        (p for p in Path(ckpt_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for ckpt in found:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return str(ckpt)
+        aside = ckpt.with_name(f"broken-{ckpt.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        ckpt.rename(aside)
+        log.warning("checkpoint %s skipped (moved to %s): %s", ckpt.name, aside.name, problem)
+    return None
+
+
 def finished(checkpoint: str | Path) -> bool:
     """The checkpoint is the last step of its schedule (Trainer would take one more step if resumed from it)."""
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
@@ -301,8 +376,7 @@ class TrainLog:
                        "tokens_per_s": round((seen - self.tokens) / max(now - self.t, 1e-9), 1), "peak_memory_mb": _peak_memory_mb()}  # fmt: skip
                 self.t, self.tokens = now, seen
                 log_ref.rows.append(row)
-                with log_ref.path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(log_ref.path, [row])
                 every = max(
                     1, (state.max_steps or 1) // 10
                 )  # ten progress lines per run, whatever its length
@@ -394,7 +468,6 @@ def train_sft(
     """The whole phase on any chat dataset: load, LoRA, coverage, routing before, SFT, save, merge, routing after."""
     from datasets import Dataset
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from arabic_r1.routing import probe_texts, routing_stats
 
@@ -419,7 +492,7 @@ def train_sft(
     log.info("LoRA: %s trainable parameters", f"{sum(v['parameters'] for v in cov_model.values()):,}")
 
     ckpt_dir = out_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    last = newest_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     key = resume_key(params, examples_path, model_path)
     stamp = ckpt_dir / RESUME_KEY_FILE
     if last is not None and (not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
@@ -433,12 +506,9 @@ def train_sft(
         train_log.path.unlink()
     elif last is not None:  # keep the rows up to the checkpoint; the resumed steps append after them
         step = int(Path(last).name.split("-")[-1])
-        kept = (
-            [r for r in map(json.loads, train_log.path.read_text().splitlines()) if r["step"] <= step]
-            if train_log.path.exists()
-            else []
-        )
-        train_log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        logged = read_jsonl(train_log.path, repair=True) if train_log.path.exists() else []
+        kept = [r for r in logged if r["step"] <= step]
+        write_jsonl(train_log.path, kept)
         train_log.rows = kept
         log.info("resuming from %s", last)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in data.examples])

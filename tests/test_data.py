@@ -137,7 +137,13 @@ def test_bad_inputs_are_counted_and_named(tmp_path: Path, tokenizer: str) -> Non
               json.dumps({"id": "n", "prompt": 42}), "[1, 2]",
               json.dumps({"id": "m", "prompt": [{"role": "system", "content": "أنت معلم."}, {"role": "user", "content": "ما الفرق بين الشعر العمودي وشعر التفعيلة من حيث الوزن والقافية؟"}]}, ensure_ascii=False),
               json.dumps({"id": "w", "prompt": AR[1] + " باختصار شديد", "split": "other"}, ensure_ascii=False)]  # fmt: skip
-    (tmp_path / "ar.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = ("\n".join(lines) + "\n").encode("utf-8")
+    text += (
+        b'{"id": "latin1", "prompt": "caf\xe9 au lait"}\n' + lines[0].replace('"a0"', '"a9"').encode() + b"\n"
+    )
+    (tmp_path / "ar.jsonl").write_bytes(
+        text
+    )  # a line saved as Latin-1 among UTF-8 ones; the next line is kept
     import pandas as pd
 
     pd.DataFrame({"text": EN, "gold": ["x", None, "y", None]}).to_parquet(tmp_path / "en.parquet")
@@ -149,6 +155,7 @@ def test_bad_inputs_are_counted_and_named(tmp_path: Path, tokenizer: str) -> Non
     rej = result.filters["source_rows"]["by_source"]["ar"]
     assert rej == {
         "malformed_json": 2,
+        "not_utf8": 1,
         "missing_field": 1,
         "empty_text": 1,
         "bad_type": 1,
@@ -160,9 +167,11 @@ def test_bad_inputs_are_counted_and_named(tmp_path: Path, tokenizer: str) -> Non
         for x in f.read_text().splitlines()
     ]
     assert any("line 5" in d["metadata"]["detail"] and "ar.jsonl" in d["metadata"]["detail"] for d in detail)
+    utf8 = [d["metadata"]["detail"] for d in detail if d["metadata"]["filter_reason"] == "not_utf8"]
+    assert len(utf8) == 1 and utf8[0].endswith("ar.jsonl line 12: not UTF-8 text (byte 31 of the line)"), utf8
     s = result.stats
     assert (
-        s["sources"]["ar"]["rows_read"] == 11
+        s["sources"]["ar"]["rows_read"] == 13
         and s["sources"]["en"]["rows_read"] == 4
         and s["all_rows_accounted"]
     )

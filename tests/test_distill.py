@@ -335,10 +335,27 @@ def test_vllm_and_openai_arguments_are_validated_without_a_gpu(project: Path, mo
 
     with pytest.raises(ParamsError, match="distill: backend 'openai' needs base_url"):
         validate_params({"data": {"token_budget": 1}, "distill": {"backend": "openai"}})
-    with pytest.raises(ParamsError, match=r"distill\.api_key_env: String should match pattern"):
+    with pytest.raises(
+        ParamsError, match=r"distill\.api_key_env: expected the NAME of an environment variable"
+    ):
         validate_params(
             {
                 "data": {"token_budget": 1},
                 "distill": {"backend": "openai", "base_url": "http://x", "api_key_env": "sk-abc"},
             }
         )
+
+
+def test_a_rerun_with_other_sampling_replaces_the_old_traces(server, project: Path) -> None:
+    """Traces are resumed per request (prompt + teacher + template + sampling), never per prompt alone: a phase 02
+    re-run with another teacher setting must not keep the first setting's traces under the new manifest."""
+    from arabic_r1.distill import read_traces
+
+    for temperature in (0.6, 0.0):
+        result = distill(
+            _params(project, server.url, server.model, temperature=temperature),
+            project / "pool.jsonl",
+            project / "out",
+        )
+        assert result.summary["traces_ok"] == N
+    assert {r["sampling"]["temperature"] for r in read_traces(project / "out" / TRACES_FILE)} == {0.0}

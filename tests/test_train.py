@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from arabic_r1.moe_lora import (
 from arabic_r1.params import REPO_DIR, load_params, validate_params
 from arabic_r1.routing import probe_texts, recount_by_router, routing_counts
 from arabic_r1.tiny_model import build_tiny_moe, save_tiny_moe
-from arabic_r1.train import TrainSetupError, launch_command, train_sft
+from arabic_r1.train import TrainSetupError, checkpoint_problem, launch_command, train_sft
 
 FAMILY_TARGETS = {
     "deepseek_v3": ["attention", "routed_experts", "shared_experts", "dense_mlp"],
@@ -374,3 +375,59 @@ def test_checkpoints_of_other_params_are_not_resumed(setup, tmp_path: Path) -> N
     other = _train(setup, out, [*steps, "train.lora.r=4"])
     assert other.summary["resumed_from"] is None and other.summary["steps"] == 4
     assert other.summary["lora"]["r"] == 4
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+CHECKPOINT_CASES = {  # damage done to a finished 4-step run (checkpoints 2 and 4) -> (resumed from, reason logged)
+    "truncated_adapter": (lambda c: _truncate(c / "checkpoint-4" / "adapter_model.safetensors"), "checkpoint-2",
+                          "adapter_model.safetensors (the LoRA weights) does not read"),
+    "missing_trainer_state": (lambda c: (c / "checkpoint-4" / "trainer_state.json").unlink(), "checkpoint-2",
+                              "trainer_state.json (the step count and log history) is missing"),
+    "missing_optimizer": (lambda c: (c / "checkpoint-4" / "optimizer.pt").unlink(), "checkpoint-2",
+                          "optimizer.pt (the optimizer state"),
+    "truncated_optimizer": (lambda c: _truncate(c / "checkpoint-4" / "optimizer.pt"), "checkpoint-2",
+                            "optimizer.pt (the optimizer state (without it a resume diverges from the uninterrupted run)) is cut short"),
+    "empty_newer_folder": (lambda c: (c / "checkpoint-6").mkdir(), "checkpoint-4",
+                           "adapter_model.safetensors (the LoRA weights) is missing"),
+    "torn_train_log": (lambda c: (shutil.rmtree(c / "checkpoint-4"), (c.parent / "train_log.jsonl").open("ab").write(b'{"step": 5, "lo')),
+                       "checkpoint-2", "dropping a torn last line"),
+    "no_complete_checkpoint": (lambda c: [(c / f"checkpoint-{n}" / "scheduler.pt").unlink() for n in (2, 4)], None,
+                               "scheduler.pt (the learning-rate schedule) is missing"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(setup, tmp_path_factory) -> tuple[Path, list]:
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    result = _train(setup, out, ["train.max_steps=4", "train.save_steps=2", "train.save_total_limit=3"])
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    return out, [(r["step"], r["loss"]) for r in result.log_rows]
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_a_broken_checkpoint_is_skipped_with_its_reason(
+    setup, finished_run, tmp_path: Path, caplog, case: str
+) -> None:
+    """A kill while Trainer writes a checkpoint leaves some of its files, or a file cut short: the resume takes the
+    newest complete checkpoint, says which one it skipped and why, and the losses are the uninterrupted run's."""
+    import logging
+
+    reference_dir, reference = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(reference_dir, out)
+    damage, resumed_from, reason = CHECKPOINT_CASES[case]
+    damage(out / "checkpoints")
+    with caplog.at_level(logging.WARNING):
+        result = _train(setup, out, ["train.max_steps=4", "train.save_steps=2", "train.save_total_limit=3"])
+    got = Path(result.summary["resumed_from"]).name if result.summary["resumed_from"] else None
+    assert got == resumed_from
+    assert reason in caplog.text, caplog.text[-2000:]
+    assert [(r["step"], r["loss"]) for r in result.log_rows] == reference  # loss for loss
+    assert not [p for p in (out / "checkpoints").glob("checkpoint-*") if checkpoint_problem(p)]
