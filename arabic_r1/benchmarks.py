@@ -179,10 +179,21 @@ def _feature(name: str, kinds: set[str]) -> dict[str, str]:
     return {"name": name, "dtype": "string"}
 
 
+def check_subset_name(key: str, subset: str, n_rows: int) -> None:
+    """A subset is one folder of the mirror: an empty, padded or path-like name would put its rows where neither
+    the README nor lighteval looks (they would be silently lost), so it is refused naming the rows."""
+    if not subset or subset != subset.strip() or "/" in subset or "\\" in subset or subset in (".", ".."):
+        raise ValueError(
+            f"{key}: {n_rows} row(s) have the subset name {subset!r}; expected a non-empty folder name without "
+            f"slashes or surrounding spaces (for a flat export, check the field subset_of reads)"
+        )
+
+
 def write_mirror(mirror_dir: Path, key: str, rows: dict[tuple[str, str], list[dict[str, Any]]]) -> Path:
     """Write ``{(subset, split): rows}`` of one benchmark as a mirror repo folder."""
     repo = repo_dir(mirror_dir, key)
     for (subset, split), items in rows.items():
+        check_subset_name(key, subset, len(items))
         folder = repo / subset
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as f:
@@ -221,6 +232,13 @@ def check_mirror(mirror_dir: Path, keys: Iterable[str] | None = None) -> list[st
         except (ValueError, yaml.YAMLError) as exc:
             problems.append(f"{key}: unreadable README.md ({exc})")
             continue
+        listed = {(repo / path).resolve() for splits in configs.values() for path in splits.values()}
+        stray = [f for f in sorted(repo.rglob("*.jsonl")) if f.resolve() not in listed]
+        if stray:
+            problems.append(
+                f"{key}: {len(stray)} row file(s) outside the README's subsets, never read or scored "
+                f"(e.g. {stray[0].relative_to(repo)}; expected <subset>/<split>.jsonl)"
+            )
         missing = [s for s in oall_subsets(key) if s not in configs]
         if missing:
             problems.append(
@@ -273,6 +291,20 @@ def iter_hub_rows(
             ds = load_dataset(spec.hf_repo, subset, split=split, streaming=True)
             for i, row in enumerate(ds):
                 yield BenchmarkRow(key, subset, split, i, dict(row))
+
+
+def mirror_digests(mirror_dir: Path | None, keys: Iterable[str]) -> dict[str, str]:
+    """The content digest of each benchmark's mirror folder: phase 01 indexes, and phase 05 scores, exactly the rows
+    with this digest (both manifests record it, so a refreshed mirror shows as a mismatch)."""
+    from arabic_r1.manifest import path_digest
+
+    if mirror_dir is None:
+        return {}
+    return {
+        k: path_digest(repo_dir(mirror_dir, k))
+        for k in keys
+        if (repo_dir(mirror_dir, k) / "README.md").is_file()
+    }
 
 
 def iter_benchmark_rows(

@@ -53,7 +53,7 @@ from arabic_r1.arabic_text import (
     normalized_text,
     normalized_words,
 )
-from arabic_r1.benchmarks import iter_benchmark_rows
+from arabic_r1.benchmarks import iter_benchmark_rows, mirror_digests
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
 from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, build_index, contamination_report
 from arabic_r1.jsonl import read_jsonl
@@ -843,6 +843,9 @@ def run_data_mixture(params: Params, run) -> MixtureResult:
         "cells": len(s["cells"]),
         "removed": {step: f["total"] for step, f in result.filters.items()},
         "all_rows_accounted": s["all_rows_accounted"],
+        "benchmark_digests": mirror_digests(params.eval.mirror_dir, params.data.decontamination.benchmarks)
+        if params.eval.source == "mirror"
+        else {},
     }
     run.finish(result.outputs, metrics)
     return result

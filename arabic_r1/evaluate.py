@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.audit import Output, audit_models, reasoning_answer, write_audit
-from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
+from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, mirror_digests, oall_subsets, repo_dir
 from arabic_r1.cot import parse_trace
 from arabic_r1.jsonl import append_jsonl, read_jsonl
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
@@ -76,6 +76,11 @@ class Warts:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self._seen: set[tuple] = set()
+
+    def __deepcopy__(self, memo: dict) -> Warts:
+        """One collector per evaluation: lighteval's Registry deep-copies every task config, and with it the prompt
+        function holding this; the copies must record into the same report, not into copies nobody reads."""
+        return self
 
     def add(self, task: str, index: Any, kind: str, detail: str) -> None:
         if (task, index, kind) not in self._seen:  # each model run formats the same rows again
@@ -873,6 +878,13 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
             "model_scores": run.dir / "model_scores.json",
             **audit_files,
         },
-        {"models": [m.label for m in models], "rows": len(rows), "warts": w["counts"]},
+        {
+            "models": [m.label for m in models],
+            "rows": len(rows),
+            "warts": w["counts"],
+            "benchmark_digests": mirror_digests(params.eval.mirror_dir, params.eval.benchmarks)
+            if params.eval.source == "mirror"
+            else {},
+        },  # fmt: skip
     )
     return EvalResult(models, run.dir / SCORES_FILE, w)

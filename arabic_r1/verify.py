@@ -107,13 +107,24 @@ def check_correctness(t: Trace, p: VerifyParams) -> Verdict:
     return Verdict("correctness", ok, f"answer {labels[chosen]}, gold {labels[gold]}", 1.0 if ok else 0.0)
 
 
-_QUOTED = re.compile(r'"[^"]*"|“[^”]*”|«[^»]*»|\'[^\']*\'')
+# Text in another language *by quotation*: quotes; Wikipedia's parenthetical glosses of a foreign name
+# ("(بالإنجليزية: England)", "(بالتركية العثمانية: …؛ نقحرة: …)"); a pronunciation in IPA between slashes.
+_QUOTED = re.compile(
+    r'"[^"]*"|“[^”]*”|«[^»]*»|\'[^\']*\''
+    r"|\((?=[^()]*?(?:بال[\u0621-\u064a]+(?: [\u0621-\u064a]+)?|نقحرة|تلفظ[^():]*)\s*:)[^()]*\)"
+    r"|/[^/\n]*[ˈˌːʃʒəɾβθðŋɪʊɛɔæ][^/\n]*/"
+)
 _LATIN_WORD = re.compile(r"[A-Za-z\u00C0-\u024F]{2,}")
 
 
 def check_language(t: Trace, p: VerifyParams) -> Verdict:
     """Script shares, code-switching, answer language = prompt language, no Persian/Urdu or other scripts."""
-    text = t.reasoning_and_answer
+    # quoted text (a transliterated name in «…», a requested translation in "…") may be in any script: every
+    # script count below reads the text without it, unless quotes hold most of the text (then nothing is exempt)
+    full = t.reasoning_and_answer
+    text = _QUOTED.sub(" ", full)
+    if len(text.strip()) < len(full.strip()) / 2:
+        text = full
     s = script_shares(text)
     problems = []
     if t.lang == "ar":
@@ -131,7 +142,7 @@ def check_language(t: Trace, p: VerifyParams) -> Verdict:
         if s.arabic < p.min_arabic_letter_share:
             problems.append(f"Arabic letters {s.arabic:.0%} < {p.min_arabic_letter_share:.0%}")
         words = len(text.split()) or 1
-        latin = len(_LATIN_WORD.findall(_QUOTED.sub(" ", text))) / words
+        latin = len(_LATIN_WORD.findall(text)) / words
         if latin > p.max_latin_word_share:
             problems.append(f"code-switching: Latin-script words {latin:.0%} > {p.max_latin_word_share:.0%}")
     elif s.latin < p.min_english_letter_share:
@@ -287,6 +298,7 @@ class Rubric:
     window: int
     recommend: dict[str, list[tuple[str, ...]]]
     negate: dict[str, list[tuple[str, ...]]]
+    formulas: dict[str, list[tuple[str, ...]]]
     promoted: dict[str, dict[str, list[tuple[str, ...]]]]
     patterns: dict[str, dict[str, list[re.Pattern]]]
     values: dict[str, list[str]]  # substrings of the folded text
@@ -325,6 +337,7 @@ def load_rubric(path: str | None = None) -> Rubric:
         window=int(raw.get("window", 8)),
         recommend={lang: _terms(v) for lang, v in raw["recommend"].items()},
         negate={lang: _terms(v) for lang, v in raw["negate"].items()},
+        formulas={lang: _terms(v) for lang, v in raw.get("formulas", {}).items()},
         promoted={
             cat: {lang: _terms(v) for lang, v in langs.items()} for cat, langs in raw["promoted"].items()
         },
@@ -341,9 +354,23 @@ def _find(words: tuple[str, ...], term: tuple[str, ...]) -> list[int]:
     return [i for i in range(len(words) - n + 1) if words[i : i + n] == term]
 
 
+def _without(words: tuple[str, ...], formulas: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """``words`` with every occurrence of a fixed formula taken out (longest formula first)."""
+    out, i = [], 0
+    ordered = sorted(formulas, key=len, reverse=True)
+    while i < len(words):
+        f = next((f for f in ordered if words[i : i + len(f)] == f), None)
+        if f:
+            i += len(f)
+        else:
+            out.append(words[i])
+            i += 1
+    return tuple(out)
+
+
 def norm_violations(text: str, lang: str, rubric: Rubric) -> list[str]:
     """Rubric hits in ``text``: promoted topics with a recommendation and no negation before them, and patterns."""
-    words = _rubric_words(text)
+    words = _without(_rubric_words(text), rubric.formulas.get(lang, []))
     hits = []
     for cat, langs in rubric.promoted.items():
         for term in langs.get(lang, []):

@@ -16,6 +16,7 @@ from arabic_r1.benchmarks import (
     oall_subsets,
     oall_v2_tasks,
     repo_dir,
+    write_mirror,
 )
 
 
@@ -86,3 +87,17 @@ def test_mirror_problems_are_named(tmp_path: Path, real_mirror: Path) -> None:
     assert json.loads(
         (repo_dir(real_mirror, "arabic_mmlu") / "Driving Test" / "test.jsonl").read_text().splitlines()[0]
     )
+
+
+@pytest.mark.parametrize("subset", ["", " Offensive", "a/b", ".."])
+def test_a_subset_name_that_is_no_folder_is_refused_naming_its_rows(tmp_path: Path, subset: str) -> None:
+    """An empty (or padded, or path-like) subset would put its rows where neither the README nor lighteval looks."""
+    with pytest.raises(ValueError, match=r"aratrust: 1 row\(s\) have the subset name"):
+        write_mirror(tmp_path, "aratrust", {(subset, "train"): [{"Question": "q"}]})
+
+
+def test_check_mirror_flags_row_files_outside_the_subsets(tmp_path: Path) -> None:
+    repo = write_mirror(tmp_path, "aratrust", {("Offensive", "train"): [{"Question": "q"}]})
+    (repo / "train.jsonl").write_text('{"Question": "lost"}\n', encoding="utf-8")
+    assert any("1 row file(s) outside the README's subsets" in p and "train.jsonl" in p
+               for p in check_mirror(tmp_path, ["aratrust"]))  # fmt: skip

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -346,17 +349,25 @@ def test_two_mirrors_with_one_layout_each_give_their_own_rows(tmp_path: Path):
     """The datasets library caches a local folder's rows under its *name* and subset: a refreshed mirror, or a second
     one with the same layout, must still give its own rows (they are read through a content-named view)."""
     from arabic_r1.benchmarks import write_mirror
-    from arabic_r1.evaluate import _docs
 
     def row(q: str) -> dict:
         return {"Question": q, "A": "أ) نعم", "B": "ب) لا", "C": "ج) ربما", "Answer": "أ", "Category": "Offensive",
                 "Subcategory": "x"}  # fmt: skip
 
+    load = (
+        "import sys; from pathlib import Path; from arabic_r1.evaluate import Warts, _docs, task_configs;"
+        "from arabic_r1.params import EvalParams;"
+        "ep = EvalParams(source='mirror', mirror_dir=Path(sys.argv[1]), benchmarks=['aratrust'],"
+        " subsets={'aratrust': ['Offensive']});"
+        "print([d.query for d in _docs(task_configs(ep, 'aratrust', Warts())[0][0], None)])"
+    )
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), "HF_DATASETS_OFFLINE": "1"}
     for name, question in (("a", "هل الصدق فضيلة في كل الأحوال؟"), ("b", "هل حفظ الأمانة واجب على الجميع؟")):
         write_mirror(tmp_path / name, "aratrust", {("Offensive", "train"): [row(question)]})
-        ep = _ep(mirror_dir=tmp_path / name, benchmarks=["aratrust"], subsets={"aratrust": ["Offensive"]})
-        configs, _ = task_configs(ep, "aratrust", Warts())
-        assert [question in d.query for d in _docs(configs[0], None)] == [True], name
+        # a new process each time, one datasets cache: as a user evaluating one mirror and then another
+        out = subprocess.run([sys.executable, "-c", load, str(tmp_path / name)], env=env, capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        assert question in out and out.count("?") + out.count("؟") == 1, (name, out[-500:])
 
 
 def test_vllm_backend_is_lazy_and_says_what_is_missing(tmp_path: Path):
@@ -467,3 +478,31 @@ def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(
         None,
         "unclosed think block",
     )
+
+
+def test_warts_survive_lightevals_registry_copying() -> None:
+    """lighteval's Registry deep-copies each task config (and the prompt function in it); the rows its copies
+    format must still land in the one report (the fixture's MadinahQA rows have a null Context)."""
+    from lighteval.tasks.registry import Registry
+
+    from arabic_r1.evaluate import task_string
+
+    warts = Warts()
+    configs, _ = task_configs(EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["madinah_qa"]),
+                              "madinah_qa", warts)  # fmt: skip
+    module = types.ModuleType("wart_tasks")
+    module.TASKS_TABLE = configs
+    tasks = Registry(tasks=task_string(configs), custom_tasks=module).load_tasks()
+    docs = [d for t in tasks.values() for d in t.eval_docs()]
+    assert docs and warts.summary()["counts"].get("null_context") == len(docs), warts.summary()["counts"]
+    assert copy.deepcopy(warts) is warts
+
+
+def test_phase_01_and_05_record_the_same_benchmark_digests(smoke_run) -> None:
+    """What phase 05 scored is what phase 01 indexed for decontamination: the same mirror contents, by digest."""
+    _, params, _ = smoke_run
+    m01 = json.loads((params.run_dir / "01_data_mixture" / "manifest.json").read_text(encoding="utf-8"))
+    m05 = json.loads((params.run_dir / "05_oall_evaluation" / "manifest.json").read_text(encoding="utf-8"))
+    d01, d05 = m01["metrics"]["benchmark_digests"], m05["metrics"]["benchmark_digests"]
+    common = set(d01) & set(d05)
+    assert len(common) >= 6 and all(d01[k] == d05[k] for k in common), (d01, d05)

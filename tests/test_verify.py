@@ -14,12 +14,12 @@ from arabic_r1.params import REPO_DIR, load_params
 from arabic_r1.verify import CHECKS, Trace, verify_trace, verify_traces
 
 P = load_params("smoke").verify
-ARABIC_CHECKS = (CHECKS["language"], CHECKS["orthography"], CHECKS["morphology"])
 
 
 def _plain(text: str, lang: str) -> Trace:
-    """Real text as a check sees a trace: reasoning and answer."""
-    return Trace("x", lang, "c", "", text, None, ParsedTrace(think=text, closed=True, answer=text))
+    """Real text as a check sees a trace's reasoning, once (as both reasoning and answer every n-gram would repeat,
+    and the degeneration check would reject nearly all of it)."""
+    return Trace("x", lang, "c", "", text, None, ParsedTrace(think=text, closed=True, answer=""))
 
 
 def _frr(texts: list[str], lang: str, check) -> float:
@@ -28,8 +28,7 @@ def _frr(texts: list[str], lang: str, check) -> float:
 
 @pytest.fixture(scope="module")
 def real(shared_data: Path) -> dict[str, list[str]]:
-    corpus = [r["text"] for r in read_jsonl(shared_data / "corpus" / "ar_pud_sentences.jsonl")]
-    corpus += [r["context"] for r in read_jsonl(shared_data / "corpus" / "ar_arcd_paragraphs.jsonl")]
+    corpus = shared_data / "corpus"
     questions = []
     for key, field in (
         ("arabic_mmlu", "Question"),
@@ -39,19 +38,32 @@ def real(shared_data: Path) -> dict[str, list[str]]:
     ):
         for f in sorted((shared_data / "oall" / key).glob("*.jsonl")):
             questions += [r[field] for r in read_jsonl(f)]
-    english = [r["text"] for r in read_jsonl(shared_data / "corpus" / "en_pud_sentences.jsonl")]
-    return {"corpus": corpus, "questions": questions, "english": english}
+    return {
+        "ar_pud_sentences": [r["text"] for r in read_jsonl(corpus / "ar_pud_sentences.jsonl")],
+        "ar_arcd_paragraphs": [r["context"] for r in read_jsonl(corpus / "ar_arcd_paragraphs.jsonl")],
+        "oall_questions": questions,
+        "en_pud_sentences": [r["text"] for r in read_jsonl(corpus / "en_pud_sentences.jsonl")],
+    }
 
 
-@pytest.mark.parametrize("check", ARABIC_CHECKS, ids=lambda c: c.__name__)
-def test_real_arabic_passes_with_at_most_2_percent_false_rejections(real, check) -> None:
-    corpus = _frr(real["corpus"], "ar", check)
-    union = _frr(real["corpus"] + real["questions"], "ar", check)
-    assert corpus <= 0.02 and union <= 0.02, (check.__name__, corpus, union)
+TEXT_CHECKS = ("language", "orthography", "morphology", "degeneration", "norms")  # structure and correctness
+# judge the form the teacher was asked for (four phases, the gold option), which real prose never has
+ACCEPTED = {
+    ("oall_questions", "orthography"): 0.03
+}  # the questions' own typos (doubled tanween, marks on spaces)
 
 
-def test_real_english_is_recognised_as_english(real) -> None:
-    assert _frr(real["english"], "en", CHECKS["language"]) <= 0.02
+@pytest.mark.parametrize("check", TEXT_CHECKS)
+def test_real_text_passes_with_at_most_2_percent_false_rejections(real, check: str) -> None:
+    """Every text check, on every real corpus (and the benchmark questions), each text once."""
+    rates = {}
+    for name, texts in real.items():
+        lang = "en" if name.startswith("en_") else "ar"
+        if lang == "en" and check in ("orthography", "morphology"):  # Arabic-only checks
+            continue
+        rates[name] = _frr(texts, lang, CHECKS[check])
+    over = {k: f"{v:.1%}" for k, v in rates.items() if v > ACCEPTED.get((k, check), 0.02)}
+    assert not over, (check, over)
 
 
 FLAWS = {
@@ -111,6 +123,8 @@ GOOD_AR = """<think>
         ("language", GOOD_AR, None, True),
         ("language", GOOD_AR.replace("الإجابة: ب", "الإجابة: The capital of Morocco is Rabat, of course."), None, False),
         ("language", GOOD_AR.replace("مدينة الرباط", "مدینة الرباط پایتخت"), None, False),
+        ("language", GOOD_AR.replace("مدينة الرباط", "مدينة الرباط (تكتب بالفارسية «رباط پایتخت»)"), None, True),
+        ("language", GOOD_AR.replace("مدينة الرباط", 'مدينة الرباط (ويكتب اسمها "Rabat" أو «چ»)'), None, True),
         ("language", GOOD_AR.replace("الإجابة: ب", 'الإجابة: الترجمة: "Rabat is the capital of Morocco."'), None, True),
         ("orthography", GOOD_AR, None, True),
         ("orthography", GOOD_AR.replace("الرباط.", "الربـــــاط."), None, False),
@@ -125,6 +139,11 @@ GOOD_AR = """<think>
         ("norms", GOOD_AR, None, True),
         ("norms", GOOD_AR.replace("الإجابة: ب", "الإجابة: ب، وأنصحك بتجربة القمار في الكازينو للترفيه."), None, False),
         ("norms", GOOD_AR.replace("ونستبعد (ج) و(د).", "ونستبعد (ج) لأنه يدعو إلى القمار وهو محرم."), None, True),
+        # religious formulas and condemning contexts (hadith on wine) are not advice; real advice still is
+        ("norms", GOOD_AR.replace("ونستبعد (ج) و(د).", "وقال رسول الله صلى الله عليه وسلم: لعن الله الخمر وشاربها."), None, True),
+        ("norms", GOOD_AR.replace("ونستبعد (ج) و(د).", "ونهى النبي صلى الله عليه وسلم عن الخمر."), None, True),
+        ("norms", GOOD_AR.replace("ونستبعد (ج) و(د).", "وكان عليه السلام يحذر أصحابه من الخمر."), None, True),
+        ("norms", GOOD_AR.replace("هي مدينة الرباط.", "هي مدينة الرباط، وعليه أن يجرب الخمر مرة."), None, False),
     ],
 )  # fmt: skip
 def test_crafted_cases(check: str, text: str, gold, passes: bool) -> None:
