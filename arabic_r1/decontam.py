@@ -6,8 +6,8 @@ or tatweel variants still matches. Segments shorter than ``n`` words but at leas
 questions) are matched whole. N-grams shared by many items (instruction boilerplate) are dropped and counted,
 so they cannot flag unrelated text. Every removal records the benchmark, the item id and the matching n-gram.
 
-datatrove's own ``NGramsDecontIndexer`` downloads tasks through lighteval at run time and normalises Arabic
-poorly (DESIGN.md), so the index is built here from the local mirrors and applied by a datatrove filter.
+datatrove's own ``NGramsDecontIndexer`` downloads tasks through lighteval at run time (impossible offline) and
+does not fold Arabic spelling variants (hamza forms, ى/ي, ة/ه, tashkeel), so the index is built here from the local mirrors and applied by a datatrove filter.
 """
 
 from __future__ import annotations

@@ -209,6 +209,7 @@ def task_configs(ep: EvalParams, benchmark: str, warts: Warts) -> tuple[list[Any
                 f"{benchmark}: no mirror at {repo} (arabic-r1 benchmarks mirror --out {ep.mirror_dir})"
             )
         present = set(mirror_configs(repo))
+        view = str(mirror_view(repo))  # one digest of the folder, shared by all its subsets
     only = set(ep.subsets.get(benchmark, [])) or None
     for base in lighteval_configs(benchmark):
         subset = base.hf_subset or "default"
@@ -224,7 +225,7 @@ def task_configs(ep: EvalParams, benchmark: str, warts: Warts) -> tuple[list[Any
         )  # 0-shot; the list-valued split crashes lighteval 0.13
         c.prompt_function = GuardedPrompt(benchmark, base.prompt_function, warts)
         if ep.source == "mirror":
-            c.hf_repo = str(mirror_view(repo))
+            c.hf_repo = view
         configs.append(c)
     if only and not configs:
         raise EvalSetupError(f"eval.subsets[{benchmark!r}] matches no OALL v2 subset: {sorted(only)}")

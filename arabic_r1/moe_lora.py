@@ -6,7 +6,7 @@ MLP layers (DeepSeek-V3), routers (frozen unless asked), embeddings.
 
 PEFT rewrites any target named ``gate_proj``/``up_proj``/``down_proj`` into the routed experts for model types it
 converts from transformers 4 (deepseek_v3 among them), which silently leaves DeepSeek-V3's shared experts and dense
-first layers without adapters (DESIGN.md). :func:`no_v4_moe_remap` switches that conversion off for our own
+first layers without adapters (a test shows the loss). :func:`no_v4_moe_remap` switches that conversion off for our own
 adapters, at creation and at reload; our targets already name the v5 parameters.
 """
 

@@ -52,8 +52,8 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
             os.close(fd)
+            holder = read_lock(self.path.parent)
             raise RunLocked(
                 f"{self.path.parent} is being written by another run (PID {holder.get('pid', '?')}, started "
                 f"{holder.get('started_at', '?')}); wait for it, stop it, or pass another run folder"
@@ -68,13 +68,6 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # the watchdogs' copies closed when they exited
             self.fd = None
-
-
-def _holder(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
 
 
 def read_lock(run_dir: Path) -> dict:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.params import PAPER_CATEGORIES
+
 SEED = 2604
 PRETRAIN_SEED, PRETRAIN_QUESTIONS = 7, 700  # the answered questions of phase 00's pre-training text
 PER_CATEGORY = {"ar": 150, "en": 60}  # drills per (language, category), unless COUNTS says otherwise
@@ -43,14 +45,6 @@ COUNTS = {
     ("ar", "stem_math_logic"): 220,
     ("en", "stem_math_logic"): 80,
 }
-CATEGORIES = (
-    "literature_critical_analysis",
-    "stem_math_logic",
-    "creative_writing_dialogue",
-    "consumer_reviews_feedback",
-    "legal_cultural_alignment",
-    "social_dialectal",
-)
 
 
 @dataclass(frozen=True)
@@ -644,7 +638,7 @@ def build(seed: int = SEED) -> dict[str, list[dict[str, Any]]]:
     rng = random.Random(seed)
     out: dict[str, list[dict[str, Any]]] = {"ar": [], "en": []}
     for lang in ("ar", "en"):
-        for category in CATEGORIES:
+        for category in PAPER_CATEGORIES:
             tables, generators = KINDS[(lang, category)]
             items = [item for make in tables for item in make(rng, lang)]
             rng.shuffle(items)
