@@ -30,7 +30,7 @@ class BenchmarkSpec:
     hf_repo: str
     eval_split: str
     splits: tuple[str, ...]  # every split the repo has (few-shot splits included)
-    text_fields: tuple[str, ...]  # what a model reads: indexed for decontamination (list fields expanded)
+    text_fields: tuple[str, ...]  # what a model reads, question first: indexed for decontamination
     id_field: str | None = None
 
 
@@ -109,10 +109,21 @@ class BenchmarkRow:
         native = self.row.get(spec.id_field) if spec.id_field else None
         return f"{self.benchmark}:{self.subset}:{self.split}:{native if native is not None else self.index}"
 
-    def segments(self) -> list[str]:
+    def question(self) -> str:
+        """The question (the first text field): matched whole when short, unlike options."""
+        value = self.row.get(BENCHMARKS[self.benchmark].text_fields[0])
+        return "" if value in (None, "") else str(value)
+
+    def options(self) -> list[str]:
+        """The answer options (or gold answer): every text field after the question but a reading passage."""
+        return self.segments(skip=("Context",))[1 if self.question() else 0 :]
+
+    def segments(self, skip: tuple[str, ...] = ()) -> list[str]:
         """The texts of the item a model reads (question, context, options), one string each."""
         out: list[str] = []
         for field in BENCHMARKS[self.benchmark].text_fields:
+            if field in skip:
+                continue
             value = self.row.get(field)
             if isinstance(value, list):
                 out.extend(str(v) for v in value if v)

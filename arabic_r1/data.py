@@ -503,7 +503,11 @@ def build_decontamination_index(params: Params, out: Path) -> DecontaminationInd
             yield from iter_benchmark_rows(key, params.eval.source, params.eval.mirror_dir)
 
     index = build_index(
-        rows(), n=d.ngram, min_short_words=d.min_short_words, max_items_per_ngram=d.max_items_per_ngram
+        rows(),
+        n=d.ngram,
+        min_short_words=d.min_short_words,
+        max_items_per_ngram=d.max_items_per_ngram,
+        min_content_words=d.min_content_words,
     )
     missing = [b for b in d.benchmarks if b not in index.stats]
     if missing:

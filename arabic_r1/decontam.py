@@ -1,20 +1,34 @@
-"""N-gram decontamination against the OALL v2 benchmarks, Arabic-normalised.
+"""N-gram decontamination against the OALL v2 benchmarks, Arabic-normalised, for items of any length.
 
-The index holds the hash of every ``n``-gram (13 by default) of every benchmark item's text (question, context,
-options), after Arabic folding, so a training text that quotes an item with tashkeel added or with أ/ا, ى/ي, ة/ه
-or tatweel variants still matches. Segments shorter than ``n`` words but at least ``min_short_words`` long (short
-questions) are matched whole. N-grams shared by many items (instruction boilerplate) are dropped and counted,
-so they cannot flag unrelated text. Every removal records the benchmark, the item id and the matching n-gram.
+Every text is compared after Arabic folding (tashkeel and tatweel removed, أ/إ/آ→ا, ى→ي, ة→ه), so a training
+text that quotes an item with spelling variants still matches. Three rules, one per kind of segment:
 
-datatrove's own ``NGramsDecontIndexer`` downloads tasks through lighteval at run time (impossible offline) and
-does not fold Arabic spelling variants (hamza forms, ى/ي, ة/ه, tashkeel), so the index is built here from the local mirrors and applied by a datatrove filter.
+- **Long segments** (``n`` = 13 words or more: most questions, passages, long options): the hash of every
+  ``n``-gram is indexed; an ``n``-gram found in more than ``max_items_per_ngram`` items is instruction boilerplate
+  and dropped (counted), so it cannot flag unrelated text.
+- **Short questions** (2 to ``n``-1 words; a quarter of ArabicMMLU and EXAMS, a fifth of AraTrust): matched as
+  a whole, contiguous run of words in the training text, anchored on their first words. A short question alone
+  is weak evidence - "ما هو سبب الفصام" or "العمود الفقري" occur in any medical or biology text - so a match must
+  carry information: at least ``min_content_words`` content words (not stop words, two letters or more). A
+  question with fewer, or one shared by more than ``max_items_per_ngram`` items ("اختر الكلمة المختلفة"), counts
+  as matched only when its own options or gold answer follow it within the length of the options, and the
+  content words of question and options found reach the floor: that is the form in which an exam item is
+  copied into a web page. A leading enumerator ("س4:", "7-", "أ)") is not part of the item and is dropped.
+- **Short options and passages**: matched whole on their own from ``min_short_words`` (8) words; shorter ones
+  are too common alone ("جميع ما سبق", a place name) and only serve as the companions of their question.
+
+Every removal records the benchmark, the item id and the matching words, so a false positive can be audited.
+datatrove's own ``NGramsDecontIndexer`` downloads tasks through lighteval at run time (impossible offline),
+indexes n-grams only (a question under 13 words is never checked) and does not fold Arabic spelling variants,
+so the index is built here from the local mirrors and applied by a datatrove filter.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +39,21 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
-from arabic_r1.arabic_text import normalized_words
+from arabic_r1.arabic_text import STOP_WORDS, normalized_words
 from arabic_r1.benchmarks import BenchmarkRow
 
 log = logging.getLogger(__name__)
+
+ANCHOR_WORDS = 3  # a short question is looked up by its first words (fewer if it is shorter)
+MIN_QUESTION_WORDS = 2  # a one-word "question" is a label, not an item
+_ENUMERATOR = re.compile(r"^(?:\d+|[^\W\d_]|[^\W\d_]{1,2}\d+)$")  # "7", "أ", "س4", "q12"
 
 
 def _hash(text: str) -> int:
     return xxhash.xxh3_64_intdigest(text)
 
 
-def window_strings(words: list[str], n: int) -> Iterable[tuple[int, str]]:
+def window_strings(words: list[str] | tuple[str, ...], n: int) -> Iterable[tuple[int, str]]:
     """(start, "w_i ... w_{i+n-1}") for each window, by slicing one joined string (no per-window join)."""
     if len(words) < n:
         return
@@ -49,32 +67,73 @@ def window_strings(words: list[str], n: int) -> Iterable[tuple[int, str]]:
         yield i, text[starts[i] : end]
 
 
+def content_words(words: Iterable[str]) -> int:
+    """Words that carry information: not stop words, two letters or more."""
+    return sum(1 for w in words if len(w) >= 2 and w not in STOP_WORDS)
+
+
+def segment_words(text: str) -> tuple[str, ...]:
+    """Normalised words of a short segment, without a leading enumerator ("س4:", "7-", "أ)")."""
+    words = normalized_words(text)
+    while len(words) > 1 and _ENUMERATOR.match(words[0]):
+        words = words[1:]
+    return words
+
+
+@dataclass(frozen=True)
+class ShortSegment:
+    """A short question (or option) matched whole; below the information floor only with its companions."""
+
+    item: int
+    words: tuple[str, ...]
+    info: int  # content words it contributes on its own (0 when shared by many items)
+    companions: tuple[tuple[tuple[str, ...], int], ...] = ()  # (words, info) of the item's options / gold
+    window: int = 0  # how many words after it the companions are searched in
+
+
 @dataclass
 class DecontaminationIndex:
     n: int
     min_short_words: int
+    min_content_words: int = 3
     items: list[str] = field(default_factory=list)  # item ids ("benchmark:subset:split:id")
     ngrams: dict[int, int] = field(default_factory=dict)  # n-gram hash -> item index
-    anchors: dict[int, list[tuple[int, tuple[str, ...]]]] = field(
-        default_factory=dict
-    )  # first words -> (item, words)
+    anchors: dict[int, list[ShortSegment]] = field(default_factory=dict)  # hash of first words -> segments
+    anchor_lengths: tuple[int, ...] = ()  # the anchor sizes present (one pass over the text each)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)  # per benchmark
 
     def benchmark_of(self, item: int) -> str:
         return self.items[item].split(":", 1)[0]
 
-    def match(self, words: list[str]) -> tuple[int, str] | None:
-        """(item index, matching normalised n-gram) for the first benchmark match in ``words``, else None."""
+    def match(self, words: list[str] | tuple[str, ...]) -> tuple[int, str] | None:
+        """(item index, matching normalised words) for the first benchmark match in ``words``, else None."""
         for _, gram in window_strings(words, self.n):
             item = self.ngrams.get(_hash(gram))
             if item is not None:
                 return item, gram
-        if self.anchors:
-            m = self.min_short_words
-            for i, gram in window_strings(words, m):
-                for item, seg in self.anchors.get(_hash(gram), ()):
-                    if tuple(words[i : i + len(seg)]) == seg:
-                        return item, " ".join(seg)
+        for k in self.anchor_lengths:
+            for i, gram in window_strings(words, k):
+                for seg in self.anchors.get(_hash(gram), ()):
+                    end = i + len(seg.words)
+                    if tuple(words[i:end]) != seg.words:
+                        continue
+                    evidence = self._evidence(seg, words, end)
+                    if evidence is not None:
+                        return seg.item, evidence
+        return None
+
+    def _evidence(self, seg: ShortSegment, words: list[str] | tuple[str, ...], end: int) -> str | None:
+        """The matched words if they reach the information floor, adding the companions that follow."""
+        found, info = [" ".join(seg.words)], seg.info
+        if info >= self.min_content_words:
+            return found[0]
+        after = f" {' '.join(words[end : end + seg.window])} "
+        for comp, comp_info in seg.companions:
+            if f" {' '.join(comp)} " in after:
+                found.append(" ".join(comp))
+                info += comp_info
+                if info >= self.min_content_words:
+                    return " … ".join(found)
         return None
 
     def save(self, path: Path) -> Path:
@@ -90,22 +149,29 @@ class DecontaminationIndex:
 
 
 def build_index(
-    rows: Iterable[BenchmarkRow], n: int = 13, min_short_words: int = 8, max_items_per_ngram: int = 10
+    rows: Iterable[BenchmarkRow],
+    n: int = 13,
+    min_short_words: int = 8,
+    max_items_per_ngram: int = 10,
+    min_content_words: int = 3,
 ) -> DecontaminationIndex:
-    """Index every item; n-grams found in more than ``max_items_per_ngram`` items are boilerplate and dropped."""
+    """Index every item; n-grams and short segments found in more than ``max_items_per_ngram`` items are
+    boilerplate (an n-gram is dropped, a short question must then be followed by its options)."""
     if min_short_words > n:
         raise ValueError(f"min_short_words ({min_short_words}) must be <= n ({n})")
-    index = DecontaminationIndex(n=n, min_short_words=min_short_words)
+    index = DecontaminationIndex(n=n, min_short_words=min_short_words, min_content_words=min_content_words)
     owners: dict[int, set[int]] = defaultdict(set)
     first_owner: dict[int, int] = {}
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    anchors: dict[int, dict[tuple[str, ...], int]] = defaultdict(dict)
+    short: list[tuple[int, str, tuple[str, ...], list[tuple[str, ...]]]] = []  # item, bench, question, rest
+    shared: Counter[tuple[str, ...]] = Counter()  # short segment -> number of items holding it
     for row in rows:
         item = len(index.items)
         index.items.append(row.item_id)
         st = stats[row.benchmark]
         st["items"] += 1
-        for seg in row.segments():
+        question, rest = None, []
+        for k, seg in enumerate(row.segments()):
             words = normalized_words(seg)
             if len(words) >= n:
                 st["segments_ngram"] += 1
@@ -113,11 +179,13 @@ def build_index(
                     h = _hash(gram)
                     owners[h].add(item)
                     first_owner.setdefault(h, item)
-            elif len(words) >= min_short_words:
-                st["segments_whole"] += 1
-                anchors[_hash(" ".join(words[:min_short_words]))].setdefault(tuple(words), item)
+            elif k == 0 and seg == row.question():
+                question = segment_words(seg)
             else:
-                st["segments_too_short"] += 1
+                rest.append(segment_words(seg))
+        for words in {w for w in (question, *rest) if w}:
+            shared[words] += 1
+        short.append((item, row.benchmark, question or (), rest))
     for h, items in owners.items():
         bench = index.benchmark_of(first_owner[h])
         if len(items) > max_items_per_ngram:
@@ -125,8 +193,37 @@ def build_index(
             continue
         index.ngrams[h] = first_owner[h]
         stats[bench]["ngrams"] += 1
+
+    def info(words: tuple[str, ...]) -> int:
+        return 0 if shared[words] > max_items_per_ngram else content_words(words)
+
+    # one segment per distinct text when it matches alone; one per item when it needs that item's options
+    anchors: dict[int, dict[Any, ShortSegment]] = defaultdict(dict)
+
+    def add(seg: ShortSegment) -> None:
+        key = seg.words if seg.info >= min_content_words else (seg.words, seg.item)
+        anchors[_hash(" ".join(seg.words[:ANCHOR_WORDS]))].setdefault(key, seg)
+
+    for item, bench, question, rest in short:
+        st = stats[bench]
+        for words in rest:
+            if len(words) >= min_short_words and info(words) >= min_content_words:
+                st["segments_whole"] += 1
+                add(ShortSegment(item, words, info(words)))
+            else:
+                st["segments_companion_only"] += 1
+        if len(question) < MIN_QUESTION_WORDS:
+            st["questions_too_short"] += 1 if question else 0
+            continue
+        comps = tuple((w, info(w)) for w in dict.fromkeys(rest) if w and w != question)
+        seg = ShortSegment(item, question, info(question), comps, sum(len(w) + 3 for w, _ in comps) + 8)
+        st["questions_whole" if seg.info >= min_content_words else "questions_with_options"] += 1
+        add(seg)
     for h, segs in anchors.items():
-        index.anchors[h] = [(item, seg) for seg, item in segs.items()]
+        index.anchors[h] = list(segs.values())
+    index.anchor_lengths = tuple(
+        sorted({min(len(s.words), ANCHOR_WORDS) for segs in index.anchors.values() for s in segs})
+    )
     index.stats = {b: dict(s) for b, s in stats.items()}
     return index
 
@@ -163,4 +260,10 @@ def contamination_report(index: DecontaminationIndex, removed: list[dict[str, An
     per: dict[str, dict[str, Any]] = {b: {**s, "removed": 0} for b, s in index.stats.items()}
     for r in removed:
         per.setdefault(r["benchmark"], {"removed": 0})["removed"] += 1
-    return {"n": index.n, "min_short_words": index.min_short_words, "benchmarks": per, "removals": removed}
+    return {
+        "n": index.n,
+        "min_short_words": index.min_short_words,
+        "min_content_words": index.min_content_words,
+        "benchmarks": per,
+        "removals": removed,
+    }

@@ -45,7 +45,8 @@ def decontamination_table(report: dict[str, Any]):
 
     rows = [
         {"benchmark": b, "items indexed": s.get("items", 0), "n-grams": s.get("ngrams", 0),
-         "whole short segments": s.get("segments_whole", 0), "boilerplate n-grams dropped": s.get("ngrams_dropped_boilerplate", 0),
+         "short questions (alone / with options)": f"{s.get('questions_whole', 0)} / {s.get('questions_with_options', 0)}",
+         "whole short options": s.get("segments_whole", 0), "boilerplate n-grams dropped": s.get("ngrams_dropped_boilerplate", 0),
          "training items removed": s.get("removed", 0)}
         for b, s in report["benchmarks"].items()
     ]  # fmt: skip

@@ -336,9 +336,16 @@ class DecontaminationParams(_Section):
     )  # type: ignore[valid-type]
     ngram: PositiveInt = 13
     min_short_words: PositiveInt = Field(
-        8, description="shorter items are matched whole if at least this long"
+        8,
+        description="options and passages shorter than an n-gram are matched whole on their own from this length",
     )
-    max_items_per_ngram: PositiveInt = Field(10, description="n-grams shared by more items are boilerplate")
+    min_content_words: PositiveInt = Field(
+        3,
+        description="a short question matches alone with this many content words; with fewer, with its options",
+    )
+    max_items_per_ngram: PositiveInt = Field(
+        10, description="n-grams (and short questions) shared by more items are boilerplate"
+    )
 
     @model_validator(mode="after")
     def _short(self) -> DecontaminationParams:

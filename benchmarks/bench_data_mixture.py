@@ -4,8 +4,9 @@
 
 Builds an Arabic+English corpus (80/20 by bytes) of at least ``--mb`` MB from the real sentences in
 ../shared/data/corpus, plants exact duplicates, diacritised duplicates, near duplicates (2.5% of words edited) and
-benchmark overlaps (real rows of ../shared/data/oall embedded exact, with tashkeel, with alef/ya/ta-marbuta/
-tatweel variants), then runs, in the same process and on the same files:
+benchmark overlaps (every real row of ../shared/data/oall, its question alone and its question followed by its
+options, embedded exact, with tashkeel, with alef/ya/ta-marbuta/tatweel variants and all at once), then runs, in the
+same process and on the same files:
 
 - ours: arabic_r1.data (Arabic-folding word tokenizer everywhere, Arabic-normalised exact dedup, our 13-gram
   decontamination with short-question matching);
@@ -14,8 +15,8 @@ tatweel variants), then runs, in the same process and on the same files:
   index built by ``NGramsDecontIndexer.compute_hashes`` (13-grams of each benchmark question). Both use our
   offline language check (datatrove's ``LanguageFilter`` downloads a fastText model at run time).
 
-Prints MB/s end to end, the speed ratio, decontamination recall per variant and false positives, and
-near-duplicate recall; writes ``results.json`` into ``--out``.
+Prints MB/s end to end, the speed ratio, decontamination recall per form, question length (< 8, 8-12, >= 13
+words) and variant, false positives, and near-duplicate recall; writes ``results.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,9 @@ sys.path.insert(0, str(REPO))
 
 from arabic_r1.arabic_text import SPELLING_VARIANTS, STOP_WORDS, normalized_words  # noqa: E402
 from arabic_r1.benchmarks import BenchmarkRow, fixture_mirror_dir, iter_mirror_rows, subset_of, write_mirror  # noqa: E402
-from arabic_r1.params import validate_params  # noqa: E402
+from arabic_r1.decontam import content_words, segment_words  # noqa: E402
+from arabic_r1.params import DecontaminationParams, validate_params  # noqa: E402
 
-QUESTION = {
-    "arabic_mmlu": "Question",
-    "madinah_qa": "Question",
-    "aratrust": "Question",
-    "arabic_exams": "question",
-}
 FLAT = {
     "arabic_mmlu": {"test": "test"},
     "madinah_qa": {"test": "test"},
@@ -89,6 +85,13 @@ def edit_words(text: str, frac: float, vocab: list[str], rng: random.Random) -> 
     return " ".join(words)
 
 
+def plant_kind(r: BenchmarkRow) -> dict:
+    """Question length bucket, and whether the question alone carries the information floor (3 content words)."""
+    n = len(normalized_words(r.question()))
+    below = content_words(segment_words(r.question())) < DecontaminationParams().min_content_words
+    return {"length": "<8" if n < 8 else "8-12" if n < 13 else ">=13", "below_floor": below}
+
+
 def make_corpus(out: Path, mb: float, rows: list[BenchmarkRow], seed: int = 0) -> dict:
     """Write ar/ and en/ shard folders; return what was planted (ids) for scoring."""
     rng = random.Random(seed)
@@ -104,7 +107,7 @@ def make_corpus(out: Path, mb: float, rows: list[BenchmarkRow], seed: int = 0) -
             docs[lang].append((f"{lang}{i}", text))
             size[lang] += len(text.encode())
             i += 1
-    planted = {"exact": [], "tashkeel_dup": [], "near": [], "decont": defaultdict(list)}
+    planted: dict = {"exact": [], "tashkeel_dup": [], "near": [], "decont": []}
     from arabic_r1.arabic_text import add_tashkeel
 
     base = docs["ar"]
@@ -118,20 +121,18 @@ def make_corpus(out: Path, mb: float, rows: list[BenchmarkRow], seed: int = 0) -
         src_id, text = base[rng.randrange(len(base))]
         docs["ar"].append((f"near{k}", edit_words(text, 0.025, vocab, rng)))
         planted["near"].append((src_id, f"near{k}"))
-    eligible = [r for r in rows if len(normalized_words(r.row[QUESTION[r.benchmark]])) >= 8]
     hosts = [x for x in ar if "..." not in x and "…" not in x and len(x.split()) >= 8]
     for variant, vary in SPELLING_VARIANTS.items():
-        for k, r in enumerate(rng.sample(eligible, 40)):
-            host = (
-                " ".join(rng.sample(hosts, 2))
-                + " "
-                + vary(r.row[QUESTION[r.benchmark]])
-                + " "
-                + " ".join(rng.sample(hosts, 2))
-            )
-            doc_id = f"decont_{variant}_{k}"
-            docs["ar"].append((doc_id, host))
-            planted["decont"][variant].append(doc_id)
+        for k, r in enumerate(rows):
+            for form in ("question", "question+options"):
+                quote = vary(r.question())
+                if form == "question+options":
+                    quote += "\n" + "\n".join(f"- {vary(o)}" for o in r.options())
+                sep = "\n" if form == "question+options" else " "  # one line, or an exam dump's lines
+                host = " ".join(rng.sample(hosts, 2)) + sep + quote + sep + " ".join(rng.sample(hosts, 2))
+                doc_id = f"decont_{variant}_{form}_{k}"
+                docs["ar"].append((doc_id, host))
+                planted["decont"].append({"id": doc_id, "variant": variant, "form": form, **plant_kind(r)})
     for lang in ("ar", "en"):
         folder = out / lang
         folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,7 @@ def baseline_stages(params, work: Path, tokenizer_path: str, rows: list[Benchmar
     indexer = NGramsDecontIndexer(str(work / "dt_index"), config=cfg, language=lang)
     hashes = set()
     for r in rows:
-        hashes.update(indexer.compute_hashes(r.row[QUESTION[r.benchmark]]))
+        hashes.update(indexer.compute_hashes(r.question()))
     (work / "dt_index").mkdir(parents=True, exist_ok=True)
     np.array(sorted(hashes), dtype=cfg.hash_config.np_descr).tofile(work / "dt_index" / "oall.index.hashes")
     q, dd, tasks = params.data.quality, params.data.dedup, params.data.tasks
@@ -252,18 +253,39 @@ def score(work: Path, planted: dict) -> dict:
     earlier = ids("source_rows") | ids("language") | ids("quality") | ids("repetition")
     decont = ids("decontamination")
     dedup = ids("exact_dedup") | ids("near_dedup")
-    all_planted_decont = {i for v in planted["decont"].values() for i in v}
     out: dict = {"decontamination_recall": {}, "planted_removed_by_earlier_filters": 0}
-    for variant, planted_ids in planted["decont"].items():
-        reached = [i for i in planted_ids if i not in earlier]
-        out["decontamination_recall"][variant] = round(sum(i in decont for i in reached) / len(reached), 4)
-        out["planted_removed_by_earlier_filters"] += len(planted_ids) - len(reached)
-    out["decontamination_false_positives"] = len(decont - all_planted_decont)
+    groups: dict = defaultdict(list)
+    for p in planted["decont"]:
+        if p["id"] in earlier:
+            out["planted_removed_by_earlier_filters"] += 1
+        elif p["form"] == "question" and p["below_floor"]:
+            groups[("below_floor_question_alone", "all", p["variant"])].append(p["id"] in decont)
+        else:
+            groups[(p["form"], p["length"], p["variant"])].append(p["id"] in decont)
+    for (form, length, variant), hits in sorted(groups.items()):
+        cell = out["decontamination_recall"].setdefault(form, {}).setdefault(length, {})
+        cell[variant] = {"recall": round(sum(hits) / len(hits), 4), "items": len(hits)}
+    out["decontamination_false_positives"] = len(decont - {p["id"] for p in planted["decont"]})
     for kind in ("exact", "tashkeel_dup", "near"):
         pairs = [(a, b) for a, b in planted[kind] if a not in earlier | decont and b not in earlier | decont]
         out[f"{kind}_recall"] = round(sum(a in dedup or b in dedup for a, b in pairs) / len(pairs), 4)
         out["planted_removed_by_earlier_filters"] += len(planted[kind]) - len(pairs)
     return out
+
+
+def recall_table(results: dict) -> str:
+    """Markdown: one row per pipeline, form and question length; one column per spelling variant."""
+    variants = list(SPELLING_VARIANTS)
+    lines = [
+        "| pipeline | embedded as | question words | items | " + " / ".join(variants) + " |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("ours", "datatrove_default"):
+        for form, by_length in results[name]["decontamination_recall"].items():
+            for length, cells in by_length.items():
+                recall = " / ".join(f"{cells[v]['recall']:.2f}" if v in cells else "-" for v in variants)
+                lines.append(f"| {name} | {form} | {length} | {cells[variants[0]]['items']} | {recall} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -309,7 +331,9 @@ def main() -> None:
         print(name, json.dumps(results[name]))
     results["speedup"] = round(results["ours"]["mb_per_s"] / results["datatrove_default"]["mb_per_s"], 2)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "recall.md").write_text(recall_table(results) + "\n")
     print(json.dumps(results, indent=2))
+    print(recall_table(results))
 
 
 if __name__ == "__main__":
