@@ -17,16 +17,16 @@ UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test test-slow quality lab doctor clean
+.PHONY: install reproduce test test-slow quality lab doctor clean slurm-up slurm-down slurm-status
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 ifeq ($(HAS_GPU),1)
-	$(PIP) install -q -e ".[gpu,dev]"
+	$(PIP) install -q -e ".[gpu,dev,ray]"
 else
 	$(PIP) install -q $(TORCH_CPU)
-	$(PIP) install -q -e ".[dev,unsloth-cpu]"
+	$(PIP) install -q -e ".[dev,unsloth-cpu,ray]"
 	$(PIP) install -q --no-deps $(UNSLOTH)
 endif
 	@touch $(STAMP)
@@ -55,6 +55,17 @@ doctor: install
 lab: install
 	$(PY) -m ipykernel install --user --name arabic-r1 --display-name "arabic_r1 (.venv)"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+## A real single-node Slurm cluster on this machine (root; Debian/Ubuntu packages, no cgroups) for
+## data.executor=slurm and tests/test_slurm.py (make test-slow); scripts/slurm_local.sh says what it configures.
+slurm-up:
+	scripts/slurm_local.sh up
+
+slurm-down:
+	scripts/slurm_local.sh down
+
+slurm-status:
+	scripts/slurm_local.sh status
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

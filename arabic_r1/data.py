@@ -59,6 +59,8 @@ from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, buil
 from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import write_json_atomic
 from arabic_r1.params import DataParams, Params, SourceParams
+from arabic_r1.ray_cluster import collect_task_logs, ray_cluster
+from arabic_r1.slurm import SlurmJobRecorder, run_slurm
 
 log = logging.getLogger(__name__)
 
@@ -428,41 +430,33 @@ def make_executor(
         from datatrove.executor import SlurmPipelineExecutor
 
         s = data.slurm
+        sbatch_args = {**({"account": s.account} if s.account else {}), **s.sbatch_args}
         return SlurmPipelineExecutor(
             pipeline, tasks=tasks, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
-            mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos, workers=data.workers, job_name=f"arabic_r1_{name}",
-            logging_dir=str(logging_dir), depends=depends, skip_completed=False, venv_path=_venv_activate(),
+            mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos or None, workers=min(data.workers, tasks),
+            job_name=f"arabic_r1_{name}", logging_dir=str(logging_dir), depends=depends, skip_completed=False,
+            env_command=s.env_command, venv_path=None if s.env_command else _venv_activate(),
+            sbatch_args=sbatch_args, srun_args=s.srun_args or None, max_array_size=s.max_array_size,
+            job_id_retriever=SlurmJobRecorder(),
         )  # fmt: skip
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise RuntimeError(
-            "data.executor=ray needs ray on this machine and the cluster: pip install 'ray[default]'"
-        )
-    from datatrove.executor import RayPipelineExecutor
+    from datatrove.executor import RayPipelineExecutor  # ray itself is imported when the stage runs
 
     return RayPipelineExecutor(
         pipeline,
         tasks=tasks,
-        workers=data.workers,
+        workers=min(data.workers, tasks),
         logging_dir=str(logging_dir),
         depends=depends,
         skip_completed=False,
+        cpus_per_task=data.ray.cpus_per_task,
+        mem_per_cpu_gb=data.ray.mem_per_cpu_gb,
+        tasks_per_job=data.ray.tasks_per_job,
     )
 
 
 def _venv_activate() -> str | None:
     activate = Path(sys.prefix) / "bin" / "activate"
     return str(activate) if activate.is_file() else None
-
-
-def wait_for(executor, poll_s: float = 30.0) -> None:
-    """Block until every task of a (Slurm) executor has completed; the driver continues after that."""
-    while incomplete := executor.get_incomplete_ranks(skip_completed=True):
-        log.info(
-            "waiting for %d/%d tasks of %s", len(incomplete), executor.world_size, executor.logging_dir.path
-        )
-        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
@@ -628,16 +622,22 @@ def run_stages(params: Params, stages: list[tuple[str, list, int]], work: Path) 
         executors.append((name, ex))
         previous = ex
     if params.data.executor == "slurm":  # submits the whole chain with afterok dependencies
-        executors[-1][1].run()
-        wait_for(executors[-1][1])
-        return timings
-    with _datatrove_logs_to(work / "logs" / "datatrove.log"):
+        return run_slurm(executors, work, params.data.slurm.poll_s)
+    cluster = ray_cluster(params.data, work) if params.data.executor == "ray" else contextlib.nullcontext()
+    with _datatrove_logs_to(work / "logs" / "datatrove.log"), cluster:
         for i, (name, ex) in enumerate(executors):
             ex.depends = None  # already run, in order, below
             t0 = time.monotonic()
             ex.run()
             timings[name] = round(time.monotonic() - t0, 2)
+            if incomplete := ex.get_incomplete_ranks(skip_completed=True):
+                raise RuntimeError(
+                    f"phase 01 stage {name!r}: tasks {incomplete} of {ex.world_size} did not complete on the "
+                    f"{params.data.executor} executor; their logs: {ex.logging_dir.path}/logs/"
+                )
             log.info("stage %d/%d %s: %.1fs", i + 1, len(executors), name, timings[name])
+    if params.data.executor == "ray":
+        collect_task_logs([Path(ex.logging_dir.path) for _, ex in executors], work / "logs" / "datatrove.log")
     return timings
 
 

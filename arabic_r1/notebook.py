@@ -16,10 +16,15 @@ from arabic_r1.manifest import PhaseRun, start_phase
 from arabic_r1.params import Params, load_params
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """One concise line per event: papermill keeps every line, so no per-step chatter."""
+def configure_logging(level: int = logging.INFO, rank: int | None = None) -> None:
+    """One concise line per event: papermill keeps every line, so no per-step chatter. ``rank``: the lines of a
+    launched training rank say which rank wrote them (the ranks share one output stream)."""
+    where = "" if rank is None else f" rank{rank}"
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True
+        level=level,
+        format=f"%(asctime)s{where} %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
     )
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -354,12 +354,80 @@ class DecontaminationParams(_Section):
         return self
 
 
+# sbatch options datatrove or the keys above set; sbatch_args may not set them again
+SLURM_OWNED_SBATCH = (
+    "array", "output", "error", "job-name", "dependency", "partition", "time", "cpus-per-task", "mem-per-cpu",
+    "qos", "account", "nodes", "export", "parsable",
+)  # fmt: skip
+
+
 class SlurmParams(_Section):
+    """`data.executor: slurm`: each phase-01 stage is one sbatch job array (datatrove's SlurmPipelineExecutor),
+    chained with afterok dependencies; the driver (the notebook) submits from a login node and waits."""
+
     partition: str = "cpu"
-    time: str = "12:00:00"
+    time: str = Field(
+        "12:00:00",
+        pattern=r"^((\d+-)?\d+(:\d{1,2}){0,2}|UNLIMITED|INFINITE)$",
+        description="sbatch --time, per job",
+    )
     cpus_per_task: PositiveInt = 1
     mem_per_cpu_gb: PositiveInt = 2
-    qos: str = "normal"
+    qos: str | None = Field("normal", description="sbatch --qos; null: the account's default QOS")
+    account: str | None = Field(
+        None, description="sbatch --account (the allocation to charge); null: your default"
+    )
+    sbatch_args: dict[str, str] = Field(
+        default_factory=dict,
+        description="more '#SBATCH --KEY=VALUE' lines, e.g. {constraint: cpu, reservation: r1, exclusive: ''}",
+    )
+    env_command: str | None = Field(
+        None,
+        description="shell line(s) each job runs before its task, e.g. 'module load python/3.11 && source "
+        "/scratch/me/arabic_r1/.venv/bin/activate'; null: source the submitting Python's venv (when it is one)",
+    )
+    srun_args: dict[str, str] = Field(
+        default_factory=dict,
+        description="more 'srun --KEY=VALUE' options for the task, e.g. a pyxis container: "
+        "{container-image: /scratch/me/arabic_r1.sqsh, container-mounts: /scratch:/scratch}",
+    )
+    max_array_size: PositiveInt = Field(1001, description="the cluster's MaxArraySize (scontrol show config)")
+    poll_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="how often the driver polls squeue while it waits"
+    )
+
+    @field_validator("sbatch_args", "srun_args")
+    @classmethod
+    def _option_names(cls, v: dict[str, str], info: Any) -> dict[str, str]:
+        for key in v:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
+                raise ValueError(f"{key!r}: write the long option name without dashes, e.g. 'constraint'")
+            if info.field_name == "sbatch_args" and key in SLURM_OWNED_SBATCH:
+                raise ValueError(
+                    f"{key!r} is set by data.slurm"
+                    + (
+                        f".{key.replace('-', '_')}"
+                        if key.replace("-", "_") in cls.model_fields
+                        else " / datatrove"
+                    )
+                    + ", not by sbatch_args"
+                )
+        return v
+
+
+class RayParams(_Section):
+    address: str | None = Field(
+        None,
+        description="null: start a local Ray cluster for the run (stopped with it); 'auto': the cluster this "
+        "machine belongs to (`ray start`); 'ray://host:10001': a remote cluster through Ray Client",
+    )
+    num_cpus: PositiveInt | None = Field(None, description="CPUs of a local cluster (null: data.workers)")
+    cpus_per_task: PositiveInt = 1
+    mem_per_cpu_gb: Annotated[float, Field(gt=0)] = 1.0
+    object_store_mb: PositiveInt = Field(256, description="object store of a local cluster (MB)")
+    tasks_per_job: PositiveInt = Field(
+        1, description="datatrove tasks per Ray actor: more saves actor start-up (~2 s) on many tiny tasks"
+    )
 
 
 class DataParams(_Section):
@@ -383,6 +451,7 @@ class DataParams(_Section):
     tasks: PositiveInt = 1
     workers: PositiveInt = 1
     slurm: SlurmParams = Field(default_factory=dict)  # type: ignore[arg-type]
+    ray: RayParams = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -607,9 +676,25 @@ class TrainParams(_Section):
     probe_texts: PositiveInt = Field(
         32, description="Arabic and English probe texts for the expert-routing statistics"
     )
-    launcher: Literal["single", "accelerate_deepspeed_zero3", "accelerate_fsdp"] = "single"
-    num_gpus: PositiveInt = 1
+    launcher: Literal["single", "torchrun", "accelerate_deepspeed_zero3", "accelerate_fsdp"] = Field(
+        "single",
+        description="single: train in the notebook's process; torchrun: DDP, one full model copy per process (gloo on "
+        "a CPU, nccl on GPUs); accelerate_*: ZeRO-3 / FSDP with configs/accelerate/. Phase 04 starts the launch itself",
+    )
+    num_gpus: PositiveInt = Field(
+        1, description="processes per machine: one per GPU (torchrun on a CPU: CPU processes)"
+    )
     num_machines: PositiveInt = 1
+
+    @property
+    def processes(self) -> int:
+        """The world size the launch starts (1 for single), what every rank checks WORLD_SIZE against."""
+        return 1 if self.launcher == "single" else self.num_gpus * self.num_machines
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step: per-device batch x processes x accumulation (what the loss is averaged over)."""
+        return self.per_device_batch_size * self.processes * self.gradient_accumulation_steps
 
     @field_validator("chat_template", mode="before")
     @classmethod

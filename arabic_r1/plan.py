@@ -16,6 +16,12 @@
 - Tokens: pool items = token budget / prompt tokens per item (the run's own phase 01 when it exists, else
   ``ASSUMED_PROMPT_TOKENS``); teacher output = items × expected trace tokens (capped by ``distill.max_new_tokens``);
   training tokens = kept items × (prompt + trace) × epochs.
+- Layout: the processes and machines phase 04 launches (``train.processes`` = ``num_gpus`` per machine x
+  ``num_machines``; 1 for ``single``), the per-rank batch and the global batch per optimizer step (per-rank batch
+  x processes x accumulation): the same TrainParams properties the launch and every rank's world-size check use.
+  GPU training time divides by the processes. On a CPU the processes share the machine's cores and each holds a
+  whole model copy in RAM: no speed-up is assumed (measured on 2 cores: 2 ranks of the smoke-sized tiny MoE train
+  1.3-1.6x faster than 1 process, whose matmuls are too small for 2 threads; a model that keeps cores busy won't).
 - Time: training ``6 · N_active`` FLOPs per token (forward 2, backward through activations 2, checkpoint recompute 2;
   LoRA weight gradients are negligible) at ``MFU`` of the GPU's dense bf16/fp16 peak; OALL log-likelihood scoring
   ``2 · N_active`` FLOPs per scored token at ``EVAL_PREFILL_MFU`` on every GPU; generation at
@@ -42,6 +48,7 @@ ASSUMED_TEMPLATE_TOKENS = 350  # the v1 system + instruction template around eac
 ASSUMED_KEEP_RATE = 0.9  # phase 03 keeps 154/163 = 94% on the smoke traces; real teachers do worse
 MFU = {
     "single": 0.20,
+    "torchrun": 0.20,  # DDP: a whole model per GPU, only the LoRA gradients are all-reduced
     "accelerate_deepspeed_zero3": 0.10,
     "accelerate_fsdp": 0.10,
 }  # ASSUMED MoE LoRA utilisation (expert matmuls are small and uneven; multi-node adds all-gathers)
@@ -118,16 +125,23 @@ class Plan:
     hours: dict[str, float]
     problems: list[str] = field(default_factory=list)
     mfu: float = 0.0
+    layout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_memory_gib(self) -> float:
         return sum(self.memory_gib.values())
 
+    def layout_line(self) -> str:
+        lo = self.layout
+        return (f"phase 04 launch: {lo['launcher']}, {lo['processes']} process(es) = {lo['per_machine']} per machine x "
+                f"{lo['machines']} machine(s); per-rank batch {lo['per_rank_batch']} x {lo['accumulation']} accumulation "
+                f"x {lo['processes']} = global batch {lo['global_batch']} sequences per step")  # fmt: skip
+
     def table(self) -> str:
         b, hw = self.backbone, self.hardware
         lines = [f"backbone {b.name} ({b.config_source}): {b.total_params / 1e9:.2f}B parameters, "
                  f"{b.active_params / 1e9:.2f}B active per token, {b.layers} layers; LoRA {b.lora_params / 1e6:.1f}M",
-                 f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)", "",
+                 f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)", self.layout_line(), "",
                  "training memory per device (GiB):"]  # fmt: skip
         lines += [f"  {k:<28}{v:9.2f}" for k, v in self.memory_gib.items()]
         lines.append(
@@ -300,6 +314,14 @@ def eval_docs(params: Params) -> tuple[float, float]:
     return ll, alrage
 
 
+def launch_layout(params: Params) -> dict[str, Any]:
+    """What phase 04 launches (see the module docstring)."""
+    t = params.train
+    return {"launcher": t.launcher, "processes": t.processes, "machines": 1 if t.launcher == "single" else t.num_machines,
+            "per_machine": 1 if t.launcher == "single" else t.num_gpus, "per_rank_batch": t.per_device_batch_size,
+            "accumulation": t.gradient_accumulation_steps, "global_batch": t.global_batch}  # fmt: skip
+
+
 def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan:
     b = size_backbone(params)
     mem = training_memory(params, b, hw)
@@ -321,7 +343,11 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
         "upper bound": in_usd + tokens["teacher output, upper bound"] / 1e6 * d.price_per_m_output if priced else None,
     }  # fmt: skip
     peak = GPU_PEAK_TFLOPS.get(hw.name, 1.0 if not hw.is_gpu else 100) * 1e12  # a CPU: ~1 TFLOP/s
-    train_s = 6 * b.active_params * tokens["training tokens"] / (peak * MFU[params.train.launcher] * hw.count)
+    layout = launch_layout(params)
+    train_devices = layout["processes"] if hw.is_gpu else 1  # CPU processes share one machine's cores
+    train_s = (
+        6 * b.active_params * tokens["training tokens"] / (peak * MFU[params.train.launcher] * train_devices)
+    )
     ll_docs, alrage_docs = eval_docs(params)
     n_models = len(params.eval.models)
     scored_tokens = (
@@ -339,12 +365,22 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
         "OALL log-likelihood": ll_s / 3600 if "loglikelihood" in params.eval.scoring else 0.0,
         "OALL generation (upper bound)": n_models * gen_tokens / decode / 3600,
     }
-    plan = Plan(
-        b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours, mfu=MFU[params.train.launcher]
-    )
+    plan = Plan(b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours,
+                mfu=MFU[params.train.launcher], layout=layout)  # fmt: skip
+    if hw.is_gpu and layout["processes"] > hw.count:
+        plan.problems.append(
+            f"phase 04 launches {layout['processes']} ranks, one GPU each (train.num_gpus x train.num_machines); "
+            f"the hardware has {hw.count} GPUs"
+        )
     if params.run.device == "cuda" and not hw.is_gpu:
         plan.problems.append("run.device is cuda but this machine has no GPU")
     limit = hw.memory_gib * (0.95 if hw.is_gpu else 0.8)
+    copies = 1 if hw.is_gpu else layout["per_machine"]  # CPU ranks: a whole model each, in one machine's RAM
+    if not hw.is_gpu and copies > 1 and plan.train_memory_gib * copies > limit:
+        plan.problems.append(
+            f"training needs ~{plan.train_memory_gib:.1f} GiB per process x {copies} processes on this machine; "
+            f"it has {hw.memory_gib:.1f} GiB (usable ~{limit:.1f}): fewer processes (train.num_gpus)"
+        )
     if plan.train_memory_gib > limit:
         plan.problems.append(
             f"training needs ~{plan.train_memory_gib:.1f} GiB per device; {hw.name} has {hw.memory_gib:.1f} GiB "

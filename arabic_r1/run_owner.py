@@ -10,6 +10,9 @@
 - **Which processes.** Each carries ``ARABIC_R1_RUN=<token>`` in its environment (inherited by papermill, the
   kernel and whatever the kernel starts: data workers, a local teacher server, ranks). Ending a run ends every
   process with the token, however it was re-parented or re-grouped on the way.
+- **Slurm jobs.** Jobs a run submits (phase 01 with ``data.executor: slurm``) run on other machines, outside
+  the token's reach: their ids are appended to ``slurm_jobs_file(token)`` as they are submitted, and the
+  watchdog ``scancel``s whatever that file lists when the run ends; the phase empties it once its jobs are done.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -113,6 +118,27 @@ def end_run_processes(token: str, grace_s: float = TERM_GRACE_S) -> int:
     return len(procs)
 
 
+def slurm_jobs_file(token: str) -> Path:
+    """Where a run's kernel lists the Slurm jobs it submitted (one id a line), for the watchdog to cancel."""
+    return Path(tempfile.gettempdir()) / f"arabic_r1_{token}.slurm_jobs"
+
+
+def cancel_slurm_jobs(token: str) -> list[str]:
+    """``scancel`` every job the run listed in ``slurm_jobs_file`` (done ones are a no-op); returns the ids."""
+    path = slurm_jobs_file(token)
+    try:
+        ids = sorted(set(path.read_text(encoding="utf-8").split()))
+    except FileNotFoundError:
+        return []
+    if ids and shutil.which("scancel"):
+        try:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            print(f"run_owner: scancel {' '.join(ids)} timed out; cancel them by hand", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return ids
+
+
 def owned_command(cmd: Sequence[str], token: str) -> list[str]:
     """``cmd`` run under the watchdog of this process (see the module docstring)."""
     return [sys.executable, "-m", "arabic_r1.run_owner", str(os.getpid()), token, "--", *cmd]
@@ -130,6 +156,7 @@ def watch(runner_pid: int, token: str, cmd: Sequence[str]) -> int:
         time.sleep(WATCH_S)
         rc = child.poll()
     end_run_processes(token)
+    cancel_slurm_jobs(token)
     if rc is None:
         child.wait()
         return 128 + (stop[0] if stop else signal.SIGKILL)

@@ -5,21 +5,33 @@ a GPU, its CPU fallback here), ``transformers`` with ``AutoModelForCausalLM`` + 
 the same LoRA config (:mod:`arabic_r1.moe_lora`) and the same TRL ``SFTTrainer`` (loss on assistant tokens only,
 cosine schedule with warmup, checkpoints every ``train.save_steps`` and resume from the last one).
 
-For several GPUs (``train.launcher``) the same code runs under ``accelerate launch`` with the DeepSpeed ZeRO-3 or
-FSDP config in ``configs/accelerate/``: ``python -m arabic_r1.train --params ... --run-dir ...``.
+Several processes (``train.launcher``): the phase launches ``train.processes`` ranks of the same entry point,
+``python -m arabic_r1.train --params ... --run-dir ...`` (:func:`launch`), through ``torchrun`` (DDP: a full model
+copy per rank, gloo on a CPU, nccl on GPUs) or ``accelerate launch`` with the DeepSpeed ZeRO-3 / FSDP config in
+``configs/accelerate/`` (torchrun underneath). Every rank checks that ``WORLD_SIZE`` is what the params ask for
+(``accelerate launch --cpu`` and MULTI_CPU configs silently start one process). Each rank trains on its own shard of
+every global batch and records which examples it saw (``data_shards/rank<R>.jsonl``); rank 0 alone picks the
+checkpoint to resume and writes the manifest, train log, checkpoints, adapter, merged model and reports. With the
+same global batch (per-device batch x processes x accumulation) and seed, the losses and adapter are the
+1-process run's (tests/test_train_ddp.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +46,7 @@ from arabic_r1.moe_lora import (
     no_v4_moe_remap,
 )
 from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +56,77 @@ CUDA_ONLY_MOE_BACKENDS = ("grouped_mm", "unsloth_triton", "sonic_moe")
 
 
 class TrainSetupError(ValueError):
-    """Bad input found before training starts (data, template, targets, hardware options)."""
+    """Bad input found before training starts (data, template, targets, hardware options, world size)."""
+
+
+class LaunchFailed(RuntimeError):
+    """A launched rank exited non-zero (the message names it), or the launcher itself failed."""
+
+
+# --------------------------------------------------------------------------------------------- ranks
+DIST_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a launch, from what torchrun / accelerate set (RANK, LOCAL_RANK, WORLD_SIZE)."""
+
+    rank: int = 0
+    local: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+def check_world_size(params: Params, ranks: Ranks) -> None:
+    """The launch started the processes the params ask for: a silent 1-process launch (``accelerate launch --cpu``,
+    a MULTI_CPU config) would otherwise train with a global batch ``train.processes`` times too small."""
+    t = params.train
+    if ranks.world != t.processes:
+        raise TrainSetupError(
+            f"train.launcher={t.launcher} asks for {t.processes} processes (train.num_gpus={t.num_gpus} x "
+            f"train.num_machines={t.num_machines}) but this one is one of WORLD_SIZE={ranks.world}: "
+            + ("start it through the phase (arabic-r1 run 04 / notebook 04), which launches them"
+               if ranks.world == 1 else "launch it with the command of arabic_r1.train.launch_command")
+        )  # fmt: skip
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op alone): the others wait here while rank 0 writes what they will read."""
+    if _distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (also a barrier): one decision, e.g. which checkpoint to resume."""
+    if not _distributed():
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -214,8 +297,8 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=params.model.trust_remote_code, revision=params.model.revision
         )
-        if torch.cuda.is_available():
-            model = model.to("cuda")
+        if torch.cuda.is_available():  # each rank on its own GPU (LOCAL_RANK; 0 alone)
+            model = model.to(torch.device("cuda", Ranks.from_env().local))
     if params.train.chat_template is not None:
         tokenizer.chat_template = params.train.chat_template.read_text(encoding="utf-8")
     if tokenizer.pad_token is None:
@@ -235,14 +318,16 @@ def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str
             "model": str(model_path)}  # fmt: skip
 
 
+RNG_STATE = "the random state (dropout, data order)"
 CHECKPOINT_FILES = {  # what Trainer writes into checkpoint-N (adapter first, trainer_state.json last); any one
-    # pattern of a row will do: DeepSpeed keeps the optimizer in global_step*/, FSDP in optimizer_0/, ranks > 1 rng_state_R
+    # pattern of a row will do: DeepSpeed keeps the optimizer in global_step*/, FSDP in optimizer_0/. The random
+    # state is per rank: W > 1 ranks each write rng_state_R.pth, and every one is needed (rng_files)
     "the LoRA weights": ("adapter_model.safetensors",),
     "the LoRA config": ("adapter_config.json",),
     "the optimizer state (without it a resume diverges from the uninterrupted run)": (
         "optimizer.pt", "optimizer.bin", "global_step*", "optimizer_0"),
     "the learning-rate schedule": ("scheduler.pt",),
-    "the random state (dropout, data order)": ("rng_state.pth", "rng_state_*.pth"),
+    RNG_STATE: ("rng_state.pth",),
     "the step count and log history": ("trainer_state.json",),
 }  # fmt: skip
 
@@ -275,10 +360,24 @@ def _torn(f: Path) -> str | None:
     return None
 
 
-def checkpoint_problem(checkpoint: Path) -> str | None:
-    """Why ``checkpoint`` cannot be resumed exactly (a part missing or torn: a kill while Trainer wrote it), or
-    None when it is complete."""
+def rng_files(world_size: int) -> list[str]:
+    """The random-state files a checkpoint of ``world_size`` ranks holds: Trainer writes one per rank, each rank its
+    own, so rank 0's trainer_state.json can be on disk while a killed rank's file is not."""
+    return ["rng_state.pth"] if world_size == 1 else [f"rng_state_{r}.pth" for r in range(world_size)]
+
+
+def _required_files(world_size: int) -> list[tuple[str, tuple[str, ...]]]:
+    """(what, patterns) a complete checkpoint has, one file of each; the random state once per rank."""
+    rows = []
     for what, patterns in CHECKPOINT_FILES.items():
+        rows += [(what, (f,)) for f in rng_files(world_size)] if what == RNG_STATE else [(what, patterns)]
+    return rows
+
+
+def checkpoint_problem(checkpoint: Path, world_size: int = 1) -> str | None:
+    """Why ``checkpoint`` cannot be resumed exactly by ``world_size`` ranks (a part missing or torn: a kill while
+    Trainer wrote it), or None when it is complete."""
+    for what, patterns in _required_files(world_size):
         found = [f for pattern in patterns for f in sorted(checkpoint.glob(pattern))]
         if not found:
             return f"{patterns[0]} ({what}) is missing"
@@ -288,16 +387,17 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     return None
 
 
-def newest_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` that resumes exactly. Newer incomplete ones are moved aside to
-    ``broken-checkpoint-N`` (kept for inspection, never picked by a resume or by Trainer's rotation), saying why."""
+def newest_complete_checkpoint(ckpt_dir: Path, world_size: int = 1) -> str | None:
+    """The newest ``checkpoint-N`` that ``world_size`` ranks resume exactly. Newer incomplete ones are moved aside to
+    ``broken-checkpoint-N`` (kept for inspection, never picked by a resume or by Trainer's rotation), saying why.
+    Under a launch, rank 0 alone calls this (it renames folders)."""
     found = sorted(
         (p for p in Path(ckpt_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
         reverse=True,
     )
     for ckpt in found:
-        problem = checkpoint_problem(ckpt)
+        problem = checkpoint_problem(ckpt, world_size)
         if problem is None:
             return str(ckpt)
         aside = ckpt.with_name(f"broken-{ckpt.name}")
@@ -354,13 +454,13 @@ def add_lora(params: Params, model: Any):
 
 # ------------------------------------------------------------------------------------------ training
 class TrainLog:
-    """A TrainerCallback writing one JSON line per logged step: loss, lr, grad norm, tokens/s, peak memory."""
+    """A TrainerCallback writing one JSON line per logged step: loss, lr, grad norm, tokens/s, peak memory. Under a
+    launch, rank 0 writes it (Trainer logs the loss averaged over the ranks on each)."""
 
     def __init__(self, path: Path):
         from transformers import TrainerCallback
 
         self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
         log_ref = self
 
         class _Callback(TrainerCallback):
@@ -369,13 +469,12 @@ class TrainLog:
                 self.tokens = 0
 
             def on_log(self, args, state, control, logs=None, **kwargs):
-                if not logs or "loss" not in logs:
+                if not logs or "loss" not in logs or not state.is_world_process_zero:
                     return
                 now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
                 row = {"step": state.global_step, "loss": logs.get("loss"), "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                        "tokens_per_s": round((seen - self.tokens) / max(now - self.t, 1e-9), 1), "peak_memory_mb": _peak_memory_mb()}  # fmt: skip
                 self.t, self.tokens = now, seen
-                log_ref.rows.append(row)
                 append_jsonl(log_ref.path, [row])
                 every = max(
                     1, (state.max_steps or 1) // 10
@@ -401,6 +500,33 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+SHARDS_DIR = "data_shards"
+
+
+def example_digest(input_ids: Sequence[int]) -> str:
+    """One example as the model saw it (its token ids, padding stripped), comparable across ranks and runs."""
+    return hashlib.sha256(",".join(map(str, input_ids)).encode()).hexdigest()[:16]
+
+
+class ShardLog:
+    """Which examples this rank trained on: one JSON line per micro-batch, ``{"step", "examples": [digest]}``, in
+    ``data_shards/rank<R>.jsonl``; the proof that the ranks' shards are disjoint and together the dataset."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def keep_until(self, step: int) -> None:
+        """Forget the micro-batches after ``step`` (a resume from checkpoint-``step`` trains them again)."""
+        rows = read_jsonl(self.path, repair=True) if self.path.exists() else []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.path, [r for r in rows if r["step"] <= step])
+
+    def record(self, step: int, inputs: dict[str, Any]) -> None:
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        rows = ids if mask is None else [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
+        append_jsonl(self.path, [{"step": step, "examples": [example_digest(r.tolist()) for r in rows]}])
+
+
 def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
     import torch
     from trl import SFTConfig
@@ -419,15 +545,15 @@ def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
     )  # fmt: skip
 
 
-def make_trainer(**kwargs):
+def make_trainer(shards: ShardLog | None = None, **kwargs):
     """TRL's SFTTrainer; where its Triton loss kernel cannot run (no GPU, or no triton), the same token-level NLL
-    on assistant tokens is computed from the model's logits instead (TRL 1.15 has no CPU path of its own)."""
+    on assistant tokens is computed from the model's logits instead (TRL 1.15 has no CPU path of its own).
+    With ``shards``, every micro-batch this rank trains on is recorded there."""
     import torch
     from trl import SFTTrainer
     from trl.trainer import utils as trl_utils
 
-    if torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None:
-        return SFTTrainer(**kwargs)
+    base = SFTTrainer if torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None else None
 
     class PortableSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -443,9 +569,33 @@ def make_trainer(**kwargs):
                 num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum().clamp(min=1)
             )
             loss = nll / denom
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # as in Trainer.compute_loss and TRL's: num_items_in_batch counts the tokens of every rank and DDP
+                # averages the ranks' gradients, so W ranks would otherwise step W times too short
+                loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
-    return PortableSFTTrainer(**kwargs)
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            # With world_size > 1 Trainer loads the optimizer state onto args.device, which accelerate names
+            # cpu:<local rank> on a CPU, and torch.load cannot map to that: on a CPU, load onto the one CPU device
+            if checkpoint is None or self.args.device.type != "cpu":
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            ckpt = Path(checkpoint)
+            self.optimizer.load_state_dict(
+                torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+            )
+            self.lr_scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+
+    base = base or PortableSFTTrainer
+    if shards is None:
+        return base(**kwargs)
+
+    class RecordingTrainer(base):  # type: ignore[misc, valid-type]
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            shards.record(self.state.global_step + 1, inputs)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return RecordingTrainer(**kwargs)
 
 
 @dataclass
@@ -465,23 +615,31 @@ class TrainResult:
 def train_sft(
     params: Params, examples_path: Path, model_path: str, out_dir: Path, resume: bool = True
 ) -> TrainResult:
-    """The whole phase on any chat dataset: load, LoRA, coverage, routing before, SFT, save, merge, routing after."""
+    """The whole phase on any chat dataset: load, LoRA, coverage, routing before, SFT, save, merge, routing after.
+
+    Under a launch every rank runs this with its own shard of each batch; rank 0 alone picks the checkpoint to
+    resume and writes what the phase outputs while the others wait at a barrier, then every rank returns the
+    outputs as written (:func:`load_result`)."""
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     from arabic_r1.routing import probe_texts, routing_stats
 
+    ranks = Ranks.from_env()
+    check_world_size(params, ranks)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(params.run.seed)  # LoRA initialisation happens before the Trainer seeds anything
     check_hardware_options(params)
     rows = load_sft_examples(examples_path)
     precision = resolve_precision(params)
+    max_length = params.model.max_seq_length
+    args = sft_config(params, out_dir, precision, max_length)  # under a launch: joins the process group
     t0 = time.monotonic()
     model, tokenizer = load_model_and_tokenizer(params, model_path, precision)
     check_chat_template(
         tokenizer, model_path if params.train.chat_template is None else str(params.train.chat_template)
     )
-    max_length = params.model.max_seq_length
     data = prepare(tokenizer, rows, max_length, params)
     lora_targets(model, params.train.lora)  # fails before training on missing families / too-large rank
     probes = probe_texts(params.train.probe_texts)
@@ -491,42 +649,60 @@ def train_sft(
     check_coverage(cov_model, params.train.lora, "after get_peft_model")
     log.info("LoRA: %s trainable parameters", f"{sum(v['parameters'] for v in cov_model.values()):,}")
 
-    ckpt_dir = out_dir / "checkpoints"
-    last = newest_complete_checkpoint(ckpt_dir) if resume and ckpt_dir.is_dir() else None
     key = resume_key(params, examples_path, model_path)
-    stamp = ckpt_dir / RESUME_KEY_FILE
-    if last is not None and (not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
-        log.warning("checkpoints in %s were made with other params or data: starting over", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
-        last = None
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(key), encoding="utf-8")
-    train_log = TrainLog(out_dir / "train_log.jsonl")
-    if last is None and train_log.path.exists():
-        train_log.path.unlink()
-    elif last is not None:  # keep the rows up to the checkpoint; the resumed steps append after them
-        step = int(Path(last).name.split("-")[-1])
-        logged = read_jsonl(train_log.path, repair=True) if train_log.path.exists() else []
-        kept = [r for r in logged if r["step"] <= step]
-        write_jsonl(train_log.path, kept)
-        train_log.rows = kept
+    last = from_rank0(resume_point(out_dir, key, ranks.world, resume) if ranks.main else None)
+    shards = ShardLog(out_dir / SHARDS_DIR / f"rank{ranks.rank}.jsonl")
+    shards.keep_until(int(Path(last).name.split("-")[-1]) if last else 0)
+    if last is not None:
         log.info("resuming from %s", last)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in data.examples])
-    trainer = make_trainer(model=model, args=sft_config(params, out_dir, precision, max_length), train_dataset=dataset,
-                           processing_class=tokenizer, callbacks=[train_log.callback])  # fmt: skip
-    from transformers.trainer_callback import PrinterCallback
-
+    trainer = make_trainer(shards, model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                           callbacks=[TrainLog(out_dir / "train_log.jsonl").callback])  # fmt: skip
     # one dict per step would flood papermill's output; TrainLog logs instead
     trainer.remove_callback(PrinterCallback)
-    if last is not None and finished(
-        last
-    ):  # a re-run of a finished phase: its final checkpoint, no extra step
+    if last is not None and finished(last):  # a re-run of a finished phase: no extra step
         load_finished(trainer, model, last)
     else:
         with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
             trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
     inference_config(model)
+    if ranks.main:
+        summary = {"backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step,
+                   "train_seconds": round(train_seconds, 1), "resumed_from": last, "launcher": params.train.launcher,
+                   "processes": ranks.world, "global_batch": params.train.global_batch}  # fmt: skip
+        save_outputs(params, model, tokenizer, out_dir, data, cov_model, routing_before, probes, summary)
+    barrier()
+    return load_result(out_dir)
+
+
+def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bool = True) -> str | None:
+    """The checkpoint to resume (rank 0 decides; it moves broken ones aside): the newest complete one made with the
+    same params, data and model, or None. The train log and shard records keep their rows up to the checkpoint:
+    the resumed steps append after them."""
+    ckpt_dir = out_dir / "checkpoints"
+    last = newest_complete_checkpoint(ckpt_dir, world_size) if resume and ckpt_dir.is_dir() else None
+    stamp = ckpt_dir / RESUME_KEY_FILE
+    if last is not None and (not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
+        log.warning("checkpoints in %s were made with other params or data: starting over", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        last = None
+    if last is None:
+        shutil.rmtree(out_dir / SHARDS_DIR, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(key), encoding="utf-8")
+    train_log = out_dir / "train_log.jsonl"
+    step = int(Path(last).name.split("-")[-1]) if last else 0
+    rows = read_jsonl(train_log, repair=True) if train_log.exists() else []
+    write_jsonl(train_log, [r for r in rows if r["step"] <= step])
+    return last
+
+
+def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data: Prepared, cov_model: dict[str, Any],
+                 routing_before: dict[str, Any], probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
+    """What the phase outputs (rank 0 alone): adapter, merged model, routing after, coverage, composition, the loss
+    mask of one example, the summary."""
+    from arabic_r1.routing import routing_stats
 
     adapter_dir = out_dir / "adapter"
     with no_v4_moe_remap(model):
@@ -534,108 +710,185 @@ def train_sft(
     tokenizer.save_pretrained(str(adapter_dir))
     cov_adapter = coverage_of_adapter(adapter_dir)
     check_coverage(cov_adapter, params.train.lora, f"saved adapter {adapter_dir}")
-    merged_dir = None
     trained = model
     if params.train.merge:
-        merged = model.merge_and_unload()
-        merged_dir = out_dir / "merged"
-        merged.save_pretrained(str(merged_dir))
-        tokenizer.save_pretrained(str(merged_dir))
-        trained = merged
-    routing_after = routing_stats(trained, tokenizer, probes)
-    routing = {"before": routing_before, "after": routing_after}
-    (out_dir / "routing.json").write_text(json.dumps(routing, indent=1), encoding="utf-8")
-    (out_dir / "coverage.json").write_text(
-        json.dumps({"model": cov_model, "adapter": cov_adapter}, indent=1), encoding="utf-8"
-    )
-    (out_dir / "composition.json").write_text(json.dumps(data.composition, indent=1), encoding="utf-8")
-    losses = [r["loss"] for r in train_log.rows if r.get("loss") is not None]
-    tail = sorted(
-        losses[-max(1, len(losses) // 10) :]
-    )  # one step's loss is one batch's: the median says more
-    summary = {
-        "backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step, "examples": len(data.examples),
-        "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"], "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "final_loss_median": tail[len(tail) // 2] if tail else None,
-        "train_seconds": round(train_seconds, 1), "peak_memory_mb": _peak_memory_mb(),
-        "resumed_from": last, "lora": params.train.lora.model_dump(), "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
+        trained = model.merge_and_unload()
+        trained.save_pretrained(str(out_dir / "merged"))
+        tokenizer.save_pretrained(str(out_dir / "merged"))
+    routing = {"before": routing_before, "after": routing_stats(trained, tokenizer, probes)}
+    losses = [r["loss"] for r in read_jsonl(out_dir / "train_log.jsonl") if r.get("loss") is not None]
+    # one step's loss is one batch's: the median of the last tenth says more
+    tail = sorted(losses[-max(1, len(losses) // 10) :])
+    summary |= {
+        "examples": len(data.examples), "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"],
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "final_loss_median": tail[len(tail) // 2] if tail else None, "peak_memory_mb": _peak_memory_mb(),
+        "merged": params.train.merge, "lora": params.train.lora.model_dump(),
+        "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
     }  # fmt: skip
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    return TrainResult(out_dir, adapter_dir, merged_dir, cov_model, cov_adapter, train_log.rows, data.composition, routing,
-                       mask_example(tokenizer, data.examples[0]["messages"]), summary)  # fmt: skip
+    reports = {"routing.json": routing, "coverage.json": {"model": cov_model, "adapter": cov_adapter},
+               "composition.json": data.composition, "loss_mask.json": mask_example(tokenizer, data.examples[0]["messages"]),
+               "train_summary.json": summary}  # fmt: skip
+    for name, payload in reports.items():
+        (out_dir / name).write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def load_result(out_dir: Path) -> TrainResult:
+    """The phase's outputs as written, however the training ran (in this process or launched as ranks)."""
+
+    def read(name: str) -> Any:
+        return json.loads((out_dir / name).read_text(encoding="utf-8"))
+
+    summary, coverage = read("train_summary.json"), read("coverage.json")
+    return TrainResult(out_dir, out_dir / "adapter", out_dir / "merged" if summary["merged"] else None, coverage["model"],
+                       coverage["adapter"], read_jsonl(out_dir / "train_log.jsonl"), read("composition.json"),
+                       read("routing.json"), read("loss_mask.json"), summary)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- launch
 def launch_command(params: Params, run_dir: Path) -> list[str]:
-    """``accelerate launch`` for several GPUs with the repo's DeepSpeed ZeRO-3 or FSDP config."""
+    """The ranks of ``python -m arabic_r1.train`` the params ask for: torchrun (DDP; ``--standalone`` on one
+    machine, a c10d rendezvous at ``$MASTER_ADDR:$MASTER_PORT`` across several) or ``accelerate launch`` with the
+    repo's DeepSpeed ZeRO-3 / FSDP config. Both through this interpreter (``-m``), so no PATH is assumed."""
     t = params.train
     if t.launcher == "single":
-        raise ValueError("train.launcher is 'single': train in-process, no accelerate launch needed")
+        raise ValueError("train.launcher is 'single': train in-process, no launch needed")
     if params.source_file is None:
-        raise ValueError("a multi-GPU launch needs params loaded from a file")
-    cmd = ["accelerate", "launch", "--config_file", str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
-           "--num_processes", str(t.num_gpus * t.num_machines), "--num_machines", str(t.num_machines),
-           "-m", "arabic_r1.train", "--params", str(params.source_file), "--run-dir", str(run_dir)]  # fmt: skip
+        raise ValueError("a multi-process launch needs params loaded from a file")
+    if t.launcher == "torchrun":
+        nodes = (["--standalone"] if t.num_machines == 1 else
+                 ["--rdzv-backend", "c10d", "--rdzv-endpoint", "$MASTER_ADDR:$MASTER_PORT", "--rdzv-id", run_dir.name])  # fmt: skip
+        cmd = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nnodes", str(t.num_machines),
+               "--nproc-per-node", str(t.num_gpus)]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
+               "--num_processes", str(t.processes), "--num_machines", str(t.num_machines)]  # fmt: skip
+    cmd += ["-m", "arabic_r1.train", "--params", str(params.source_file), "--run-dir", str(run_dir)]
     for item in params.overrides:
         cmd += ["-o", item]
     return cmd
 
 
+def launch(params: Params, run_dir: Path) -> None:
+    """Run :func:`launch_command` here, its output streamed to this process's stdout (the notebook's cell).
+
+    The launch is a sub-run owned by this process (:mod:`arabic_r1.run_owner`): its own token and watchdog, so the
+    ranks end when this process ends, however it ends (the runner ending the kernel included), or when it is
+    interrupted. A rank that exits non-zero makes torchrun stop the others; the error names that rank."""
+    t = params.train
+    cmd = launch_command(params, run_dir)
+    if t.num_machines > 1:
+        raise LaunchFailed(
+            f"train.num_machines={t.num_machines}: this process starts the ranks of its own machine only; run on "
+            f"every machine (e.g. srun, with MASTER_ADDR / MASTER_PORT set): {' '.join(cmd)}"
+        )
+    token = new_token()
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}  # a launch from a rank: a new world
+    env |= {RUN_ENV: token, "PYTHONUNBUFFERED": "1"}
+    log.info("launching %d ranks: %s", t.processes, " ".join(cmd))
+    proc = subprocess.Popen(owned_command(cmd, token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True, encoding="utf-8", errors="replace", start_new_session=True)  # fmt: skip
+    tail: deque[str] = deque(maxlen=300)
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            sys.stdout.write(line)
+            tail.append(line)
+        rc = proc.wait()
+    except BaseException:  # an interrupt: the watchdog ends every process of the launch
+        proc.terminate()
+        proc.wait()
+        raise
+    sys.stdout.flush()
+    if rc != 0:
+        raise LaunchFailed(failure_message("".join(tail), rc, t.processes))
+
+
+ROOT_CAUSE = re.compile(
+    r"Root Cause.*?rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*exitcode\s*:\s*(-?\d+)(.*?)={8}", re.S
+)
+
+
+def failure_message(output: str, rc: int, world: int) -> str:
+    """Which rank failed, how, and its traceback, from the failure summary torchrun prints (accelerate launches
+    through it too); the lines of the launch otherwise."""
+    m = ROOT_CAUSE.search(output)
+    if m is None:
+        last = "".join(output.splitlines(keepends=True)[-20:])
+        return f"phase 04: the launch exited with code {rc} without naming a failed rank; its last output:\n{last}"
+    rank, local, code = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    cause = re.search(r"traceback\s*:\s*(.*)", m.group(4), re.S)
+    return (f"phase 04: rank {rank} of {world} (local rank {local}) {how}; torchrun stopped the other ranks, and "
+            f"running the phase again resumes from its last complete checkpoint, if it has one. "
+            f"{cause.group(1).strip()[-2000:] if cause else ''}").rstrip()  # fmt: skip
+
+
 def run_moe_lora_sft(params: Params, run) -> TrainResult:
-    """Phase 04 entry point for the notebook: trains on phase 03's verified traces, finishes the phase."""
+    """Phase 04 entry point for the notebook: trains on phase 03's verified traces, here (``train.launcher``
+    single) or as launched ranks, whose rank 0 finishes the phase (the same ``main`` a cluster job runs)."""
+    if params.train.launcher != "single":
+        launch(params, run.run_dir)
+        return load_result(run.dir)
+    result = train_phase(params, run.run_dir, run.dir)
+    finish_phase(run, result)
+    return result
+
+
+def train_phase(params: Params, run_dir: Path, out_dir: Path) -> TrainResult:
+    """:func:`train_sft` on the run's verified traces (phase 03) and base model (phase 00)."""
     from arabic_r1.environment import base_model_path
     from arabic_r1.manifest import read_manifest
     from arabic_r1.phases import find_phase
 
     verified = (
-        run.run_dir
-        / read_manifest(run.run_dir, find_phase("trace_verification"))["outputs"]["verified"]["path"]
+        run_dir / read_manifest(run_dir, find_phase("trace_verification"))["outputs"]["verified"]["path"]
     )
-    result = train_sft(params, verified, base_model_path(params, run.run_dir), run.dir)
-    outputs = {"adapter": result.adapter_dir, "train_log": run.dir / "train_log.jsonl", "routing": run.dir / "routing.json",
-               "coverage": run.dir / "coverage.json", "summary": run.dir / "train_summary.json"}  # fmt: skip
+    return train_sft(params, verified, base_model_path(params, run_dir), out_dir)
+
+
+def finish_phase(run, result: TrainResult) -> None:
+    """The phase's manifest (one per run: the caller is the only process, or rank 0)."""
+    d = run.dir
+    outputs = {"adapter": result.adapter_dir, "train_log": d / "train_log.jsonl", "routing": d / "routing.json",
+               "coverage": d / "coverage.json", "summary": d / "train_summary.json"}  # fmt: skip
     if result.merged_dir is not None:
         outputs["merged"] = result.merged_dir
-    s = result.summary
-    if (
-        os.environ.get("RANK", "0") == "0"
-    ):  # under accelerate launch, one manifest, written by the main process
-        run.finish(
-            outputs,
-            {
-                k: s[k]
-                for k in (
-                    "backend",
-                    "steps",
-                    "examples",
-                    "first_loss",
-                    "last_loss",
-                    "final_loss_median",
-                    "train_seconds",
-                    "trainable_parameters",
-                )
-            },
-        )
-    return result
+    metrics = ("backend", "launcher", "processes", "global_batch", "steps", "examples", "first_loss", "last_loss",
+               "final_loss_median", "train_seconds", "trainable_parameters")  # fmt: skip
+    run.finish(outputs, {k: result.summary[k] for k in metrics})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m arabic_r1.train``: phase 04 outside a notebook (what ``accelerate launch`` runs on each GPU)."""
+    """``python -m arabic_r1.train``: phase 04 as one rank of a launch (or alone with ``train.launcher: single``).
+    Every rank checks the world size first; rank 0 alone writes the manifest."""
+    import torch.distributed as dist
+
     from arabic_r1.manifest import start_phase
     from arabic_r1.notebook import apply_runtime, configure_logging
     from arabic_r1.params import load_params
+    from arabic_r1.phases import find_phase
 
     ap = argparse.ArgumentParser(prog="python -m arabic_r1.train")
     ap.add_argument("--params", required=True)
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("-o", "--override", dest="overrides", action="append", default=[])
     args = ap.parse_args(argv)
-    configure_logging()
+    ranks = Ranks.from_env()
+    configure_logging(rank=ranks.rank if ranks.world > 1 else None)
     params = load_params(args.params, args.overrides)
+    check_world_size(params, ranks)
     apply_runtime(params)
-    run_moe_lora_sft(params, start_phase("moe_lora_sft", params, args.run_dir))
+    run_dir = (args.run_dir or params.run_dir).resolve()
+    run = start_phase("moe_lora_sft", params, run_dir) if ranks.main else None
+    result = train_phase(params, run_dir, run_dir / find_phase("moe_lora_sft").slug)
+    if run is not None:
+        finish_phase(run, result)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)())  # a rank's exception reaches torchrun's failure summary

@@ -255,14 +255,12 @@ def test_executor_selection(tmp_path: Path) -> None:
         20,
         "arabic_r1_minhash",
     )
-    ray_data = base.data.model_copy(update={"executor": "ray"})
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install 'ray"):
-            make_executor(ray_data, [], 2, tmp_path / "r")
-    else:
-        assert type(make_executor(ray_data, [], 2, tmp_path / "r")).__name__ == "RayPipelineExecutor"
+    ray_data = load_params("smoke", ["data.executor=ray", "data.workers=4", "data.ray.cpus_per_task=2"]).data
+    ray_ex = make_executor(
+        ray_data, [], 3, tmp_path / "r"
+    )  # ray itself is needed only when it runs (tests/test_ray.py)
+    assert type(ray_ex).__name__ == "RayPipelineExecutor"
+    assert (ray_ex.world_size, ray_ex.workers, ray_ex.cpus_per_task, ray_ex.tasks_per_job) == (3, 3, 2, 1)
 
 
 def test_sharded_folder_source_across_tasks_dedups_across_shards(tmp_path: Path, tokenizer: str) -> None:

@@ -160,3 +160,38 @@ def test_cli_refuses_a_profile_that_does_not_fit_with_the_numbers(capsys):
 def test_cuda_profile_on_a_cpu_machine_is_refused():
     plan = make_plan(load_params("colab_t4"), Hardware("CPU", 24.0))
     assert any("no GPU" in p for p in plan.problems)
+
+
+def test_plan_reports_the_launch_layout_the_ranks_check(capsys):
+    """Processes, machines, per-rank and global batch: read from the same params the launch command and every
+    rank's world-size check read; CPU ranks share the cores (no speed-up), GPU ranks divide the time."""
+    from arabic_r1.train import launch_command
+
+    two = ["train.launcher=torchrun", "train.num_gpus=2", "train.per_device_batch_size=1",
+           "train.gradient_accumulation_steps=2"]  # fmt: skip
+    p = load_params("smoke", two)
+    cmd = launch_command(p, Path("/r"))
+    plan = make_plan(p, Hardware("CPU", 24.0))
+    assert plan.layout == {"launcher": "torchrun", "processes": p.train.processes, "machines": int(cmd[cmd.index("--nnodes") + 1]),
+                           "per_machine": int(cmd[cmd.index("--nproc-per-node") + 1]), "per_rank_batch": 1,
+                           "accumulation": 2, "global_batch": 4}  # fmt: skip
+    assert p.train.processes == 2
+    one = load_params("smoke", ["train.per_device_batch_size=2", "train.gradient_accumulation_steps=2"])
+    assert make_plan(one, Hardware("CPU", 24.0)).layout["global_batch"] == 4
+    assert plan.hours["training"] == make_plan(one, Hardware("CPU", 24.0)).hours["training"]
+    gpus = make_plan(p, Hardware("H100", 80.0, 2)).hours["training"]
+    assert gpus == pytest.approx(make_plan(one, Hardware("H100", 80.0, 2)).hours["training"] / 2)
+    assert any(
+        "launches 2 ranks, one GPU each" in x for x in make_plan(p, Hardware("H100", 80.0, 1)).problems
+    )
+    assert (
+        main(["plan", "--params", "smoke", *sum((["-o", o] for o in two), []), "--hardware", "cpu:24"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "phase 04 launch: torchrun, 2 process(es) = 2 per machine x 1 machine(s); per-rank batch 1 x 2 accumulation "
+        "x 2 = global batch 4 sequences per step" in out
+    )
+    assert "phase 04 launch: accelerate_deepspeed_zero3, 64 process(es) = 8 per machine x 8 machine(s)" in (
+        make_plan(load_params("paper"), Hardware("H100", 80.0, 64)).table()
+    )

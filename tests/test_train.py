@@ -306,13 +306,13 @@ def test_launch_command_and_accelerate_configs() -> None:
     p = load_params("paper")
     cmd = launch_command(p, Path("/runs/paper"))
     assert (
-        cmd[:2] == ["accelerate", "launch"]
+        cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
         and cmd[cmd.index("--num_processes") + 1] == "64"
         and cmd[cmd.index("--num_machines") + 1] == "8"
     )
     cfg = Path(cmd[cmd.index("--config_file") + 1])
     assert cfg == REPO_DIR / "configs/accelerate/deepspeed_zero3.yaml"
-    assert cmd[cmd.index("-m") + 1] == "arabic_r1.train" and cmd[cmd.index("--params") + 1] == str(
+    assert cmd[cmd.index("-m", 3) + 1] == "arabic_r1.train" and cmd[cmd.index("--params") + 1] == str(
         p.source_file
     )
     ds = load_config_from_file(str(cfg))
@@ -330,6 +330,15 @@ def test_launch_command_and_accelerate_configs() -> None:
         and cmd2[cmd2.index("--num_processes") + 1] == "4"
     )
     assert cmd2[-2:] == ["-o", "train.num_machines=1"]
+    p3 = load_params("smoke", ["train.launcher=torchrun", "train.num_gpus=2"])
+    cmd3 = launch_command(p3, Path("/r"))
+    assert cmd3[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    assert cmd3[cmd3.index("--nproc-per-node") + 1] == "2" and cmd3[cmd3.index("--nnodes") + 1] == "1"
+    assert cmd3[cmd3.index("-m", 3) + 1] == "arabic_r1.train" and p3.train.processes == 2
+    p4 = load_params("smoke", ["train.launcher=torchrun", "train.num_gpus=8", "train.num_machines=4"])
+    cmd4 = launch_command(p4, Path("/r"))
+    assert "--standalone" not in cmd4 and "$MASTER_ADDR:$MASTER_PORT" in cmd4
+    assert cmd4[cmd4.index("--nnodes") + 1] == "4" and p4.train.processes == 32
     with pytest.raises(ValueError, match="single"):
         launch_command(load_params("smoke"), Path("/r"))
 
