@@ -17,7 +17,7 @@ UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test test-slow quality lab doctor clean slurm-up slurm-down slurm-status
+.PHONY: install reproduce test test-slow mutation quality lab doctor clean slurm-up slurm-down slurm-status
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,9 +44,13 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow
 
+## Plant the listed bugs in phases 01-05 one at a time and run the tests that cover each (opt-in, ~10 min).
+mutation: install
+	$(PY) scripts/mutation.py
+
 quality: install
-	$(PY) -m ruff check arabic_r1 tests benchmarks
-	$(PY) -m ruff format --check arabic_r1 tests benchmarks
+	$(PY) -m ruff check arabic_r1 tests benchmarks scripts
+	$(PY) -m ruff format --check arabic_r1 tests benchmarks scripts
 
 doctor: install
 	$(VENV)/bin/arabic-r1 doctor --params $(PROFILE)

@@ -5,7 +5,8 @@ datatrove's ``RayPipelineExecutor`` expects ``ray.init()`` to have been called; 
 shut down when the stages end, even on error; ``auto`` joins the cluster of this machine (``ray start --head``),
 ``ray://host:10001`` a remote one through Ray Client; a joined cluster is left running.
 
-Two things keep a run's files its own:
+Ray workers start the processes of datatrove's task pool by *spawning* (``spawn_task_processes``): forked from a
+Ray worker's threads they can deadlock. Two things keep a run's files its own:
 - each Ray worker gets ``TMPDIR`` inside the run folder: datatrove's Ray executor writes every task's log to
   ``$TMPDIR/ray_logs/logs/task_<rank>.log`` before copying it to the stage's log folder, so two runs on one
   machine would otherwise write the same files;
@@ -52,7 +53,10 @@ def ray_cluster(data: DataParams, work: Path) -> Iterator[None]:
     kwargs: dict = {
         "log_to_driver": False,
         "include_dashboard": False,
-        "runtime_env": {"env_vars": {"TMPDIR": str(tmp)}},
+        "runtime_env": {
+            "env_vars": {"TMPDIR": str(tmp)},
+            "worker_process_setup_hook": "arabic_r1.ray_cluster.spawn_task_processes",
+        },
     }
     if r.address is None:
         kwargs |= {"num_cpus": r.num_cpus or data.workers, "object_store_memory": r.object_store_mb * 2**20}
@@ -70,6 +74,16 @@ def ray_cluster(data: DataParams, work: Path) -> Iterator[None]:
     finally:
         ray.shutdown()  # a started cluster stops with it; a joined one only loses this driver
         del info
+
+
+def spawn_task_processes() -> None:
+    """Run in every Ray worker at start-up: datatrove's Ray actor runs its tasks in a ``multiprocess`` pool, and
+    a child *forked* from a Ray worker (gRPC and logging threads running) can deadlock on a lock one of those
+    threads held at the fork - seen here as a stage whose tasks had all completed while the actor never returned.
+    Spawned children start clean."""
+    import multiprocess
+
+    multiprocess.set_start_method("spawn", force=True)
 
 
 def collect_task_logs(stage_dirs: list[Path], log_file: Path) -> int:

@@ -545,6 +545,20 @@ def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
     )  # fmt: skip
 
 
+def next_token_nll(logits: Any, labels: Any, num_items: Any = None) -> Any:
+    """Mean negative log-likelihood of each labelled token given the logits one position before it (labels
+    -100 are masked: prompt and padding); ``num_items``: the token count to divide by (the whole accumulated
+    batch's, as Trainer passes it), else this batch's labelled tokens."""
+    import torch
+
+    labels = labels[:, 1:]
+    logits = logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return nll / (num_items if num_items is not None else (labels != -100).sum().clamp(min=1))
+
+
 def make_trainer(shards: ShardLog | None = None, **kwargs):
     """TRL's SFTTrainer; where its Triton loss kernel cannot run (no GPU, or no triton), the same token-level NLL
     on assistant tokens is computed from the model's logits instead (TRL 1.15 has no CPU path of its own).
@@ -557,18 +571,10 @@ def make_trainer(shards: ShardLog | None = None, **kwargs):
 
     class PortableSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs["labels"][:, 1:]
             outputs = model(
                 **{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
             )
-            logits = outputs.logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            denom = (
-                num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum().clamp(min=1)
-            )
-            loss = nll / denom
+            loss = next_token_nll(outputs.logits, inputs["labels"], num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # as in Trainer.compute_loss and TRL's: num_items_in_batch counts the tokens of every rank and DDP
                 # averages the ranks' gradients, so W ranks would otherwise step W times too short

@@ -109,3 +109,10 @@ def test_teacher_messages_use_versioned_templates() -> None:
     assert [m["role"] for m in chat] == ["system", "user"] and "Linguistic check" in chat[0]["content"]
     with pytest.raises(FileNotFoundError, match="no teacher template for version 'v9'"):
         teacher_messages("x", "en", "v9", False)
+
+
+def test_a_model_that_corrects_itself_is_read_by_its_last_answer_line() -> None:
+    p = parse_trace(AR + "\nلا، أخطأت في القراءة.\nالإجابة: ج")
+    assert p.answer == "ج"
+    q = parse_trace(EN + "\nWait, that is wrong.\nAnswer: C) Venus")
+    assert q.answer == "C) Venus"

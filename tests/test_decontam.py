@@ -159,3 +159,24 @@ def test_index_round_trips(index, tmp_path: Path) -> None:
 
     loaded = DecontaminationIndex.load(index.save(tmp_path / "i.pkl"))
     assert loaded == index and loaded.anchors and loaded.stats and loaded.anchor_lengths == (2, 3)
+
+
+def test_the_filter_reads_the_whole_of_a_long_document(index, rows, tmp_path: Path) -> None:
+    """Contamination quoted after thousands of words of unrelated text is still found, long and short items."""
+    from datatrove.data import Document
+
+    from arabic_r1.decontam import DecontaminationFilter
+
+    long_item = next(r for r in rows if len(normalized_words(r.question())) >= 13)
+    short_item = next(
+        r
+        for r in rows
+        if len(normalized_words(r.question())) < 8 and content_words(segment_words(r.question())) >= 3
+    )
+    filler = " ".join(f"كان الطقس جميلا في المدينة القديمة يوم {i}." for i in range(400))  # 3,200 words
+    f = DecontaminationFilter(index.save(tmp_path / "i.pkl"))
+    assert f.filter(Document(text=filler, id="clean")) is True
+    for r in (long_item, short_item):
+        doc = Document(text=f"{filler} {r.question()}", id=r.item_id)
+        assert f.filter(doc) == (False, f"contaminated:{r.benchmark}"), r.item_id
+        assert doc.metadata["contamination"]["ngram"] in " ".join(normalized_words(r.question()))

@@ -359,3 +359,27 @@ def test_a_rerun_with_other_sampling_replaces_the_old_traces(server, project: Pa
         )
         assert result.summary["traces_ok"] == N
     assert {r["sampling"]["temperature"] for r in read_traces(project / "out" / TRACES_FILE)} == {0.0}
+
+
+def test_another_temperature_template_teacher_or_prompt_misses_the_cache(tmp_path: Path) -> None:
+    """The response cache answers only the exact request: each part of the key, changed alone, misses."""
+    from arabic_r1.distill import ResponseCache, cache_key
+    from arabic_r1.params import load_params
+    from arabic_r1.teachers import sampling_of
+
+    p = load_params("smoke").distill
+    hotter = load_params("smoke", ["distill.temperature=0.9"]).distill
+    msgs = [{"role": "user", "content": "ما عاصمة المغرب؟"}]
+    cache = ResponseCache(tmp_path / "cache")
+    key = cache_key(p.teacher, p.template_version, msgs, sampling_of(p))
+    cache.put(key, {"key": key, "text": "الرباط"})
+    assert cache.get(cache_key(p.teacher, p.template_version, msgs, sampling_of(p)))["text"] == "الرباط"
+    variants = [
+        cache_key(p.teacher, p.template_version, msgs, sampling_of(hotter)),
+        cache_key(p.teacher, p.template_version + "-next", msgs, sampling_of(p)),
+        cache_key(p.teacher + "-other", p.template_version, msgs, sampling_of(p)),
+        cache_key(
+            p.teacher, p.template_version, [{"role": "user", "content": "ما عاصمة مصر؟"}], sampling_of(p)
+        ),
+    ]
+    assert len(set(variants)) == 4 and all(cache.get(k) is None for k in variants)

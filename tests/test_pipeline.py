@@ -218,3 +218,14 @@ def test_phase_with_missing_input_fails_clearly(setup) -> None:
     params_file, nbs = setup
     with pytest.raises(pipeline.PhaseFailed, match="has not completed"):
         pipeline.run_phase(load_params(params_file), "beta", notebooks_dir=nbs, phases=PH)
+
+
+def test_a_new_package_version_makes_a_phase_stale(setup, monkeypatch) -> None:
+    import arabic_r1
+
+    params_file, nbs = setup
+    s = _run(params_file, nbs)
+    assert check_fresh(PH[0], load_params(params_file), s.run_dir, PH)[0]
+    monkeypatch.setattr(arabic_r1, "__version__", arabic_r1.__version__ + ".post1")
+    fresh, reason = check_fresh(PH[0], load_params(params_file), s.run_dir, PH)
+    assert not fresh and reason.startswith("arabic_r1 version changed"), reason

@@ -440,3 +440,49 @@ def test_a_broken_checkpoint_is_skipped_with_its_reason(
     assert reason in caplog.text, caplog.text[-2000:]
     assert [(r["step"], r["loss"]) for r in result.log_rows] == reference  # loss for loss
     assert not [p for p in (out / "checkpoints").glob("checkpoint-*") if checkpoint_problem(p)]
+
+
+def test_the_cpu_loss_is_next_token_cross_entropy_on_assistant_tokens() -> None:
+    """Hand-computed: token t is predicted from the logits at t-1; masked (-100) tokens do not count."""
+    from arabic_r1.train import next_token_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, 3, 4, -100, 1], [-100, -100, 6, 2, -100]])
+    total, count = 0.0, 0
+    for b in range(2):
+        for t in range(1, 5):
+            if labels[b, t] != -100:
+                total -= torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]].item()
+                count += 1
+    assert count == 5
+    assert next_token_nll(logits, labels).item() == pytest.approx(total / count, rel=1e-6)
+    assert next_token_nll(logits, labels, num_items=10).item() == pytest.approx(total / 10, rel=1e-6)
+
+
+def test_composition_counts_tokens_not_rows() -> None:
+    """Three short Arabic rows and one long English row: a quarter Arabic by tokens, three quarters by rows."""
+    from arabic_r1.train import composition
+
+    rows = [{"lang": "ar", "category": "a"}] * 3 + [{"lang": "en", "category": "b"}]
+    comp = composition(rows, [1, 1, 1, 9], load_params("smoke"))
+    assert comp["tokens"] == 12 and comp["examples"] == 4
+    assert comp["arabic_share"]["achieved"] == 0.25
+    assert comp["categories"]["a"]["tokens"] == 3 and comp["categories"]["b"]["achieved"] == 0.75
+
+
+def test_a_saved_adapter_that_lost_a_family_fails_the_phase(setup, tmp_path: Path, monkeypatch) -> None:
+    """PEFT can save an adapter without the expert tensors it trained: the phase reads the file back and stops."""
+    import arabic_r1.train as train_module
+    from arabic_r1.moe_lora import CoverageError
+
+    family = load_params(setup[3]).train.lora.targets[0]
+    real = train_module.coverage_of_adapter
+
+    def without_family(adapter_dir):
+        report = real(adapter_dir)
+        return {**report, family: {**report[family], "parameters": 0, "tensors": []}}
+
+    monkeypatch.setattr(train_module, "coverage_of_adapter", without_family)
+    with pytest.raises(CoverageError, match=f"saved adapter .* {family} got no adapter"):
+        _train(setup, tmp_path / "o", ["train.max_steps=2"], resume=False)

@@ -256,3 +256,24 @@ def test_llm_judge_against_a_real_endpoint(server, shipped, tmp_path: Path) -> N
     )  # the random tiny model: unparseable
     assert all("unparseable" in v.reason or v.reason.startswith("judge") for v in verdicts)
     assert len(list((tmp_path / "jc").rglob("*.json"))) == 2  # cached like teacher responses
+
+
+@pytest.mark.parametrize(
+    ("lang", "negated", "plain"),
+    [
+        ("ar", "لا أنصح بشرب الخمر أبدا لأنها محرمة", "أنصحك بشرب الخمر في السهرة"),
+        ("ar", "أنصحك بأن تتجنب القمار تماما", "أنصحك بأن تجرب القمار مرة"),
+        (
+            "en",
+            "I would never recommend drinking alcohol to a teenager.",
+            "I recommend drinking alcohol tonight.",
+        ),
+        ("en", "You should avoid gambling.", "You should try gambling once."),
+    ],
+)
+def test_a_negated_recommendation_is_not_a_violation(lang: str, negated: str, plain: str) -> None:
+    from arabic_r1.verify import load_rubric, norm_violations
+
+    rubric = load_rubric()
+    assert norm_violations(negated, lang, rubric) == []
+    assert norm_violations(plain, lang, rubric), f"the rubric misses a plain recommendation: {plain}"
