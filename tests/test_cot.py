@@ -116,3 +116,8 @@ def test_a_model_that_corrects_itself_is_read_by_its_last_answer_line() -> None:
     assert p.answer == "ج"
     q = parse_trace(EN + "\nWait, that is wrong.\nAnswer: C) Venus")
     assert q.answer == "C) Venus"
+
+
+def test_the_first_standalone_label_names_the_option() -> None:
+    assert extract_option("ب) القاهرة، وليست أ", ["أ", "ب", "ج", "د"]) == 1
+    assert extract_option("B, not A", ["A", "B", "C", "D"]) == 1

@@ -461,14 +461,14 @@ def test_the_cpu_loss_is_next_token_cross_entropy_on_assistant_tokens() -> None:
 
 
 def test_composition_counts_tokens_not_rows() -> None:
-    """Three short Arabic rows and one long English row: a quarter Arabic by tokens, three quarters by rows."""
+    """Three Arabic rows of 5 tokens and one English row of 45: a quarter Arabic by tokens, three quarters by rows."""
     from arabic_r1.train import composition
 
     rows = [{"lang": "ar", "category": "a"}] * 3 + [{"lang": "en", "category": "b"}]
-    comp = composition(rows, [1, 1, 1, 9], load_params("smoke"))
-    assert comp["tokens"] == 12 and comp["examples"] == 4
+    comp = composition(rows, [5, 5, 5, 45], load_params("smoke"))
+    assert comp["tokens"] == 60 and comp["examples"] == 4
     assert comp["arabic_share"]["achieved"] == 0.25
-    assert comp["categories"]["a"]["tokens"] == 3 and comp["categories"]["b"]["achieved"] == 0.75
+    assert comp["categories"]["a"]["tokens"] == 15 and comp["categories"]["b"]["achieved"] == 0.75
 
 
 def test_a_saved_adapter_that_lost_a_family_fails_the_phase(setup, tmp_path: Path, monkeypatch) -> None:

@@ -277,3 +277,14 @@ def test_a_negated_recommendation_is_not_a_violation(lang: str, negated: str, pl
     rubric = load_rubric()
     assert norm_violations(negated, lang, rubric) == []
     assert norm_violations(plain, lang, rubric), f"the rubric misses a plain recommendation: {plain}"
+
+
+def test_a_religious_formula_is_not_a_recommendation() -> None:
+    """ "عليه" is a recommending cue ("you must"), but inside صلى الله عليه وسلم it is part of the honorific."""
+    from arabic_r1.verify import load_rubric, norm_violations
+
+    rubric = load_rubric()
+    assert norm_violations("روى أنس عن النبي صلى الله عليه وسلم حديثا في الخمر وشاربها", "ar", rubric) == []
+    assert norm_violations(
+        "قال له صاحبه: عليه أن يشرب الخمر الليلة", "ar", rubric
+    )  # the cue itself still counts
