@@ -403,15 +403,9 @@ class SlurmParams(_Section):
             if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
                 raise ValueError(f"{key!r}: write the long option name without dashes, e.g. 'constraint'")
             if info.field_name == "sbatch_args" and key in SLURM_OWNED_SBATCH:
-                raise ValueError(
-                    f"{key!r} is set by data.slurm"
-                    + (
-                        f".{key.replace('-', '_')}"
-                        if key.replace("-", "_") in cls.model_fields
-                        else " / datatrove"
-                    )
-                    + ", not by sbatch_args"
-                )
+                field = key.replace("-", "_")
+                owner = f"data.slurm.{field}" if field in cls.model_fields else "datatrove"
+                raise ValueError(f"{key!r} is set by {owner}, not by sbatch_args")
         return v
 
 

@@ -61,7 +61,7 @@ def ray_cluster(data: DataParams, work: Path) -> Iterator[None]:
     if r.address is None:
         kwargs |= {"num_cpus": r.num_cpus or data.workers, "object_store_memory": r.object_store_mb * 2**20}
     try:
-        info = ray.init(address=r.address, **kwargs)
+        ray.init(address=r.address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayUnavailable(f"data.ray.address={r.address!r}: cannot connect to a Ray cluster ({e})") from e
     log.info(
@@ -73,7 +73,6 @@ def ray_cluster(data: DataParams, work: Path) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()  # a started cluster stops with it; a joined one only loses this driver
-        del info
 
 
 def spawn_task_processes() -> None:

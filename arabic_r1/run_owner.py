@@ -130,13 +130,19 @@ def cancel_slurm_jobs(token: str) -> list[str]:
         ids = sorted(set(path.read_text(encoding="utf-8").split()))
     except FileNotFoundError:
         return []
-    if ids and shutil.which("scancel"):
-        try:
-            subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
-        except subprocess.TimeoutExpired:
-            print(f"run_owner: scancel {' '.join(ids)} timed out; cancel them by hand", file=sys.stderr)
+    scancel(ids)
     path.unlink(missing_ok=True)
     return ids
+
+
+def scancel(job_ids: list[str], timeout_s: float = 60) -> None:
+    """Cancel Slurm jobs (ended ones are a no-op); a hung controller is reported, not waited on forever."""
+    if not job_ids or not shutil.which("scancel"):
+        return
+    try:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        print(f"run_owner: scancel {' '.join(job_ids)} timed out; cancel them by hand", file=sys.stderr)
 
 
 def owned_command(cmd: Sequence[str], token: str) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.manifest import write_json_atomic
-from arabic_r1.run_owner import RUN_ENV, slurm_jobs_file
+from arabic_r1.run_owner import RUN_ENV, scancel, slurm_jobs_file
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ def slurm_jobs(job_ids: list[str]) -> dict[str, dict[str, str]]:
     return jobs
 
 
-def cancel_slurm(job_ids: list[str]) -> None:
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=120, check=False)
-
-
 def _slurm_log_tail(folder: str, job: str, lines: int = 8) -> str:
     path = Path(folder) / f"{job if '_' in job else job + '_0'}.out"
     if not path.is_file():
@@ -91,7 +86,7 @@ def wait_for(executors: list[tuple[str, Any]], poll_s: float = 30.0) -> None:
             if info["state"] in SLURM_FAILED or info["reason"] == "DependencyNeverSatisfied"
         }
         if broken:
-            cancel_slurm(ids)
+            scancel(ids)
             first = min(broken, key=lambda j: (ids.index(j.split("_")[0]), j))
             name = stage_of[first.split("_")[0]]
             ex = dict(executors)[name]
@@ -106,7 +101,7 @@ def wait_for(executors: list[tuple[str, Any]], poll_s: float = 30.0) -> None:
             missing = {name: ranks for name, ranks in incomplete.items() if ranks}
             if not missing:
                 return
-            cancel_slurm(ids)
+            scancel(ids)
             raise RuntimeError(
                 f"phase 01 on Slurm: no job of {', '.join(ids)} is queued or running, yet tasks of "
                 + "; ".join(f"{name} {ranks}" for name, ranks in missing.items())
@@ -132,7 +127,7 @@ def run_slurm(executors: list[tuple[str, Any]], work: Path, poll_s: float) -> di
         )
         wait_for(executors, poll_s)
     except BaseException:  # KeyboardInterrupt included: leave nothing queued behind
-        cancel_slurm(submitted)
+        scancel(submitted)
         raise
     if token := os.environ.get(RUN_ENV):
         slurm_jobs_file(token).unlink(missing_ok=True)  # all done: nothing for the watchdog to cancel

@@ -387,13 +387,18 @@ def checkpoint_problem(checkpoint: Path, world_size: int = 1) -> str | None:
     return None
 
 
+def checkpoint_step(checkpoint: str | Path | None) -> int:
+    """The step of ``checkpoint-N`` (0 for none: training from the start)."""
+    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+
+
 def newest_complete_checkpoint(ckpt_dir: Path, world_size: int = 1) -> str | None:
     """The newest ``checkpoint-N`` that ``world_size`` ranks resume exactly. Newer incomplete ones are moved aside to
     ``broken-checkpoint-N`` (kept for inspection, never picked by a resume or by Trainer's rotation), saying why.
     Under a launch, rank 0 alone calls this (it renames folders)."""
     found = sorted(
         (p for p in Path(ckpt_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
+        key=checkpoint_step,
         reverse=True,
     )
     for ckpt in found:
@@ -658,7 +663,7 @@ def train_sft(
     key = resume_key(params, examples_path, model_path)
     last = from_rank0(resume_point(out_dir, key, ranks.world, resume) if ranks.main else None)
     shards = ShardLog(out_dir / SHARDS_DIR / f"rank{ranks.rank}.jsonl")
-    shards.keep_until(int(Path(last).name.split("-")[-1]) if last else 0)
+    shards.keep_until(checkpoint_step(last))
     if last is not None:
         log.info("resuming from %s", last)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in data.examples])
@@ -698,7 +703,7 @@ def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bo
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(key), encoding="utf-8")
     train_log = out_dir / "train_log.jsonl"
-    step = int(Path(last).name.split("-")[-1]) if last else 0
+    step = checkpoint_step(last)
     rows = read_jsonl(train_log, repair=True) if train_log.exists() else []
     write_jsonl(train_log, [r for r in rows if r["step"] <= step])
     return last

@@ -12,6 +12,7 @@ and the suite once missed (issue 17); the rest are our own, in code those nine d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -149,7 +150,7 @@ def main() -> int:
             )
         if args.baseline:
             for m in chosen:
-                base = run_one(Mutation(m.id, m.path, m.old, m.old, m.tests), copy)
+                base = run_one(dataclasses.replace(m, new=m.old), copy)
                 if base["status"] != "survived":
                     raise SystemExit(f"{m.id}: its tests fail without the mutation: {base['last_line']}")
             print(f"baseline: the tests of all {len(chosen)} mutations pass unmutated", flush=True)
