@@ -26,6 +26,7 @@ from typing import Any
 from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, teacher_messages
 from arabic_r1.jsonl import append_jsonl, read_jsonl, write_jsonl
 from arabic_r1.params import DistillParams, Params
+from arabic_r1.progress import Progress
 from arabic_r1.teachers import (
     OpenAITeacher,
     ReplayTeacher,
@@ -275,6 +276,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
     failures: Counter = Counter()
     run_usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "latencies": [], "retries": 0}
     lock = threading.Lock()
+    bar = Progress(len(pending), "teacher replies", logger=log)
 
     def on_result(req: Request, outcome: Result | TeacherError) -> None:
         item = by_key[req.key]
@@ -285,6 +287,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
                 run_usage["retries"] += max(outcome.attempts - 1, 0)
                 traces.append({"prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "status": "error",
                                "error_kind": outcome.kind, "error": str(outcome), "cache_key": req.key, "created_at": _now()})  # fmt: skip
+                bar.update(failed=sum(failures.values()))
                 return
             usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
                      "latency_s": outcome.latency_s, "attempts": outcome.attempts, "finish_reason": outcome.finish_reason,
@@ -300,9 +303,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
             run_usage["latencies"].append(outcome.latency_s)
             run_usage["retries"] += outcome.attempts - 1
             traces.append(_trace_record(item, req, p, teacher.teacher_id, outcome.text, usage, False))
-            n = len(run_usage["latencies"])
-            if n % 25 == 0:
-                log.info("%d/%d generated (%d tokens so far)", n, len(pending), budget.tokens)
+            bar.update(tokens=budget.tokens)
 
     t0 = time.monotonic()
     if pending:
@@ -314,7 +315,8 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
             teacher.teacher_id,
             p.backend,
         )
-        teacher.generate(pending, on_result, budget.reserve)
+        with bar:
+            teacher.generate(pending, on_result, budget.reserve)
     elif items:
         log.info("%d items: all done or cached, nothing sent to the teacher", len(items))
     summary = summarize(traces, items, p, hits, failures, run_usage, budget, time.monotonic() - t0)

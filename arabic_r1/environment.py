@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.doctor import Check, as_records, run_doctor
-from arabic_r1.manifest import PhaseRun, device_summary, package_versions, read_manifest, write_json_atomic
+from arabic_r1.manifest import (
+    PhaseError,
+    PhaseRun,
+    device_summary,
+    package_versions,
+    read_manifest,
+    write_json_atomic,
+)
 from arabic_r1.params import Params
 from arabic_r1.phases import find_phase
 from arabic_r1.pretrain import materialise_backbone
@@ -75,7 +82,8 @@ def base_model_path(params: Params, run_dir: Path | None = None) -> str:
     run_dir = Path(run_dir) if run_dir else params.run_dir
     manifest = read_manifest(run_dir, find_phase("environment"))
     if not manifest or "base_model" not in manifest.get("outputs", {}):
-        raise FileNotFoundError(
-            f"the embedded base model is built by phase 00 (environment); run it first: arabic-r1 run 00 (run folder {run_dir})"
+        raise PhaseError(
+            f"the embedded base model is built by phase 00 (environment), which has not completed in {run_dir}; "
+            f"run it first: {params.command('run 00')}"
         )
     return str(run_dir / manifest["outputs"]["base_model"]["path"])

@@ -33,6 +33,7 @@ from typing import Any
 from arabic_r1.audit import Output, audit_models, reasoning_answer, write_audit
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, mirror_digests, oall_subsets, repo_dir
 from arabic_r1.cot import parse_trace
+from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import append_jsonl, read_jsonl
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
@@ -46,7 +47,7 @@ SUBSET_FILE = "subset_scores.csv"
 WARTS_FILE = "data_warts.json"
 
 
-class EvalSetupError(ValueError):
+class EvalSetupError(ExplainedError, ValueError):
     """Something that would stop or silently skew an evaluation, found before it starts."""
 
 
@@ -66,7 +67,22 @@ def prepare_lighteval_offline() -> Path:
             raise EvalSetupError(
                 f"cannot write {pkl} (lighteval downloads it at import otherwise): {exc}"
             ) from None
+    _import_ifeval_quietly()
     return pkl
+
+
+def _import_ifeval_quietly() -> None:
+    """lighteval's registry imports its ifeval task, which tries to download nltk's punkt at import and prints
+    "[nltk_data] Error loading punkt" when offline. No OALL task uses it: import it once with its prints dropped."""
+    import contextlib
+    import importlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            importlib.import_module("lighteval.tasks.tasks.ifeval.instructions_utils")
+        except ImportError:  # ifeval's own dependencies missing: lighteval skips the task, so do we
+            pass
 
 
 # --------------------------------------------------------------------------------------------- warts

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from arabic_r1.errors import ExplainedError
+
 log = logging.getLogger(__name__)
 
 # the repository the Colab/Kaggle cell clones; a fork: set ARABIC_R1_REPO
@@ -28,10 +30,9 @@ PIPELINE_ENV = "ARABIC_R1_PIPELINE"  # set by `arabic-r1 reproduce` for its note
 # The setup cell of every notebook (tests check each notebook carries it verbatim). It cannot import this module
 # before the package is installed, so it repeats clone_command / install_command (tests check they agree).
 SETUP_CELL = """\
-# Setup: on Colab / Kaggle, install the package from the repository, choose the profile from the GPU and keep runs
-# on Google Drive / Kaggle's working folder (a new session resumes from the last finished phase).
-# Elsewhere (JupyterLab, papermill, arabic-r1 reproduce) this cell changes nothing.
-profile = "auto"  # Colab/Kaggle only: auto (from the GPU) | smoke | colab_t4 | single_gpu
+#@title Colab / Kaggle setup (elsewhere this cell does nothing)
+# On Colab or Kaggle: installs the package from the repository, picks the profile from the GPU (the `profile`
+# parameter) and keeps runs on Google Drive / Kaggle's working folder, so a new session resumes where one stopped.
 import os, subprocess, sys  # noqa: E401,E402
 
 if ("COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ) and "ARABIC_R1_PIPELINE" not in os.environ:
@@ -47,6 +48,11 @@ if ("COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ)
     hosted = setup(params_path, overrides, profile)
     params_path, overrides = hosted.params_path, hosted.overrides
     print(hosted.describe())"""
+# the setup cell's metadata: input collapsed in JupyterLab (source_hidden) and shown as a titled form in Colab
+SETUP_CELL_METADATA = {"tags": ["hosted-setup"], "jupyter": {"source_hidden": True}, "cellView": "form"}
+PROFILE_PARAMETER = (
+    'profile = "auto"  # Colab/Kaggle only: auto (from the GPU) | smoke | colab_t4 | single_gpu'
+)
 Runtime = Literal["colab", "kaggle", "local"]
 # where each hosted runtime keeps files across sessions
 STORAGE = {"colab": Path("/content/drive/MyDrive/arabic_r1"), "kaggle": Path("/kaggle/working/arabic_r1")}
@@ -54,7 +60,7 @@ STORAGE = {"colab": Path("/content/drive/MyDrive/arabic_r1"), "kaggle": Path("/k
 GPU_PROFILES = (("single_gpu", 70.0), ("colab_t4", 14.5))
 
 
-class HostedSetupError(RuntimeError):
+class HostedSetupError(ExplainedError, RuntimeError):
     """The runtime cannot run what was asked (e.g. a GPU profile on a CPU runtime)."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import arabic_r1
+from arabic_r1.errors import ExplainedError
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, Phase, find_phase
 
@@ -41,7 +42,7 @@ FULL_HASH_LIMIT = (
 )  # bigger files are fingerprinted by size + mtime (a 60 GB merged model is not re-read)
 
 
-class PhaseError(RuntimeError):
+class PhaseError(ExplainedError, RuntimeError):
     """A phase cannot start or finish; the message says which phase and what is missing."""
 
 
@@ -170,7 +171,8 @@ def freshness_key(
         if not m or m.get("status") != "complete":
             raise PhaseError(
                 f"phase {phase.slug} reads the outputs of phase {upstream.slug}, which has not completed in {run_dir}; "
-                f"run it first (arabic-r1 run {upstream.number})"
+                f"run it first: {params.command(f'run {upstream.number}')} (or {params.command('reproduce')}, which "
+                "runs every phase that is missing, in order)"
             )
         if output and output not in m.get("outputs", {}):
             raise PhaseError(

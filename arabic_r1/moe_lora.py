@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.errors import ExplainedError
 from arabic_r1.params import LoraParams
 
 FAMILY_PATTERNS = (  # order matters: first match wins
@@ -40,7 +41,7 @@ REPORT_FAMILIES = (
 )
 
 
-class CoverageError(RuntimeError):
+class CoverageError(ExplainedError, RuntimeError):
     """A family that params ask to adapt got no adapter (or matches nothing in this architecture)."""
 
 

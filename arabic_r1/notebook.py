@@ -6,7 +6,6 @@ overrides, then calls :func:`open_phase`.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,26 +13,7 @@ from typing import Any
 
 from arabic_r1.manifest import PhaseRun, start_phase
 from arabic_r1.params import Params, load_params
-
-
-def configure_logging(level: int = logging.INFO, rank: int | None = None) -> None:
-    """One concise line per event: papermill keeps every line, so no per-step chatter. ``rank``: the lines of a
-    launched training rank say which rank wrote them (the ranks share one output stream)."""
-    where = "" if rank is None else f" rank{rank}"
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s{where} %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:  # per-map progress bars of datasets: hundreds of lines in an executed notebook
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+from arabic_r1.progress import configure_output
 
 
 def apply_runtime(params: Params) -> None:
@@ -58,8 +38,8 @@ def open_phase(
     overrides: Sequence[str] = (),
     run_dir: str | Path | None = None,
 ) -> tuple[Params, PhaseRun]:
-    """Load + validate params, set logging/seed/threads, and start the phase's manifest."""
-    configure_logging()
+    """Load + validate params, set output (logging, warnings, bars)/seed/threads, and start the phase's manifest."""
+    configure_output()
     params = load_params(params_path, overrides)
     apply_runtime(params)
     return params, start_phase(phase, params, run_dir)

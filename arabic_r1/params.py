@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from arabic_r1.errors import ExplainedError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -92,7 +95,7 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-class ParamsError(ValueError):
+class ParamsError(ExplainedError, ValueError):
     """A params file or override that cannot drive a run; the message is meant for the user as is."""
 
 
@@ -801,6 +804,14 @@ class Params(_Section):
     @property
     def run_dir(self) -> Path:
         return self.run.root / (self.run.name or self.profile)
+
+    def command(self, verb: str) -> str:
+        """The CLI line that does ``verb`` (e.g. ``run 00``) with these params: what an error tells a user to run."""
+        src = self.source_file
+        where = self.profile if src is not None and src.parent == REPO_DIR / "params" else (src or "...")
+        return " ".join(
+            ["arabic-r1", verb, "--params", str(where), *(f"-o {shlex.quote(o)}" for o in self.overrides)]
+        )
 
     @property
     def base_dir(self) -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 
 from arabic_r1.manifest import json_digest
 from arabic_r1.params import TinyMoEParams
+from arabic_r1.progress import Progress
 from arabic_r1.tiny_model import (
     BUILD_INFO,
     PRETRAIN_CORPUS,
@@ -39,8 +40,6 @@ from arabic_r1.tiny_model import (
 )
 
 log = logging.getLogger(__name__)
-
-PROGRESS_LINES = 5  # log lines per pre-training, whatever its length
 
 
 def cache_key(family: str, shape: TinyMoEParams, seed: int) -> str:
@@ -87,7 +86,7 @@ def pretrain(model: Any, tokenizer: Any, lines: list[str], steps: int, learning_
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
     warmup = max(1, steps // 20)
-    every = max(1, steps // PROGRESS_LINES)
+    bar = Progress(steps, "pre-training step", logger=log)
     losses, t0 = [], time.monotonic()
     model.train()
     for step in range(steps):
@@ -102,14 +101,8 @@ def pretrain(model: Any, tokenizer: Any, lines: list[str], steps: int, learning_
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(round(loss.item(), 4))
-        if (step + 1) % every == 0 or step + 1 == steps:
-            log.info(
-                "pre-training step %d/%d loss %.3f (%.0f s)",
-                step + 1,
-                steps,
-                loss.item(),
-                time.monotonic() - t0,
-            )
+        bar.update(loss=round(loss.item(), 3))
+    bar.close()
     model.eval()
     return {"steps": steps, "corpus_tokens": len(data), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None, "losses": losses, "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip

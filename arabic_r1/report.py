@@ -21,6 +21,7 @@ from typing import Any
 
 from arabic_r1 import figures
 from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import file_digest, git_commit, read_manifest
 from arabic_r1.params import Params
@@ -44,7 +45,7 @@ _ARABIC = re.compile(
 )
 
 
-class ReportError(ValueError):
+class ReportError(ExplainedError, ValueError):
     """A run artifact the report needs is missing or unreadable."""
 
 

@@ -30,13 +30,15 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from arabic_r1.errors import ExplainedError
+
 RUN_ENV = "ARABIC_R1_RUN"
 LOCK_FILE = ".run.lock"
 WATCH_S = 0.2
 TERM_GRACE_S = 3.0  # SIGTERM, then SIGKILL: a kernel mid-step gets this long to exit on its own
 
 
-class RunLocked(RuntimeError):
+class RunLocked(ExplainedError, RuntimeError):
     """Another run holds the run folder; the message names its PID."""
 
 

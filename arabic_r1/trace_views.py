@@ -8,6 +8,7 @@ from typing import Any
 from arabic_r1.cot import HEADINGS, PHASES
 from arabic_r1.distill import read_traces  # noqa: F401 - the notebook's reader is phase 03's
 from arabic_r1.figures import shape_ar
+from arabic_r1.views import bidi_html
 
 
 def summary_table(summary: dict[str, Any]):
@@ -44,14 +45,14 @@ def render_traces(traces: list[dict[str, Any]], n: int = 3) -> str:
             prompt = next((m["content"] for m in t["messages"] if m["role"] == "user"), "")
             parsed = t["parsed"]
             phases = "".join(
-                f"<p><b>{html.escape(HEADINGS[p][0 if lang == 'ar' else 1])}:</b> {html.escape(parsed['phases'].get(p, '— missing —'))}</p>"
+                f"<p><b>{html.escape(HEADINGS[p][0 if lang == 'ar' else 1])}:</b> {bidi_html(parsed['phases'].get(p, '— missing —'))}</p>"
                 for p in PHASES
             )
             problems = ", ".join(parsed["problems"]) or "none"
             blocks.append(
                 f"<div dir='{direction}' style='border:1px solid #ccc;padding:8px;margin:6px 0;text-align:{'right' if lang == 'ar' else 'left'}'>"
                 f"<div style='color:#555;font-size:90%' dir='ltr'>{html.escape(t['prompt_id'])} · {t['category']} · gold {t.get('gold')} · problems: {html.escape(problems)}</div>"
-                f"<p><i>{html.escape(prompt)}</i></p>{phases}<p><b>{'الإجابة' if lang == 'ar' else 'Answer'}:</b> {html.escape(str(parsed['answer']))}</p></div>"
+                f"<p><i>{bidi_html(prompt)}</i></p>{phases}<p><b>{'الإجابة' if lang == 'ar' else 'Answer'}:</b> {html.escape(str(parsed['answer']))}</p></div>"
             )  # fmt: skip
     return "".join(blocks)
 
@@ -121,6 +122,6 @@ def render_rejections(examples: dict[str, dict[str, Any]]) -> str:
             f"<div style='border:1px solid #d55e00;padding:8px;margin:6px 0'><div dir='ltr'><b>{html.escape(check)}</b> · "
             f"{html.escape(ex['prompt_id'])} · {html.escape(ex['reason'])}</div>"
             f"<pre dir='{'rtl' if rtl else 'ltr'}' style='white-space:pre-wrap;text-align:{'right' if rtl else 'left'}'>"
-            f"{html.escape(ex['text'][:1500])}</pre></div>"
+            f"{bidi_html(ex['text'][:1500])}</pre></div>"
         )
     return "".join(blocks)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_jsonl
 from arabic_r1.moe_lora import (
     check_coverage,
@@ -46,6 +47,7 @@ from arabic_r1.moe_lora import (
     no_v4_moe_remap,
 )
 from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.progress import Progress
 from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ LAUNCHER_CONFIGS = {"accelerate_deepspeed_zero3": "deepspeed_zero3.yaml", "accel
 CUDA_ONLY_MOE_BACKENDS = ("grouped_mm", "unsloth_triton", "sonic_moe")
 
 
-class TrainSetupError(ValueError):
+class TrainSetupError(ExplainedError, ValueError):
     """Bad input found before training starts (data, template, targets, hardware options, world size)."""
 
 
@@ -169,9 +171,16 @@ def assistant_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list
 
 
 def mask_example(tokenizer: Any, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Tokens of one example with their loss mask, for the notebook to show."""
+    """One example as runs of tokens with the same loss mask, each run decoded as a whole (a byte-level token alone
+    can be half a UTF-8 letter): ``[{"text", "tokens", "loss"}]``, for notebook 04 to show."""
     ids, mask = assistant_mask(tokenizer, messages)
-    return [{"token": tokenizer.decode([i]), "loss": bool(m)} for i, m in zip(ids, mask, strict=True)]
+    runs: list[tuple[bool, list[int]]] = []
+    for i, m in zip(ids, mask, strict=True):
+        if runs and runs[-1][0] == bool(m):
+            runs[-1][1].append(i)
+        else:
+            runs.append((bool(m), [i]))
+    return [{"text": tokenizer.decode(run), "tokens": len(run), "loss": loss} for loss, run in runs]
 
 
 @dataclass
@@ -472,6 +481,7 @@ class TrainLog:
             def __init__(self):
                 self.t = time.perf_counter()
                 self.tokens = 0
+                self.bar: Progress | None = None  # built at the first log (max_steps is known then)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if not logs or "loss" not in logs or not state.is_world_process_zero:
@@ -481,18 +491,14 @@ class TrainLog:
                        "tokens_per_s": round((seen - self.tokens) / max(now - self.t, 1e-9), 1), "peak_memory_mb": _peak_memory_mb()}  # fmt: skip
                 self.t, self.tokens = now, seen
                 append_jsonl(log_ref.path, [row])
-                every = max(
-                    1, (state.max_steps or 1) // 10
-                )  # ten progress lines per run, whatever its length
-                if state.global_step % every == 0 or state.global_step == state.max_steps:
-                    log.info(
-                        "step %d/%d loss %.4f lr %.2e %.0f tokens/s",
-                        state.global_step,
-                        state.max_steps,
-                        row["loss"],
-                        row["lr"] or 0,
-                        row["tokens_per_s"],
-                    )
+                if self.bar is None:
+                    self.bar = Progress(state.max_steps, "step", logger=log)
+                self.bar.update(state.global_step - self.bar.done, loss=row["loss"], lr=row["lr"] or 0.0,
+                                tokens_per_s=row["tokens_per_s"])  # fmt: skip
+
+            def on_train_end(self, args, state, control, **kwargs):
+                if self.bar is not None:
+                    self.bar.close()
 
         self.callback = _Callback()
 
@@ -875,9 +881,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from arabic_r1.manifest import start_phase
-    from arabic_r1.notebook import apply_runtime, configure_logging
+    from arabic_r1.notebook import apply_runtime
     from arabic_r1.params import load_params
     from arabic_r1.phases import find_phase
+    from arabic_r1.progress import configure_output
 
     ap = argparse.ArgumentParser(prog="python -m arabic_r1.train")
     ap.add_argument("--params", required=True)
@@ -885,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--override", dest="overrides", action="append", default=[])
     args = ap.parse_args(argv)
     ranks = Ranks.from_env()
-    configure_logging(rank=ranks.rank if ranks.world > 1 else None)
+    configure_output(rank=ranks.rank if ranks.world > 1 else None)
     params = load_params(args.params, args.overrides)
     check_world_size(params, ranks)
     apply_runtime(params)

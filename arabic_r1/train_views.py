@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from arabic_r1.figures import shape_ar
 from arabic_r1.moe_lora import coverage_table
+from arabic_r1.views import bidi_html
 
 
 def coverage_frame(result) -> Any:
@@ -21,13 +21,15 @@ def adapter_tensors(result, n: int = 12) -> list[str]:
 
 
 def render_mask(mask: list[dict[str, Any]]) -> str:
-    """Tokens of one training example; loss-bearing (assistant) tokens highlighted."""
+    """One training example as text, the loss-bearing (assistant) runs highlighted; markup stays left-to-right
+    inside the Arabic (runs are decoded whole by ``train.mask_example``, so no letter is split)."""
     spans = "".join(
-        f"<span style='background:{'#56B4E9' if t['loss'] else '#eee'};margin:0 1px'>{html.escape(t['token'])}</span>"
-        for t in mask
+        f"<span style='background:{'#56B4E9' if r['loss'] else '#eee'}'>{bidi_html(r['text'])}</span>"
+        for r in mask
     )
-    n = sum(t["loss"] for t in mask)
-    return f"<p dir='ltr'>{n} of {len(mask)} tokens carry the loss (highlighted: the assistant turn)</p><div dir='auto' style='line-height:1.8'>{spans}</div>"
+    n, total = sum(r["tokens"] for r in mask if r["loss"]), sum(r["tokens"] for r in mask)
+    return (f"<p dir='ltr'>{n} of {total} tokens carry the loss (highlighted: the assistant turn)</p>"
+            f"<div dir='auto' style='line-height:1.9;white-space:pre-wrap;unicode-bidi:plaintext'>{spans}</div>")  # fmt: skip
 
 
 def composition_frame(comp: dict[str, Any]) -> Any:

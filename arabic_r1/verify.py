@@ -32,6 +32,7 @@ from arabic_r1.arabic_text import (
 )
 from arabic_r1.cot import PHASES, ParsedTrace, gold_index, gold_labels, named_option, parse_trace
 from arabic_r1.params import VERIFY_CHECKS, Params, VerifyParams
+from arabic_r1.progress import Progress
 from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
 
 log = logging.getLogger(__name__)
@@ -446,11 +447,10 @@ def verify_traces(
     traces = [Trace.from_record(r) for r in records if r.get("status") == "ok"]
     checks = list(p.checks) + (["llm_judge"] if judge is not None else [])
     all_verdicts: list[list[Verdict]] = []
-    for i, t in enumerate(traces):
-        verdicts = verify_trace(t, p)
-        all_verdicts.append(verdicts)
-        if (i + 1) % 500 == 0:
-            log.info("verified %d/%d traces", i + 1, len(traces))
+    with Progress(len(traces), "verified", unit="traces", logger=log) as bar:
+        for t in traces:
+            all_verdicts.append(verify_trace(t, p))
+            bar.update()
     if judge is not None:
         for verdicts, jv in zip(all_verdicts, judge(traces), strict=True):
             verdicts.append(jv)

@@ -12,7 +12,9 @@ import pytest
 
 import arabic_r1.hosted as hosted
 from arabic_r1.hosted import (
+    PROFILE_PARAMETER,
     SETUP_CELL,
+    SETUP_CELL_METADATA,
     HostedSetupError,
     choose_profile,
     clone_command,
@@ -99,6 +101,8 @@ def test_every_notebook_carries_the_setup_cell_after_its_parameters(path: Path):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     i = next(k for k, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
     assert "".join(cells[i + 1]["source"]) == SETUP_CELL
+    assert cells[i + 1]["metadata"] == SETUP_CELL_METADATA  # collapsed in JupyterLab, a titled form in Colab
+    assert PROFILE_PARAMETER in "".join(cells[i]["source"])  # one parameters cell holds every knob
 
 
 def test_setup_cell_on_a_fresh_colab_installs_then_configures(tmp_path: Path, monkeypatch):
@@ -119,7 +123,7 @@ def test_setup_cell_on_a_fresh_colab_installs_then_configures(tmp_path: Path, mo
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    ns = {"params_path": "../params/smoke.yaml", "overrides": []}
+    ns = {"params_path": "../params/smoke.yaml", "overrides": [], "profile": "auto"}
     exec(compile(SETUP_CELL, "setup-cell", "exec"), ns)
     assert ran == [clone_command(), install_command(python=sys.executable)]
     assert ns["params_path"] == "colab_t4"
@@ -132,7 +136,7 @@ def test_setup_cell_is_a_no_op_under_the_runner_and_locally(monkeypatch):
             monkeypatch.delenv(k, raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        ns = {"params_path": "../params/smoke.yaml", "overrides": ["a=1"]}
+        ns = {"params_path": "../params/smoke.yaml", "overrides": ["a=1"], "profile": "auto"}
         exec(compile(SETUP_CELL, "setup-cell", "exec"), ns)
         assert (ns["params_path"], ns["overrides"]) == (
             "../params/smoke.yaml",
