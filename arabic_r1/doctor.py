@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -41,11 +42,14 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def check_python(_: Params) -> Check:
+def check_python(params: Params) -> Check:
     v = platform.python_version()
     ok = (3, 10) <= sys.version_info[:2] <= (3, 12)
     return Check(
-        "python", "ok" if ok else "warn", f"{v} ({sys.executable})", "" if ok else "tested on 3.10-3.12"
+        "python",
+        "ok" if ok else "warn",
+        f"{v} ({params.shown(sys.executable)})",
+        "" if ok else "tested on 3.10-3.12",
     )
 
 
@@ -189,7 +193,7 @@ def check_disk(params: Params) -> Check:
     return Check(
         "disk",
         "ok" if free >= need else "warn",
-        f"{free:.1f} GiB free at {probe}",
+        f"{free:.1f} GiB free at {params.shown(probe)}",
         "" if free >= need else f"this profile wants >= {need:.0f} GiB",
     )
 
@@ -231,6 +235,14 @@ def run_doctor(params: Params) -> list[Check]:
 
 def as_records(rows: list[Check]) -> list[dict[str, str]]:
     return [asdict(r) for r in rows]
+
+
+def doctor_frame(rows: list[Check]) -> Any:
+    """The report as a notebook shows it: one row per check, the hint column only when a check has a hint."""
+    import pandas as pd
+
+    frame = pd.DataFrame(as_records(rows)).set_index("name")
+    return frame if frame["hint"].astype(bool).any() else frame.drop(columns="hint")
 
 
 def format_table(rows: list[Check]) -> str:

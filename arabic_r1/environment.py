@@ -45,7 +45,7 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
     if failed:
         write_json_atomic(run.dir / ENV_FILE, env)
         names = ", ".join(f"{r.name} ({r.value})" for r in failed)
-        raise RuntimeError(f"environment checks failed for profile '{params.profile}': {names}")
+        raise PhaseError(f"environment checks failed for profile '{params.profile}': {names}")
     metrics: dict[str, Any] = {
         "checks_ok": sum(r.status == "ok" for r in rows),
         "checks_warn": sum(r.status == "warn" for r in rows),
@@ -75,6 +75,32 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
     return rows, env
 
 
+def backbone_frame(params: Params, env: dict[str, Any]) -> Any:
+    """What later phases will load, in a few rows (``env.json`` keeps the full build record and loss curve)."""
+    import pandas as pd
+
+    bm = env["base_model"]
+    if not isinstance(bm, dict):
+        rows = {"model": bm, "revision": params.model.revision or "main", "family": params.model.family,
+                "loaded by": "phases 02-05 (from the hub or the folder; nothing downloaded here)"}  # fmt: skip
+    else:
+        info, shape = bm["embedded"], bm["embedded"]["shape"]
+        rows = {
+            "model": f"embedded tiny {info['family']} MoE, {info['parameters']:,} parameters",
+            "layers / hidden": f"{shape['num_layers']} / {shape['hidden_size']} "
+                               f"({shape.get('dense_layers', 0)} dense first)",
+            "experts": f"{shape['num_experts']} routed, top-{shape['experts_per_token']}, "
+                       f"{shape.get('shared_experts', 0)} shared",
+            "tokenizer": f"byte-level BPE, {info.get('vocab_size', shape['vocab_size']):,} tokens",
+            "folder": params.shown(bm["path"]),
+        }  # fmt: skip
+        if "pretrain" in info:
+            pt = info["pretrain"]
+            rows["pre-training"] = (f"{pt['steps']} steps on {pt['corpus_tokens']:,} tokens, "
+                                    f"loss {pt['first_loss']:.2f} → {pt['last_loss']:.2f}")  # fmt: skip
+    return pd.DataFrame({"value": rows})
+
+
 def base_model_path(params: Params, run_dir: Path | None = None) -> str:
     """What later phases pass to ``from_pretrained``: the run's embedded model folder, or the hub id / folder."""
     if not params.model.is_embedded:
@@ -83,7 +109,7 @@ def base_model_path(params: Params, run_dir: Path | None = None) -> str:
     manifest = read_manifest(run_dir, find_phase("environment"))
     if not manifest or "base_model" not in manifest.get("outputs", {}):
         raise PhaseError(
-            f"the embedded base model is built by phase 00 (environment), which has not completed in {run_dir}; "
+            f"the embedded base model is built by phase 00 (environment), which has not completed in {params.shown(run_dir)}; "
             f"run it first: {params.command('run 00')}"
         )
     return str(run_dir / manifest["outputs"]["base_model"]["path"])

@@ -6,30 +6,49 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.reference import TABLE1_ORDER
+from arabic_r1.views import table
+
+_ROW_ORDER = {b: i for i, b in enumerate([*TABLE1_ORDER, "average", "lighteval all"])}
+_METRIC_ORDER = ("acc_norm", "judge score", "accuracy", "parse failure", "mean of")
 
 
-def scores_frame(scores_csv: Path):
+def scores_table(scores_csv: Path):
+    """Model columns, one row per benchmark and metric, in the paper's order: the benchmarks, then the average."""
     import pandas as pd
 
     df = pd.read_csv(scores_csv)
-    table = df.pivot_table(index=["benchmark", "metric"], columns="model", values="value", aggfunc="first")
-    if {"base", "finetuned"} <= set(table.columns):
-        table["finetuned - base"] = table["finetuned"] - table["base"]
-    return table
+    df["order"] = df["benchmark"].map(_ROW_ORDER).fillna(len(_ROW_ORDER))
+    df["metric order"] = df["metric"].map(lambda m: next((i for i, p in enumerate(_METRIC_ORDER) if m.startswith(p)),
+                                                          len(_METRIC_ORDER)))  # fmt: skip
+    df["benchmark"] = df["benchmark"].map(lambda b: BENCHMARKS[b].title if b in BENCHMARKS else b)
+    wide = df.pivot_table(index=["order", "metric order", "benchmark", "metric"], columns="model", values="value",
+                          aggfunc="first").droplevel(["order", "metric order"])  # fmt: skip
+    wide.columns.name = None
+    if {"base", "finetuned"} <= set(wide.columns):
+        wide["finetuned − base"] = wide["finetuned"] - wide["base"]
+    return table(wide, "Scores as fractions (1.0 = every item right); the judge of ALRAGE is named in scores.csv",
+                 max_rows=None)  # fmt: skip
 
 
-def subsets_frame(subset_csv: Path):
+def subsets_table(subset_csv: Path):
     import pandas as pd
 
     df = pd.read_csv(subset_csv)
-    return df.pivot_table(index="task", columns="model", values="acc_norm", aggfunc="first")
+    wide = df.pivot_table(index="task", columns="model", values="acc_norm", aggfunc="first")
+    wide.columns.name = None
+    return table(
+        wide, "acc_norm per subset (a benchmark's leaderboard score is the mean of its rows)", max_rows=None
+    )
 
 
 def plot_leaderboard(models: list[Any]):
     """Grouped bars: acc_norm per benchmark (ALRAGE: judge score), one bar per model."""
     import matplotlib.pyplot as plt
 
-    keys = [b for b in BENCHMARKS if any(b in m.leaderboard or (b == "alrage" and m.alrage) for m in models)]
+    keys = [
+        b for b in TABLE1_ORDER if any(b in m.leaderboard or (b == "alrage" and m.alrage) for m in models)
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / max(len(models), 1)
     palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"]
@@ -55,7 +74,7 @@ def plot_leaderboard(models: list[Any]):
     return fig
 
 
-def audit_frame(audit_json: Path):
+def audit_table(audit_json: Path):
     """The student audit: per model and benchmark, the headline rates and each phase-03 check's pass rate."""
     import json
 
@@ -69,4 +88,5 @@ def audit_frame(audit_json: Path):
                 rows.append({"model": model, "benchmark": BENCHMARKS[b].title if b in BENCHMARKS else b, "n": s["n"],
                              "names an option": s["parsed"], "four-phase": s["four_phase"], "all checks": s["all_checks"],
                              **s["pass_rate"], "mean output tokens": s["mean_output_tokens"]})  # fmt: skip
-    return pd.DataFrame(rows).set_index(["model", "benchmark"])
+    return table(pd.DataFrame(rows).set_index(["model", "benchmark"]),
+                 "Share of each model's reasoning outputs that pass (1.0 = all); n = outputs judged", max_rows=None)  # fmt: skip

@@ -98,10 +98,13 @@ class Warts:
         function holding this; the copies must record into the same report, not into copies nobody reads."""
         return self
 
-    def add(self, task: str, index: Any, kind: str, detail: str) -> None:
-        if (task, index, kind) not in self._seen:  # each model run formats the same rows again
-            self._seen.add((task, index, kind))
-            self.rows.append({"task": task, "row": index, "kind": kind, "detail": detail})
+    def add(self, task: str, index: Any, kind: str, detail: str) -> bool:
+        """Record one row's wart; False when it was already recorded (each model run formats the same rows)."""
+        if (task, index, kind) in self._seen:
+            return False
+        self._seen.add((task, index, kind))
+        self.rows.append({"task": task, "row": index, "kind": kind, "detail": detail})
+        return True
 
     def summary(self) -> dict[str, Any]:
         by: dict[str, int] = defaultdict(int)
@@ -628,7 +631,13 @@ def run_alrage(
             )
     n = max(len(docs), 1)
     return {"score": sum(scores) / n, "n": len(docs), "unparseable": unparseable, "judge_errors": errors,
-            "judge": f"{judge.backend}:{judge.teacher}"}  # fmt: skip
+            "judge": f"{judge.backend}:{_judge_name(judge.teacher)}"}  # fmt: skip
+
+
+def _judge_name(teacher: str) -> str:
+    """A hub id as it is; a local model folder by its last two parts (``00_environment/base_model``): the label
+    lands in scores.csv and the report, which must not name this machine's folders."""
+    return Path(*Path(teacher).parts[-2:]).as_posix() if Path(teacher).is_absolute() else teacher
 
 
 # -------------------------------------------------------------------------------------------- the phase
@@ -684,7 +693,9 @@ def _evaluate_model(
     mc_configs, alrage_config = [], None
     for b in ep.benchmarks:
         configs, missing = task_configs(ep, b, warts)
-        if missing:
+        if missing and warts.add(
+            b, None, "subsets_not_in_mirror", ", ".join(missing)
+        ):  # said once, not per model
             log.warning(
                 "%s: %d OALL v2 subsets are not in the mirror and are not scored (e.g. %s)",
                 b,

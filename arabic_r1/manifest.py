@@ -170,7 +170,7 @@ def freshness_key(
         m = read_manifest(run_dir, upstream)
         if not m or m.get("status") != "complete":
             raise PhaseError(
-                f"phase {phase.slug} reads the outputs of phase {upstream.slug}, which has not completed in {run_dir}; "
+                f"phase {phase.slug} reads the outputs of phase {upstream.slug}, which has not completed in {params.shown(run_dir)}; "
                 f"run it first: {params.command(f'run {upstream.number}')} (or {params.command('reproduce')}, which "
                 "runs every phase that is missing, in order)"
             )

@@ -1,4 +1,4 @@
-"""Helpers that keep the numbered notebooks thin: one call to set a phase up, one to show a table.
+"""What keeps the numbered notebooks thin: one call sets a phase up.
 
 Every notebook starts with a ``parameters`` cell (``params_path``, ``overrides``, ``run_dir``) that papermill
 overrides, then calls :func:`open_phase`.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from arabic_r1.manifest import PhaseRun, start_phase
 from arabic_r1.params import Params, load_params
@@ -43,10 +42,3 @@ def open_phase(
     params = load_params(params_path, overrides)
     apply_runtime(params)
     return params, start_phase(phase, params, run_dir)
-
-
-def show_records(records: Sequence[dict[str, Any]] | Any) -> Any:
-    """A DataFrame for display (Jupyter renders it; papermill stores it as HTML + text)."""
-    import pandas as pd
-
-    return pd.DataFrame(list(records))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Sequence
@@ -808,7 +809,11 @@ class Params(_Section):
     def command(self, verb: str) -> str:
         """The CLI line that does ``verb`` (e.g. ``run 00``) with these params: what an error tells a user to run."""
         src = self.source_file
-        where = self.profile if src is not None and src.parent == REPO_DIR / "params" else (src or "...")
+        where = (
+            self.profile
+            if src is not None and src.parent == REPO_DIR / "params"
+            else (self.shown(src) if src else "...")
+        )
         return " ".join(
             ["arabic-r1", verb, "--params", str(where), *(f"-o {shlex.quote(o)}" for o in self.overrides)]
         )
@@ -816,6 +821,18 @@ class Params(_Section):
     @property
     def base_dir(self) -> Path:
         return project_root_for(self.source_file) if self.source_file else Path.cwd()
+
+    def shown(self, path: str | Path) -> str:
+        """``path`` as a reader should see it: relative to the project (``runs/smoke/...``) or to the checkout that
+        holds the package (its own data), or ``~/...`` under the home folder; a notebook or report never prints
+        where this machine keeps the checkout."""
+        text = os.path.abspath(path)
+        for base in dict.fromkeys([self.base_dir, REPO_DIR, REPO_DIR.resolve()]):
+            rel = _portable(text, str(base))
+            if rel != text:
+                return rel
+        home = str(Path.home())
+        return "~" + text[len(home) :] if text.startswith(home + "/") else text
 
     def section_hash(self, *sections: str) -> str:
         """Hash of the named sections or dotted keys (``model``, ``run.seed``) as written, for freshness.

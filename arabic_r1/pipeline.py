@@ -191,6 +191,7 @@ def execute_notebook(
             )
     finally:
         os.unlink(injected)
+    fold_injected_parameters(out_nb)
     stderr_tail = _tail(stderr_path)
     if outcome == "timeout":
         raise PhaseFailed(
@@ -221,6 +222,22 @@ def execute_notebook(
             f"PhaseRun.finish). Executed notebook: {out_nb}"
         )
     return out_nb, peak
+
+
+def fold_injected_parameters(out_nb: Path) -> None:
+    """Collapse papermill's injected-parameters cell in the executed notebook (JupyterLab's ``source_hidden``), as
+    the hosted-setup cell is: a reader opens it on Table 1, not on this machine's absolute paths; one click shows
+    them, and they stay absolute so the executed copy re-runs from its own folder."""
+    if not out_nb.is_file():
+        return
+    try:
+        nb = json.loads(out_nb.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:  # papermill died mid-write: the failure is reported from stderr
+        return
+    for cell in nb.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["metadata"].setdefault("jupyter", {})["source_hidden"] = True
+    out_nb.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) -> tuple[int | str, float]:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import warnings
-from functools import partialmethod
+from functools import wraps
 from typing import Any, Literal
 
 from arabic_r1.hosted import PIPELINE_ENV
@@ -108,14 +108,33 @@ def _quiet_library_bars(disable_all: bool) -> None:
     if not disable_all:
         return
     os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
-        from tqdm import std
+        from tqdm import notebook, std
 
-        if not getattr(std.tqdm, "_arabic_r1_quiet", False):
-            std.tqdm.__init__ = partialmethod(std.tqdm.__init__, disable=True)  # type: ignore[method-assign]
-            std.tqdm._arabic_r1_quiet = True  # type: ignore[attr-defined]
+        for cls in (std.tqdm, notebook.tqdm_notebook):  # tqdm.auto picks the notebook class inside a kernel
+            if "_arabic_r1_quiet" not in cls.__dict__:
+                cls.__init__ = _forced_off(cls.__init__)  # type: ignore[method-assign]
+                cls._arabic_r1_quiet = True  # type: ignore[attr-defined]
     except ImportError:
         pass
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    except ImportError:
+        pass
+
+
+def _forced_off(init: Any) -> Any:
+    """``init`` with ``disable=True`` whatever the caller passed (lighteval passes ``disable=False`` itself)."""
+
+    @wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 class Progress:

@@ -17,6 +17,16 @@ PAPER_CATEGORY_KEYS = {
     "Social & dialectal content": "social_dialectal",
 }
 CATEGORY_LABELS = {v: k for k, v in PAPER_CATEGORY_KEYS.items()}
+# Table 1's row order, as the paper prints it: every table of benchmarks follows it, the average last
+TABLE1_ORDER = (
+    "arabic_mmlu",
+    "madinah_qa",
+    "aratrust",
+    "arabic_exams",
+    "arabic_mmlu_ht",
+    "alrage",
+    "alghafa",
+)
 
 
 def _rows(name: str) -> list[dict[str, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import time
@@ -26,20 +25,10 @@ from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import file_digest, git_commit, read_manifest
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
-from arabic_r1.reference import paper_table1
+from arabic_r1.reference import TABLE1_ORDER, paper_table1
 
 MISSING = "—"
 REPORTED = "reported in the paper"
-# Table 1's row order, as the paper prints it
-TABLE1_ORDER = (
-    "arabic_mmlu",
-    "madinah_qa",
-    "aratrust",
-    "arabic_exams",
-    "arabic_mmlu_ht",
-    "alrage",
-    "alghafa",
-)
 _ARABIC = re.compile(
     r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]+(?:\s+[\u0600-\u06FF\uFB50-\uFEFF]+)*"
 )
@@ -59,6 +48,9 @@ class Table:
     sources: list[Path] = field(default_factory=list)  # the run artifacts the numbers come from
     notes: list[str] = field(default_factory=list)
     decimals: int = 2
+    # Markdown only: (subtitle, first column) of each part, shown as its own table with the row labels, so that a
+    # wide table (Table 1: this run's columns, then the paper's) fits a screen. TeX and CSV keep one table.
+    parts: tuple[tuple[str, int], ...] = ()
 
     def cell(self, v: Any, missing: str = MISSING) -> str:
         if v is None or (isinstance(v, float) and v != v):
@@ -73,13 +65,17 @@ class Table:
 
     def markdown(self) -> str:
         esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-        lines = [
-            "| " + " | ".join(esc(c) for c in self.columns) + " |",
-            "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|",
-        ]
-        lines += ["| " + " | ".join(esc(self.cell(v)) for v in row) + " |" for row in self.rows]
+        starts = [*self.parts] or [("", 1)]
+        blocks = []
+        for (subtitle, a), (_, b) in zip(starts, [*starts[1:], ("", len(self.columns))], strict=True):
+            cols = [0, *range(a, b)]
+            lines = [f"*{subtitle}*\n"] if subtitle else []
+            lines += ["| " + " | ".join(esc(self.columns[c]) for c in cols) + " |",
+                      "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]  # fmt: skip
+            lines += ["| " + " | ".join(esc(self.cell(row[c])) for c in cols) + " |" for row in self.rows]
+            blocks.append("\n".join(lines))
         notes = "".join(f"\n\n{n}" for n in self.notes)
-        return f"**{self.title}**\n\n" + "\n".join(lines) + notes + "\n"
+        return f"**{self.title}**\n\n" + "\n\n".join(blocks) + notes + "\n"
 
     def latex(self) -> str:
         """A booktabs table; Arabic runs in ``\\textarabic{}`` (XeLaTeX + polyglossia, as the header says)."""
@@ -248,19 +244,21 @@ def oall_table(run: Run) -> Table:
         f"Columns marked '{REPORTED}' are the paper's Table 1 (its own model scored by parsing the answer after its reasoning; the "
         "open baselines by log-likelihood); the category leader's Average is the average leader's, not the column mean.",
     ]
-    return Table("oall_table1", "OALL v2 results (Table 1)", columns, rows, [path], notes)
+    parts = (("This run", 1), (f"The paper's Table 1 ({REPORTED})", 1 + len(per_col) + len(deltas)))
+    return Table("oall_table1", "OALL v2 results (Table 1)", columns, rows, [path], notes, parts=parts)
 
 
 # ---------------------------------------------------------------------------------- data, funnel, train
 def composition_table(run: Run) -> Table:
-    from arabic_r1.mixture_views import composition_table as frame
+    from arabic_r1.mixture_views import composition_frame, composition_note
 
     path = run.artifact("data_mixture", file="mixture_stats.json")
     stats = run.json("data_mixture", file="mixture_stats.json")
     notes = [f"Arabic share of the pool: {stats['arabic_share']['achieved']:.1%} (target "
              f"{stats['arabic_share']['target']:.0%}); paper columns: the 372M-token supervision set, {REPORTED}."]  # fmt: skip
-    return frame_table(frame(stats), "composition", "Data composition: category × language tokens",
-                       [path], notes, decimals=3)  # fmt: skip
+    frame = composition_frame(stats)
+    return frame_table(frame, "composition", "Data composition: category × language tokens",
+                       [path], [composition_note(frame), *notes], decimals=1)  # fmt: skip
 
 
 def cleaning_table(run: Run) -> Table:
@@ -291,7 +289,7 @@ def cleaning_table(run: Run) -> Table:
 
 
 def funnel_table(run: Run) -> Table:
-    from arabic_r1.trace_views import funnel_table as frame
+    from arabic_r1.trace_views import funnel_frame as frame
 
     path = run.artifact("trace_verification", file="funnel.json")
     funnel = run.json("trace_verification", file="funnel.json")
@@ -330,7 +328,8 @@ def training_table(run: Run, params: Params) -> Table:
     rows += [["optimizer steps", s["steps"]], ["training examples", s["examples"]], ["tokens seen", s["tokens"]],
              ["loss first → last", f"{s['first_loss']:.3f} → {s['last_loss']:.3f}"],
              *([["loss, median of the last 10% of steps", f"{s['final_loss_median']:.3f}"]] if s.get("final_loss_median") is not None else []),
-             ["wall time (s)", s["train_seconds"]], ["peak memory (MB)", s["peak_memory_mb"]]]  # fmt: skip
+             ["training wall time (s)", round(s["train_seconds"])],
+             ["peak memory (MB)", round(s["peak_memory_mb"])]]  # fmt: skip
     return Table("training", "Training summary (MoE LoRA SFT)", ["item", "value"], rows,
                  [path, run.artifact("moe_lora_sft", file="coverage.json")])  # fmt: skip
 
@@ -371,15 +370,9 @@ def student_table(run: Run) -> Table:
              "check and Synthesis in order in one closed think block, and an option named after it; *Arabic language* and "
              "*norms* = those checks passed. Per model and benchmark, with the top failure reasons, in "
              "05_oall_evaluation/student_audit.json."]  # fmt: skip
-    return Table(
-        "student",
-        "What the student learned: the reasoning it writes",
-        columns,
-        rows,
-        [path],
-        notes,
-        decimals=1,
-    )
+    half = 1 + len(models) * 2  # parse failures and four-phase first; language, norms and length after
+    return Table("student", "What the student learned: the reasoning it writes", columns, rows, [path], notes,
+                 decimals=1, parts=(("Format: the answer and the four phases", 1), ("Language, norms, length", half)))  # fmt: skip
 
 
 def student_samples(run: Run, chars: int = 420) -> list[tuple[str, str, str]]:
@@ -581,7 +574,7 @@ def profile_statement(params: Params, run: Run) -> str:
 
 def provenance(params: Params, run: Run, tables: list[Table], started: float) -> str:
     env = run.manifests.get("environment", {})
-    rel = lambda p: os.path.relpath(p, params.base_dir)  # noqa: E731 - a committed report names no home folder
+    rel = params.shown  # a committed report names no folder of this machine
     commit, commit_00 = git_commit(params.base_dir) or "none (not a git checkout)", env.get("git_commit")
     src = params.source_file
     lines = ["## Provenance", "", f"- run folder: `{rel(run.dir)}`",
@@ -601,8 +594,11 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
         lines.append(f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} |")
     own = time.monotonic() - started
     lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — |")
-    lines += ["", f"Measured in this run: phases 00–06 took **{total + own:.0f} s** in all (notebook start-up not "
-              f"included) and no phase's kernel exceeded **{peak:.0f} MB** of resident memory.", "",
+    lines += ["", f"Each phase timed by itself, from its first line of work to its manifest: **{total + own:.0f} s** "
+              f"in all, no phase's kernel above **{peak:.0f} MB** of resident memory. The Budget above is the "
+              "runner's wall clock for the whole reproduce, so it also counts starting each notebook's kernel and "
+              "importing torch, transformers and lighteval; a phase reused from an earlier run keeps that run's "
+              "time here.", "",
               "Each table and the run artifacts it was computed from (sha256):", ""]  # fmt: skip
     for t in tables:
         srcs = ", ".join(f"`{s.relative_to(run.dir)}` ({file_digest(s)[:12]})" for s in t.sources)

@@ -206,5 +206,10 @@ def save_backbone(
     tokenizer.save_pretrained(out_dir)
     info = {**info, "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
     (out_dir / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
-    log.info("tiny %s MoE (%.2fM parameters) saved to %s", info["family"], info["parameters"] / 1e6, out_dir)
+    log.info(
+        "tiny %s MoE (%.2fM parameters) saved to %s",
+        info["family"],
+        info["parameters"] / 1e6,
+        Path(*out_dir.parts[-2:]),
+    )  # fmt: skip - the phase folder and the model folder, not the machine's path
     return out_dir

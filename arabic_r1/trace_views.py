@@ -8,7 +8,7 @@ from typing import Any
 from arabic_r1.cot import HEADINGS, PHASES
 from arabic_r1.distill import read_traces  # noqa: F401 - the notebook's reader is phase 03's
 from arabic_r1.figures import shape_ar
-from arabic_r1.views import bidi_html
+from arabic_r1.views import bidi_html, table
 
 
 def summary_table(summary: dict[str, Any]):
@@ -31,9 +31,15 @@ def summary_table(summary: dict[str, Any]):
         "from cache this run": summary["from_cache_this_run"], "retries": summary["retries_this_run"],
         "prompt tokens (all)": summary["tokens_all_traces"]["prompt"], "completion tokens (all)": summary["tokens_all_traces"]["completion"],
         "cost this run (USD)": summary["cost_usd_this_run"], "cost of all traces at params prices (USD)": summary["cost_usd_all_traces_at_params_prices"],
-        "failures by kind": summary["failures_this_run"] or "none", "parse problems": summary["parse_problems"] or "none",
+        "failures by kind": _counts(summary["failures_this_run"]), "parse problems": _counts(summary["parse_problems"]),
     }, name="value")  # fmt: skip
-    return counts, totals.to_frame()
+    return table(counts, "Traces per language and category"), table(
+        totals.to_frame(), "This run's distillation"
+    )
+
+
+def _counts(by_kind: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in by_kind.items()) or "none"
 
 
 def render_traces(traces: list[dict[str, Any]], n: int = 3) -> str:
@@ -51,13 +57,17 @@ def render_traces(traces: list[dict[str, Any]], n: int = 3) -> str:
             problems = ", ".join(parsed["problems"]) or "none"
             blocks.append(
                 f"<div dir='{direction}' style='border:1px solid #ccc;padding:8px;margin:6px 0;text-align:{'right' if lang == 'ar' else 'left'}'>"
-                f"<div style='color:#555;font-size:90%' dir='ltr'>{html.escape(t['prompt_id'])} · {t['category']} · gold {t.get('gold')} · problems: {html.escape(problems)}</div>"
+                f"<div style='color:#555;font-size:90%' dir='ltr'>{html.escape(t['prompt_id'])} · {t['category']} · {_gold(t.get('gold'))} · problems: {html.escape(problems)}</div>"
                 f"<p><i>{bidi_html(prompt)}</i></p>{phases}<p><b>{'الإجابة' if lang == 'ar' else 'Answer'}:</b> {html.escape(str(parsed['answer']))}</p></div>"
             )  # fmt: skip
     return "".join(blocks)
 
 
-def funnel_table(funnel: dict[str, Any]):
+def _gold(gold: Any) -> str:
+    return "open question (no gold option)" if gold in (None, "") else f"gold option {html.escape(str(gold))}"
+
+
+def funnel_frame(funnel: dict[str, Any]):
     """Rows: generated, each check (survivors after it, in order), kept; columns: all, ar, en, and failures per check."""
     import pandas as pd
 
@@ -72,21 +82,28 @@ def funnel_table(funnel: dict[str, Any]):
     return pd.DataFrame(rows).set_index("step")
 
 
+def funnel_table(funnel: dict[str, Any]):
+    return table(funnel_frame(funnel), "Traces remaining after each check, in order; failures per check counted "
+                                       "independently (a trace can fail several)")  # fmt: skip
+
+
 def funnel_by_category(funnel: dict[str, Any]):
     import pandas as pd
 
     rows = [{"group": g, "generated": f["steps"][0]["remaining"], **f["failed_per_check"], "kept": f["kept"]}
             for g, f in funnel["by_group"].items() if "/" in g]  # fmt: skip
-    return pd.DataFrame(rows).set_index("group")
+    return table(pd.DataFrame(rows).set_index("group"), "Failures per check, by language and category")
 
 
 def reasons_table(funnel: dict[str, Any]):
+    """Failures per check and kind of reason (numbers differ between traces), each with one trace's own words."""
     import pandas as pd
 
-    rows = [
-        {"check": c, "reason": r, "traces": n} for c, rs in funnel["reasons"].items() for r, n in rs.items()
-    ]
-    return pd.DataFrame(rows, columns=["check", "reason", "traces"])
+    examples = funnel.get("reason_examples", {})
+    rows = [{"check": c, "reason (first trace of its kind)": examples.get(c, {}).get(r, r), "traces": n}
+            for c, rs in funnel["reasons"].items() for r, n in rs.items()]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["check", "reason (first trace of its kind)", "traces"])
+    return table(frame, "Why traces were rejected (a trace can fail several checks)")
 
 
 def plot_funnel(funnel: dict[str, Any]):

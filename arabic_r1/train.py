@@ -671,7 +671,10 @@ def train_sft(
     shards = ShardLog(out_dir / SHARDS_DIR / f"rank{ranks.rank}.jsonl")
     shards.keep_until(checkpoint_step(last))
     if last is not None:
-        log.info("resuming from %s", last)
+        log.info(
+            "resuming from %s",
+            Path(last).relative_to(out_dir) if Path(last).is_relative_to(out_dir) else last,
+        )
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in data.examples])
     trainer = make_trainer(shards, model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                            callbacks=[TrainLog(out_dir / "train_log.jsonl").callback])  # fmt: skip

@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from arabic_r1.figures import shape_ar
-from arabic_r1.moe_lora import coverage_table
-from arabic_r1.views import bidi_html
+from arabic_r1.moe_lora import coverage_table as lora_coverage
+from arabic_r1.views import bidi_html, table
 
 
-def coverage_frame(result) -> Any:
+def coverage_table(result) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(coverage_table(result.coverage_model, result.coverage_adapter)).set_index("family")
+    frame = pd.DataFrame(lora_coverage(result.coverage_model, result.coverage_adapter)).set_index("family")
+    return table(
+        frame, "LoRA parameters per module family: in the model being trained, and in the saved adapter"
+    )
 
 
-def adapter_tensors(result, n: int = 12) -> list[str]:
-    """A few adapter tensor names per family, as saved."""
-    return [name for f in result.coverage_adapter.values() for name in f["tensors"][:3]][:n]
+def adapter_tensors(result, n: int = 3) -> Any:
+    """A few adapter tensor names per family, as saved (the prefix every name shares left out)."""
+    import pandas as pd
+
+    rows = [{"family": fam, "tensor": name.removeprefix("base_model.model."), "of": len(f["tensors"])}
+            for fam, f in result.coverage_adapter.items() for name in f["tensors"][:n]]  # fmt: skip
+    return table(pd.DataFrame(rows, columns=["family", "tensor", "of"]).set_index("family"),
+                 f"The first {n} saved adapter tensors of each family, of how many")  # fmt: skip
 
 
 def render_mask(mask: list[dict[str, Any]]) -> str:
@@ -32,7 +40,7 @@ def render_mask(mask: list[dict[str, Any]]) -> str:
             f"<div dir='auto' style='line-height:1.9;white-space:pre-wrap;unicode-bidi:plaintext'>{spans}</div>")  # fmt: skip
 
 
-def composition_frame(comp: dict[str, Any]) -> Any:
+def composition_table(comp: dict[str, Any]) -> Any:
     import pandas as pd
 
     rows = [
@@ -42,11 +50,11 @@ def composition_frame(comp: dict[str, Any]) -> Any:
             "target": comp["arabic_share"]["target"],
         }
     ]
-    rows += [
-        {"slice": c, "achieved": v["achieved"], "target": v["target"], "tokens": v["tokens"]}
-        for c, v in comp["categories"].items()
-    ]
-    return pd.DataFrame(rows).set_index("slice")
+    rows += [{"slice": c, "achieved": v["achieved"], "target": v["target"], "tokens": v["tokens"]}
+             for c, v in comp["categories"].items()]  # fmt: skip
+    frame = pd.DataFrame(rows).set_index("slice")
+    return table(frame, "Training tokens (student tokenizer) per slice, against the params targets",
+                 formats={"achieved": "{:.1%}", "target": "{:.1%}"})  # fmt: skip
 
 
 def plot_loss(rows: list[dict[str, Any]]):

@@ -508,15 +508,22 @@ def build_funnel(
         groups[f"{t.lang}/{t.category}"].append(i)
         groups[t.lang].append(i)
     reasons: dict[str, Counter] = {name: Counter() for name in checks}
+    examples: dict[str, dict[str, str]] = {
+        name: {} for name in checks
+    }  # reason kind -> its first real wording
     for v_list in verdicts:
         for c, v in enumerate(v_list):
             if not v.passed:
-                reasons[checks[c]][re.sub(r"\d+", "N", v.reason.split(";")[0])[:90]] += 1
+                first = v.reason.split(";")[0]
+                kind = re.sub(r"\d+", "N", first)[:90]  # counted by kind: "N% > N%" groups every share
+                reasons[checks[c]][kind] += 1
+                examples[checks[c]].setdefault(kind, first[:160])
     return {
         "checks": checks,
         "overall": funnel_of(list(range(len(traces)))),
         "by_group": {g: funnel_of(ix) for g, ix in sorted(groups.items())},
         "reasons": {name: dict(c.most_common(10)) for name, c in reasons.items()},
+        "reason_examples": {name: {k: examples[name][k] for k in reasons[name]} for name in checks},
         "not_verified_failed_generation": excluded,
     }
 

@@ -107,7 +107,7 @@ def test_other_tables_equal_their_artifacts(report):
     comp = _read_csv(out / "tables" / "composition.csv")
     assert int(comp["Total"]["tokens"]) == stats["tokens"]
     assert int(comp["Total"]["ar tokens"]) == sum(c["tokens"] for c in stats["cells"] if c["lang"] == "ar")
-    assert float(comp["Literature & critical analysis"]["paper M tokens"]) == 103.2
+    assert float(comp["Literature & critical analysis"]["paper tokens (M)"]) == 103.2
     cleaning = _read_csv(out / "tables" / "cleaning.csv")
     assert int(cleaning["rows read"]["total"]) == sum(s["rows_read"] for s in stats["sources"].values())
     assert int(cleaning["selected (in budget)"]["ar"]) == sum(
