@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import arabic_r1
+from arabic_r1.code_digest import code_digests
 from arabic_r1.errors import ExplainedError
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, Phase, find_phase
@@ -186,6 +187,7 @@ def freshness_key(
         "sections": list(phase.sections),
         "inputs": inputs,
         "files": files,
+        "code": code_digests(phase.slug),
         "arabic_r1": arabic_r1.__version__,
     }
 
@@ -219,6 +221,14 @@ def check_fresh(
     for name, digest in key["files"].items():
         if old.get("files", {}).get(name) != digest:
             return False, f"input file {name} changed"
+    if "code" not in old:
+        return False, "code digests not recorded (a manifest written before arabic_r1 kept them)"
+    changed = sorted(
+        f for f in old["code"].keys() | key["code"].keys() if old["code"].get(f) != key["code"].get(f)
+    )
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return False, f"code changed: {', '.join(changed[:3])}{more}"
     if old.get("arabic_r1") != key["arabic_r1"]:
         return False, f"arabic_r1 version changed ({old.get('arabic_r1')} -> {key['arabic_r1']})"
     for name, out in m.get("outputs", {}).items():

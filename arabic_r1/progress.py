@@ -113,7 +113,7 @@ def _quiet_library_bars(disable_all: bool) -> None:
         from tqdm import notebook, std
 
         for cls in (std.tqdm, notebook.tqdm_notebook):  # tqdm.auto picks the notebook class inside a kernel
-            if "_arabic_r1_quiet" not in cls.__dict__:
+            if not cls.__dict__.get("_arabic_r1_quiet"):
                 cls.__init__ = _forced_off(cls.__init__)  # type: ignore[method-assign]
                 cls._arabic_r1_quiet = True  # type: ignore[attr-defined]
     except ImportError:

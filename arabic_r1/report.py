@@ -8,6 +8,7 @@ written as Markdown, LaTeX (booktabs) and CSV. A number the run did not produce 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 from arabic_r1 import figures
 from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.code_digest import code_digests
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import file_digest, git_commit, read_manifest
@@ -572,7 +574,16 @@ def profile_statement(params: Params, run: Run) -> str:
             f"`{params.distill.teacher}`, token budget {params.data.token_budget:,}.")  # fmt: skip
 
 
+def _code_summary(code: dict[str, str] | None) -> str:
+    """One digest of the files a phase's result was keyed on (manifest ``key.code``), and how many they were."""
+    if not code:
+        return MISSING
+    digest = hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:12]
+    return f"`{digest}` ({len(code)} files)"
+
+
 def provenance(params: Params, run: Run, tables: list[Table], started: float) -> str:
+    run_code = code_digests(find_phase("paper_report").slug)
     env = run.manifests.get("environment", {})
     rel = params.shown  # a committed report names no folder of this machine
     commit, commit_00 = git_commit(params.base_dir) or "none (not a git checkout)", env.get("git_commit")
@@ -583,7 +594,8 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
              + f", overrides: {', '.join(params.overrides) or 'none'}",
              "- device: " + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items()),
              "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()), "",
-             "| phase | wall time (s) | peak RSS (MB) | finished |", "|---|---:|---:|---|"]  # fmt: skip
+             "| phase | wall time (s) | peak RSS (MB) | finished | code (notebook + modules) |",
+             "|---|---:|---:|---|---|"]  # fmt: skip
     total, peak = 0.0, 0.0
     for p in PHASES:
         m = run.manifests.get(p.name)
@@ -591,14 +603,17 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
             continue
         rss = max(m.get("peak_memory_mb", {}).values(), default=0.0)
         total, peak = total + m.get("duration_s", 0.0), max(peak, rss)
-        lines.append(f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} |")
+        lines.append(f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} | "
+                     f"{_code_summary(m.get('key', {}).get('code'))} |")  # fmt: skip
     own = time.monotonic() - started
-    lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — |")
+    lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — | "
+                 f"{_code_summary(run_code)} |")  # fmt: skip
     lines += ["", f"Each phase timed by itself, from its first line of work to its manifest: **{total + own:.0f} s** "
               f"in all, no phase's kernel above **{peak:.0f} MB** of resident memory. The Budget above is the "
               "runner's wall clock for the whole reproduce, so it also counts starting each notebook's kernel and "
               "importing torch, transformers and lighteval; a phase reused from an earlier run keeps that run's "
-              "time here.", "",
+              "time here. *code*: one digest of the phase's notebook code cells and every package module they "
+              "import (each file's digest is in its manifest, key.code); a phase re-runs when one of them changes.", "",
               "Each table and the run artifacts it was computed from (sha256):", ""]  # fmt: skip
     for t in tables:
         srcs = ", ".join(f"`{s.relative_to(run.dir)}` ({file_digest(s)[:12]})" for s in t.sources)

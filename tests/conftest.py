@@ -1,24 +1,53 @@
-"""Shared fixtures: the real data in ../shared/data, and tiny notebooks for runner tests."""
+"""Shared fixtures: the real data (``ARABIC_R1_TEST_DATA``, default ../shared/data), and tiny notebooks for
+runner tests."""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real rows and corpora whose licences (CC BY-NC-SA, CC BY-SA) keep them out of the repository: the workspace this
+# project is built in keeps them next to the checkout; elsewhere point ARABIC_R1_TEST_DATA at an equivalent folder.
+DATA_ENV = "ARABIC_R1_TEST_DATA"
+SHARED = REPO.parent / "shared"
+SHARED_DATA = Path(os.environ.get(DATA_ENV) or SHARED / "data")
+SHARED_REFERENCE = (
+    SHARED / "reference"
+)  # the paper's numbers as first transcribed (the package ships its own copy)
+HOW_TO_GET_DATA = f"""real test data not found at {SHARED_DATA} (set {DATA_ENV}, default ../shared/data).
+It holds, one JSON object per line in the datasets' own columns, nothing cleaned:
+  oall/<benchmark>/<split>.jsonl  rows of arabic_mmlu (test, dev), madinah_qa (test, dev), aratrust (test),
+      arabic_exams (test, validation), as the hub datasets OALL v2 reads serve them (on a machine with hub access,
+      `arabic-r1 benchmarks mirror --out DIR` downloads them; copy a few subsets' rows into this layout);
+  corpus/ar_pud_sentences.jsonl, corpus/en_pud_sentences.jsonl  UD Arabic-PUD / English-PUD sentences {{"text"}}
+      (github.com/UniversalDependencies); corpus/ar_arcd_paragraphs.jsonl  ARCD paragraphs {{"title", "context"}}
+      (github.com/husseinmozannar/SOQAL, data/arcd-test.json)."""
+
+
+def in_ci() -> bool:
+    """Under CI every real-data test must run: a missing folder fails instead of skipping."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(folder: Path, what: str) -> Path:
+    """``folder``, or skip (fail under CI) with ``what`` says about getting it."""
+    if folder.is_dir():
+        return folder
+    if in_ci():
+        pytest.fail(what)
+    pytest.skip(what)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Real benchmark rows and corpora, read in place (their licences keep them out of the repo)."""
-    if not (SHARED_DATA / "corpus").is_dir():
-        pytest.fail(
-            f"real test data not found at {SHARED_DATA}: these tests need ../shared/data next to the repo"
-        )
+    """Real benchmark rows and corpora, read in place."""
+    need(SHARED_DATA / "oall", HOW_TO_GET_DATA)
+    need(SHARED_DATA / "corpus", HOW_TO_GET_DATA)
     return SHARED_DATA
 
 

@@ -315,7 +315,10 @@ def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path,
     ms = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge)
     n_rows = sum(1 for _ in iter_mirror_rows(fixture_mirror_dir(), "alrage"))
     a = ms.alrage
-    assert a["n"] == n_rows >= 3 and a["judge"] == f"openai:{server.model}" and a["judge_errors"] == 0
+    served = "/".join(Path(server.model).parts[-2:]) if Path(server.model).is_absolute() else server.model
+    assert (
+        a["n"] == n_rows >= 3 and a["judge"] == f"openai:{served}" and a["judge_errors"] == 0
+    )  # no machine path
     details = read_jsonl(tmp_path / "alrage_tiny.jsonl")
     assert len(details) == n_rows and all(d["judge_output"] for d in details)
     assert a["unparseable"] == sum(d["score"] is None for d in details)

@@ -134,14 +134,19 @@ def test_jupyterlab_runs_notebook_00_through_its_kernel(lab):
         )
         outputs += msgs
     text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
-    stderr = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    stderr = [
+        m["content"]["text"]
+        for m in outputs
+        if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
+    ]
     shown = [m["content"]["data"] for m in outputs if m["msg_type"] in ("execute_result", "display_data")]
     html = "".join(d.get("text/html", "") for d in shown)
     run_dir = project / "runs" / "smoke"
     assert "run folder: runs/smoke" in text and str(project) not in text + html  # no machine path shown
-    assert "unsloth" in html and "lighteval offline" in html and "00_environment/base_model" in html  # the tables
+    assert (
+        "unsloth" in html and "lighteval offline" in html and "00_environment/base_model" in html
+    )  # the tables
     assert not stderr, f"a live notebook shows no warnings or library logs: {stderr}"
-    assert any("application/vnd.jupyter.widget-view+json" in d for d in shown), "pre-training shows a widget bar"
     manifest = json.loads((run_dir / "00_environment" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     requests.delete(

@@ -102,6 +102,8 @@ def test_no_steps_means_the_random_backbone(tmp_path: Path) -> None:
 
 @pytest.fixture
 def shared_data_or_none():
-    from conftest import SHARED_DATA
+    from conftest import HOW_TO_GET_DATA, SHARED_DATA, in_ci
 
+    if not (SHARED_DATA / "oall").is_dir() and in_ci():
+        pytest.fail(HOW_TO_GET_DATA)
     return SHARED_DATA if (SHARED_DATA / "oall").is_dir() else None

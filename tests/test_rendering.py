@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO
+from conftest import REPO, copy_smoke_project
 
 # stderr lines a notebook may show: the warnings a reader should see (05: the OALL subsets the mirror lacks)
 STDERR_BUDGET = {"05_oall_evaluation": 3}
@@ -148,7 +147,6 @@ def test_a_missing_phase_is_one_message_with_the_command_not_a_traceback(tmp_pat
 
     from arabic_r1.params import load_params
     from arabic_r1.pipeline import papermill_parameters
-    from tests.conftest import copy_smoke_project
 
     project = copy_smoke_project(tmp_path)
     params = load_params(project / "params" / "smoke.yaml")

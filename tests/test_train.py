@@ -85,6 +85,24 @@ def test_peft_remap_would_drop_deepseek_shared_and_dense_and_is_caught() -> None
         check_coverage(coverage_of_model(plain), lora, "after get_peft_model")
 
 
+def test_a_peft_release_without_the_patched_table_fails_with_a_sentence(monkeypatch) -> None:
+    from peft.utils import transformers_weight_conversion as twc
+
+    from arabic_r1.moe_lora import PeftInternalsChanged
+
+    assert "deepseek_v3" in twc._MODEL_TO_CONVERSION_PATTERN  # what the patch removes while adapters are made
+    model, _ = build_tiny_moe("deepseek_v3")
+    with no_v4_moe_remap(model):
+        assert "deepseek_v3" not in twc._MODEL_TO_CONVERSION_PATTERN
+    assert "deepseek_v3" in twc._MODEL_TO_CONVERSION_PATTERN  # restored
+    monkeypatch.delattr(twc, "_MODEL_TO_CONVERSION_PATTERN")
+    with (
+        pytest.raises(PeftInternalsChanged, match="must be updated for this release"),
+        no_v4_moe_remap(model),
+    ):
+        pass
+
+
 def test_requested_family_the_architecture_lacks_is_named() -> None:
     model, _ = build_tiny_moe("qwen3_moe")
     with pytest.raises(CoverageError, match="shared_experts: no nn.Linear layers"):
