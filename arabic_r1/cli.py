@@ -1,4 +1,4 @@
-"""The ``arabic-r1`` command: reproduce, run one phase, doctor, params show/validate."""
+"""The ``arabic-r1`` command: one ``cmd_<subcommand>`` function per subcommand, dispatched by argparse."""
 
 from __future__ import annotations
 
@@ -113,7 +113,97 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("action", choices=["show", "validate"])
     par.add_argument("file", nargs="?", default=None, help="profile name or YAML path (default: smoke)")
     par.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    for cmd, handler in ((rep, cmd_reproduce), (swe, cmd_sweep), (run, cmd_run), (doc, cmd_doctor),
+                         (ben, cmd_benchmarks), (pla, cmd_plan), (par, cmd_params)):  # fmt: skip
+        cmd.set_defaults(handler=handler)
     return parser
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    params = load_params(args.file, args.overrides)
+    if args.action == "show":
+        print(dump_params(params), end="")
+    else:
+        print(f"{params.source_file}: valid (profile '{params.profile}', run folder {params.run_dir})")
+    return 0
+
+
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    params = load_params(args.params, args.overrides)
+    if args.action == "mirror":
+        from arabic_r1.evaluate import write_mirror_from_hub
+
+        if args.out is None:
+            print("error: benchmarks mirror needs --out FOLDER", file=sys.stderr)
+            return 2
+        counts = write_mirror_from_hub(args.out, list(params.eval.benchmarks))
+        print("\n".join(f"{k}: {n} rows" for k, n in counts.items()))
+        return 0
+    from arabic_r1.benchmarks import check_mirror
+
+    mirror = args.mirror or params.eval.mirror_dir
+    if mirror is None:
+        print("error: no mirror folder: pass --mirror or set eval.mirror_dir", file=sys.stderr)
+        return 2
+    problems = check_mirror(mirror, params.eval.benchmarks)
+    for p in problems:
+        print(f"- {p}")
+    fatal = [p for p in problems if "OALL v2 subsets missing" not in p]
+    print(f"{mirror}: {'usable' if not fatal else 'NOT usable'} ({len(problems)} note(s))")
+    return 1 if fatal else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from arabic_r1.plan import detect_hardware, make_plan, parse_hardware
+
+    params = load_params(args.params, args.overrides)
+    hw = parse_hardware(args.hardware) if args.hardware else detect_hardware(params)
+    plan = make_plan(params, hw, args.run_dir or params.run_dir)
+    print(plan.table())
+    return 3 if plan.problems else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from arabic_r1.doctor import format_table, run_doctor
+
+    rows = run_doctor(load_params(args.params, args.overrides))
+    print(format_table(rows))
+    return 1 if any(r.status == "fail" for r in rows) else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from arabic_r1.pipeline import NOTEBOOKS_DIR
+    from arabic_r1.sweep import parse_sets, run_sweep, sweep_file
+
+    params = load_params(args.params, args.overrides)
+    runs = run_sweep(args.params, parse_sets(args.sets), args.overrides, name=args.name,
+                     notebooks_dir=args.notebooks or NOTEBOOKS_DIR)  # fmt: skip
+    for r in runs:
+        reused = f" (reused {', '.join(r.reused)})" if r.reused else ""
+        print(f"{r.name}: {' '.join(r.overrides)}{reused}")
+    record = sweep_file(params, args.name or f"{params.run_dir.name}-sweep")
+    print(record.with_suffix(".md").read_text(encoding="utf-8"))
+    print(f"sweep record: {record}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from arabic_r1.pipeline import NOTEBOOKS_DIR, reproduce
+
+    summary = reproduce(load_params(args.params, args.overrides), force=args.force, only=args.only,
+                        start_from=args.start_from, notebooks_dir=args.notebooks or NOTEBOOKS_DIR,
+                        run_dir=args.run_dir)  # fmt: skip
+    print(summary.table())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from arabic_r1.pipeline import NOTEBOOKS_DIR, run_phase
+
+    summary = run_phase(load_params(args.params, args.overrides), args.phase,
+                        notebooks_dir=args.notebooks or NOTEBOOKS_DIR, run_dir=args.run_dir)  # fmt: skip
+    print(summary.table())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,89 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    from arabic_r1.pipeline import PhaseFailed
+    from arabic_r1.run_owner import RunLocked
+
     try:
-        if args.command == "params":
-            params = load_params(args.file, args.overrides)
-            if args.action == "show":
-                print(dump_params(params), end="")
-            else:
-                print(
-                    f"{params.source_file}: valid (profile '{params.profile}', run folder {params.run_dir})"
-                )
-            return 0
-        params = load_params(args.params, args.overrides)
-        if args.command == "benchmarks" and args.action == "mirror":
-            from arabic_r1.evaluate import write_mirror_from_hub
-
-            if args.out is None:
-                print("error: benchmarks mirror needs --out FOLDER", file=sys.stderr)
-                return 2
-            counts = write_mirror_from_hub(args.out, list(params.eval.benchmarks))
-            print("\n".join(f"{k}: {n} rows" for k, n in counts.items()))
-            return 0
-        if args.command == "benchmarks":
-            from arabic_r1.benchmarks import check_mirror
-
-            mirror = args.mirror or params.eval.mirror_dir
-            if mirror is None:
-                print("error: no mirror folder: pass --mirror or set eval.mirror_dir", file=sys.stderr)
-                return 2
-            problems = check_mirror(mirror, params.eval.benchmarks)
-            for p in problems:
-                print(f"- {p}")
-            fatal = [p for p in problems if "OALL v2 subsets missing" not in p]
-            print(f"{mirror}: {'usable' if not fatal else 'NOT usable'} ({len(problems)} note(s))")
-            return 1 if fatal else 0
-        if args.command == "plan":
-            from arabic_r1.plan import detect_hardware, make_plan, parse_hardware
-
-            hw = parse_hardware(args.hardware) if args.hardware else detect_hardware(params)
-            plan = make_plan(params, hw, args.run_dir or params.run_dir)
-            print(plan.table())
-            return 3 if plan.problems else 0
-        if args.command == "doctor":
-            from arabic_r1.doctor import format_table, run_doctor
-
-            rows = run_doctor(params)
-            print(format_table(rows))
-            return 1 if any(r.status == "fail" for r in rows) else 0
-        from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, reproduce, run_phase
-        from arabic_r1.run_owner import RunLocked
-
-        if args.command == "sweep":
-            from arabic_r1.sweep import parse_sets, run_sweep, sweep_file
-
-            sets = parse_sets(args.sets)
-            try:
-                runs = run_sweep(args.params, sets, args.overrides, name=args.name,
-                                 notebooks_dir=args.notebooks or NOTEBOOKS_DIR)  # fmt: skip
-            except (PhaseFailed, RunLocked) as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            for r in runs:
-                reused = f" (reused {', '.join(r.reused)})" if r.reused else ""
-                print(f"{r.name}: {' '.join(r.overrides)}{reused}")
-            record = sweep_file(params, args.name or f"{params.run_dir.name}-sweep")
-            print(record.with_suffix(".md").read_text(encoding="utf-8"))
-            print(f"sweep record: {record}")
-            return 0
-
-        kwargs = {"notebooks_dir": args.notebooks or NOTEBOOKS_DIR, "run_dir": args.run_dir}
-        try:
-            if args.command == "reproduce":
-                summary = reproduce(
-                    params, force=args.force, only=args.only, start_from=args.start_from, **kwargs
-                )
-            else:
-                summary = run_phase(params, args.phase, **kwargs)
-        except (PhaseFailed, RunLocked) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(summary.table())
-        return 0
-    except (ParamsError, UnknownPhase, PlanError) as exc:
+        return args.handler(args)
+    except (ParamsError, UnknownPhase, PlanError) as exc:  # the command line or params file is wrong
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
+    except (PhaseFailed, RunLocked) as exc:  # a phase failed, or another run holds the folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

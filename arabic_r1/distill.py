@@ -464,12 +464,11 @@ def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str
 def run_cot_distillation(params: Params, run) -> DistillResult:
     """Phase 02 entry point for the notebook: reads phase 01's pool, writes traces, finishes the phase."""
     from arabic_r1.environment import base_model_path
-    from arabic_r1.manifest import read_manifest
-    from arabic_r1.phases import find_phase
+    from arabic_r1.manifest import upstream_artifact
 
-    pool = read_manifest(run.run_dir, find_phase("data_mixture"))["outputs"]["pool"]["path"]
+    pool = upstream_artifact(run.run_dir, "cot_distillation", "data_mixture/pool")
     base = base_model_path(params, run.run_dir) if params.distill.teacher == "embedded" else None
-    result = distill(params, run.run_dir / pool, run.dir, base)
+    result = distill(params, pool, run.dir, base)
     s = result.summary
     metrics = {
         k: s[k]

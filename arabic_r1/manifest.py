@@ -159,6 +159,22 @@ def read_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
     return manifest
 
 
+def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase, ...] = PHASES) -> Path:
+    """The path of an earlier phase's output (``"phase/output"``) in this run, read from its manifest: the one way
+    a phase finds what another wrote. ``reader`` must declare the input in the phase table, so that every artifact
+    a phase reads is also part of its freshness key."""
+    name, _, output = spec.partition("/")
+    upstream = find_phase(name, phases)
+    declared = find_phase(reader, phases).inputs
+    if spec not in declared and name not in declared and upstream.name not in declared:
+        raise ValueError(f"phase {reader} reads {spec} but the phase table does not list it among its inputs")
+    m = read_manifest(run_dir, upstream)
+    if not m or m.get("status") != "complete" or output not in m.get("outputs", {}):
+        raise PhaseError(f"phase {reader} needs output '{output}' of phase {upstream.slug}, which has not completed "
+                         f"in {run_dir}: run phase {upstream.number} first")  # fmt: skip
+    return Path(run_dir) / m["outputs"][output]["path"]
+
+
 # ---------------------------------------------------------------------------------------------- keys
 def freshness_key(
     phase: Phase, params: Params, run_dir: Path, phases: tuple[Phase, ...] = PHASES

@@ -857,12 +857,9 @@ def run_moe_lora_sft(params: Params, run) -> TrainResult:
 def train_phase(params: Params, run_dir: Path, out_dir: Path) -> TrainResult:
     """:func:`train_sft` on the run's verified traces (phase 03) and base model (phase 00)."""
     from arabic_r1.environment import base_model_path
-    from arabic_r1.manifest import read_manifest
-    from arabic_r1.phases import find_phase
+    from arabic_r1.manifest import upstream_artifact
 
-    verified = (
-        run_dir / read_manifest(run_dir, find_phase("trace_verification"))["outputs"]["verified"]["path"]
-    )
+    verified = upstream_artifact(run_dir, "moe_lora_sft", "trace_verification/verified")
     return train_sft(params, verified, base_model_path(params, run_dir), out_dir)
 
 

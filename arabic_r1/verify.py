@@ -531,11 +531,9 @@ def build_funnel(
 def run_trace_verification(params: Params, run) -> VerifyResult:
     """Phase 03 entry point for the notebook: reads phase 02's traces, writes verdicts and SFT data."""
     from arabic_r1.distill import read_traces
-    from arabic_r1.manifest import read_manifest
-    from arabic_r1.phases import find_phase
+    from arabic_r1.manifest import upstream_artifact
 
-    traces = read_manifest(run.run_dir, find_phase("cot_distillation"))["outputs"]["traces"]["path"]
-    records = read_traces(run.run_dir / traces)
+    records = read_traces(upstream_artifact(run.run_dir, "trace_verification", "cot_distillation/traces"))
     judge = None
     if params.verify.llm_judge:
         from arabic_r1.judge import make_norms_judge

@@ -229,3 +229,21 @@ def test_a_new_package_version_makes_a_phase_stale(setup, monkeypatch) -> None:
     monkeypatch.setattr(arabic_r1, "__version__", arabic_r1.__version__ + ".post1")
     fresh, reason = check_fresh(PH[0], load_params(params_file), s.run_dir, PH)
     assert not fresh and reason.startswith("arabic_r1 version changed"), reason
+
+
+def test_upstream_artifacts_come_from_the_manifest_and_the_phase_table(tmp_path: Path) -> None:
+    from arabic_r1.manifest import PhaseError, upstream_artifact, write_json_atomic
+
+    with pytest.raises(ValueError, match="does not list it among its inputs"):
+        upstream_artifact(tmp_path, "cot_distillation", "trace_verification/verified")  # 02 never reads 03
+    with pytest.raises(
+        PhaseError, match="needs output 'pool' of phase 01_data_mixture, which has not completed"
+    ):
+        upstream_artifact(tmp_path, "cot_distillation", "data_mixture/pool")
+    (tmp_path / "01_data_mixture").mkdir()
+    write_json_atomic(tmp_path / "01_data_mixture" / "manifest.json",
+                      {"status": "complete", "outputs": {"pool": {"path": "01_data_mixture/pool.jsonl"}}})  # fmt: skip
+    assert (
+        upstream_artifact(tmp_path, "cot_distillation", "data_mixture/pool")
+        == tmp_path / "01_data_mixture" / "pool.jsonl"
+    )

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_smoke_project
+from conftest import BACKBONE_CACHE, REPO, copy_smoke_project
 
 # stderr lines a notebook may show: the warnings a reader should see (05: the OALL subsets the mirror lacks)
 STDERR_BUDGET = {"05_oall_evaluation": 3}
@@ -50,7 +50,8 @@ def _outputs(nb: dict):
 def machine_paths(project: Path) -> list[str]:
     """Folders of the run machine that no output may name."""
     return sorted(
-        {str(p) for p in (project, project.resolve(), REPO, Path.home(), Path(sys.prefix))}, key=len
+        {str(p) for p in (project, project.resolve(), REPO, Path.home(), Path(sys.prefix), BACKBONE_CACHE)},
+        key=len,
     )[::-1]
 
 
