@@ -118,7 +118,9 @@ def materialise_backbone(out_dir: Path, family: str, shape: TinyMoEParams, seed:
     cached = pp.cache_dir / key if key else None
     out_dir = Path(out_dir)
     if cached is not None and (cached / BUILD_INFO).is_file():
-        log.info("pre-trained backbone %s from the cache (model.tiny.pretrain.cache_dir)", key)  # no machine path
+        log.info(
+            "pre-trained backbone %s from the cache (model.tiny.pretrain.cache_dir)", key
+        )  # no machine path
         shutil.copytree(cached, out_dir, dirs_exist_ok=True)
         return out_dir
     model, tokenizer = build_tiny_moe(family, shape, seed)
