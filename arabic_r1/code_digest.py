@@ -18,10 +18,10 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from arabic_r1.params import PACKAGE_DIR, REPO_DIR
+
 PACKAGE = "arabic_r1"
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+NOTEBOOKS_DIR = REPO_DIR / "notebooks"  # the shipped notebooks (the runner's default folder too)
 
 
 def module_file(name: str) -> Path | None:
@@ -74,12 +74,11 @@ def module_closure(roots: set[str]) -> set[Path]:
     return seen
 
 
-def notebook_code(notebook: Path) -> str:
-    """The code cells' sources, joined (IPython magics and shell lines left out of the parse, kept in the digest)."""
+def notebook_code(notebook: Path) -> list[str]:
+    """The code cells' sources, in order."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
-    cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb.get("cells", [])
-             if c.get("cell_type") == "code"]  # fmt: skip
-    return "\n# ---- cell ----\n".join(cells)
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb.get("cells", [])
+            if c.get("cell_type") == "code"]  # fmt: skip
 
 
 def code_digests(slug: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:
@@ -88,14 +87,15 @@ def code_digests(slug: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, st
     notebook = notebooks_dir / f"{slug}.ipynb"
     if not notebook.is_file():
         return {}
-    code = notebook_code(notebook)
+    cells = notebook_code(notebook)
     roots: set[str] = set()
-    for line_block in code.split("\n# ---- cell ----\n"):
-        source = "\n".join(ln for ln in line_block.splitlines() if not ln.lstrip().startswith(("%", "!")))
+    for cell in cells:  # IPython magics and shell lines are left out of the parse, kept in the digest
+        source = "\n".join(ln for ln in cell.splitlines() if not ln.lstrip().startswith(("%", "!")))
         try:
             roots |= imported_modules(ast.parse(source))
         except SyntaxError:  # a cell the kernel would reject fails the run itself; its text is still digested
             continue
+    code = "\n# ---- cell ----\n".join(cells)
     out = {f"notebooks/{notebook.name}": hashlib.sha256(code.encode()).hexdigest()[:16]}
     for f in sorted(module_closure(roots)):
         out[f.relative_to(REPO_DIR).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]

@@ -827,7 +827,7 @@ class Params(_Section):
         holds the package (its own data), or ``~/...`` under the home folder; a notebook or report never prints
         where this machine keeps the checkout."""
         text = os.path.abspath(path)
-        for base in dict.fromkeys([self.base_dir, REPO_DIR, REPO_DIR.resolve()]):
+        for base in dict.fromkeys([self.base_dir, REPO_DIR]):  # REPO_DIR is resolved already
             rel = _portable(text, str(base))
             if rel != text:
                 return rel

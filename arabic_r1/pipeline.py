@@ -25,15 +25,15 @@ from pathlib import Path
 
 import yaml
 
+from arabic_r1.code_digest import NOTEBOOKS_DIR
 from arabic_r1.hosted import PIPELINE_ENV
 from arabic_r1.manifest import check_fresh, read_manifest
-from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, Phase, find_phase, select_phases
 from arabic_r1.run_owner import RUN_ENV, RunLock, end_run_processes, new_token, owned_command
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 KERNEL_GONE_GRACE_S = 15.0
 POLL_S = 0.5
 
