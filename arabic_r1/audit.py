@@ -120,7 +120,7 @@ def audit_models(outputs: dict[str, list[Output]], vp: VerifyParams, fmt: Reason
 
 def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """``student_audit.json`` and a flat CSV (model x benchmark, one column per rate)."""
-    from arabic_r1.manifest import write_json_atomic
+    from arabic_r1.jsonl import write_json_atomic
 
     write_json_atomic(out_dir / AUDIT_FILE, audit_result)
     checks = audit_result["checks"]

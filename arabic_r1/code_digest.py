@@ -13,11 +13,11 @@ teacher cache, corpora) are keyed separately, as files.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 
+from arabic_r1.digests import SHORT, file_digest, text_digest
 from arabic_r1.params import PACKAGE_DIR, REPO_DIR
 
 PACKAGE = "arabic_r1"
@@ -96,7 +96,7 @@ def code_digests(slug: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, st
         except SyntaxError:  # a cell the kernel would reject fails the run itself; its text is still digested
             continue
     code = "\n# ---- cell ----\n".join(cells)
-    out = {f"notebooks/{notebook.name}": hashlib.sha256(code.encode()).hexdigest()[:16]}
+    out = {f"notebooks/{notebook.name}": text_digest(code)}
     for f in sorted(module_closure(roots)):
-        out[f.relative_to(REPO_DIR).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+        out[f.relative_to(REPO_DIR).as_posix()] = file_digest(f)[:SHORT]
     return out

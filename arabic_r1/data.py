@@ -56,8 +56,7 @@ from arabic_r1.arabic_text import (
 from arabic_r1.benchmarks import iter_benchmark_rows, mirror_digests
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
 from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, build_index, contamination_report
-from arabic_r1.jsonl import read_jsonl
-from arabic_r1.manifest import write_json_atomic
+from arabic_r1.jsonl import read_jsonl, write_json_atomic
 from arabic_r1.params import DataParams, Params, SourceParams
 from arabic_r1.ray_cluster import collect_task_logs, ray_cluster
 from arabic_r1.slurm import SlurmJobRecorder, run_slurm

@@ -10,10 +10,8 @@ Safe for a long paid run:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import statistics
 import threading
 import time
@@ -24,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, teacher_messages
-from arabic_r1.jsonl import append_jsonl, read_jsonl, write_jsonl
+from arabic_r1.digests import json_digest
+from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.params import DistillParams, Params
 from arabic_r1.progress import Progress
 from arabic_r1.teachers import (
@@ -56,7 +55,7 @@ def cache_key(
         "messages": messages,
         "sampling": sampling,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return json_digest(payload, length=64)  # full length: existing teacher caches keep their keys
 
 
 class ResponseCache:
@@ -90,9 +89,7 @@ class ResponseCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, p)
+        write_json_atomic(p, entry, indent=None)
 
 
 # --------------------------------------------------------------------------------------------- traces
@@ -188,7 +185,7 @@ def make_teacher(p: DistillParams, cache: ResponseCache, base_model: str | None 
 
 
 def _short_digest(path: str) -> str:
-    from arabic_r1.manifest import path_digest
+    from arabic_r1.digests import path_digest
 
     return path_digest(Path(path))[:12]
 
@@ -320,7 +317,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
     elif items:
         log.info("%d items: all done or cached, nothing sent to the teacher", len(items))
     summary = summarize(traces, items, p, hits, failures, run_usage, budget, time.monotonic() - t0)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return DistillResult(out_dir / TRACES_FILE, summary)
 
 

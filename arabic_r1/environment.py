@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.doctor import Check, as_records, run_doctor
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.manifest import (
     PhaseError,
     PhaseRun,
     device_summary,
     package_versions,
     read_manifest,
-    write_json_atomic,
 )
 from arabic_r1.params import Params
 from arabic_r1.phases import find_phase

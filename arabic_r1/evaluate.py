@@ -34,7 +34,7 @@ from arabic_r1.audit import Output, audit_models, reasoning_answer, write_audit
 from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, mirror_digests, oall_subsets, repo_dir
 from arabic_r1.cot import parse_trace
 from arabic_r1.errors import ExplainedError
-from arabic_r1.jsonl import append_jsonl, read_jsonl
+from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
@@ -259,7 +259,7 @@ def mirror_view(repo: Path) -> Path:
     Loading through ``<RepoName>-<digest>`` makes the cache key follow the rows."""
     import datasets
 
-    from arabic_r1.manifest import path_digest
+    from arabic_r1.digests import path_digest
 
     view = (
         Path(datasets.config.HF_DATASETS_CACHE)
@@ -296,16 +296,14 @@ def require_vllm() -> None:
 def model_cache_dir(root: Path, model_path: str) -> Path:
     """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest (an
     adapter: its own and its base's), so retraining into the same folder never returns stale scores."""
-    import hashlib
-
-    from arabic_r1.manifest import path_digest
+    from arabic_r1.digests import path_digest, text_digest
 
     base = adapter_base(model_path)
     parts = [model_path, *([base] if base else [])]
     digests = [path_digest(Path(p)) if Path(p).is_dir() else f"hub:{p}" for p in parts]
     if not any(Path(p).is_dir() for p in parts):
         return root / "hub"
-    return root / hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
+    return root / text_digest("|".join(digests))
 
 
 def adapter_base(model_path: str) -> str | None:
@@ -510,14 +508,14 @@ GENERATION_CHUNK = 256  # prompts per call between cache writes
 def cached_generations(generate: Generate, path: Path) -> Generate:
     """Greedy generations keyed by (prompt, token budget), appended as each chunk finishes: re-running phase 05, or
     a Colab session resumed after a disconnect, generates only what is missing. A torn last line is cut off."""
-    import hashlib
+    from arabic_r1.digests import text_digest
 
     done: dict[str, str] = {}
     if path.is_file():
         done = {row["key"]: row["output"] for row in read_jsonl(path, key="key", repair=True)}
 
     def generate_cached(prompts: list[str], max_new_tokens: int) -> list[str]:
-        keys = [hashlib.sha256(f"{max_new_tokens}\x00{p}".encode()).hexdigest() for p in prompts]
+        keys = [text_digest(f"{max_new_tokens}\x00{p}", length=64) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in done))
         first = {k: p for k, p in zip(keys, prompts, strict=True)}
         if len(todo) < len(set(keys)):
@@ -883,7 +881,7 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
         ],
     )
     w = warts.summary()
-    (run.dir / WARTS_FILE).write_text(json.dumps(w, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(run.dir / WARTS_FILE, w, indent=1)
     details = {m.label: run.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
     audit_files: dict[str, Path] = {}
     if details:  # the student's own traces, through phase 03's checks

@@ -1,4 +1,5 @@
-"""One reader and one appender for every file the package keeps one JSON record per line.
+"""How the package writes and reads its JSON files: one reader and one appender for every file kept as one JSON
+record per line, and one atomic writer for every manifest, summary and report JSON.
 
 The append-only logs (phase 02's ``traces.jsonl``, phase 04's ``train_log.jsonl``, phase 05's generation cache) and
 the read-only packs (the shipped teacher cache) follow the same two rules, so that every phase reading a log
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,16 @@ def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]], *, fsync: 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Replace ``path`` atomically: a reader sees the old file or the new one, never half of either."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    _replace_atomically(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write a temporary file of this process and thread next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = 2) -> None:
+    """Write one JSON document so that a killed phase never leaves half a manifest or summary behind."""
+    _replace_atomically(Path(path), json.dumps(payload, indent=indent, ensure_ascii=False, default=str))

@@ -9,7 +9,6 @@ outputs still on disk with the recorded digests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,9 @@ from typing import Any
 
 import arabic_r1
 from arabic_r1.code_digest import code_digests
+from arabic_r1.digests import json_digest, path_digest
 from arabic_r1.errors import ExplainedError
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, Phase, find_phase
 
@@ -38,44 +39,10 @@ TRACKED_PACKAGES = (
     "lighteval", "datatrove", "unsloth", "unsloth_zoo", "vllm", "papermill", "pydantic",
 )  # fmt: skip
 RESOURCES = Path(arabic_r1.__file__).resolve().parent / "resources"
-FULL_HASH_LIMIT = (
-    256 * 2**20
-)  # bigger files are fingerprinted by size + mtime (a 60 GB merged model is not re-read)
 
 
 class PhaseError(ExplainedError, RuntimeError):
     """A phase cannot start or finish; the message says which phase and what is missing."""
-
-
-# --------------------------------------------------------------------------------------------- digests
-def file_digest(path: Path) -> str:
-    st = path.stat()
-    if st.st_size > FULL_HASH_LIMIT:
-        return f"size:{st.st_size}:mtime:{st.st_mtime_ns}"
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def path_digest(path: Path) -> str:
-    """Content digest of a file or a whole folder (relative names + file digests)."""
-    path = Path(path)
-    if path.is_file():
-        return file_digest(path)
-    if not path.is_dir():
-        raise FileNotFoundError(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(file_digest(f).encode())
-    return h.hexdigest()
-
-
-def json_digest(payload: Any) -> str:
-    """Short digest of a JSON-able value (keys sorted): what a content-keyed cache entry is named by."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ provenance
@@ -135,13 +102,6 @@ def peak_memory_mb() -> dict[str, float]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write via a temporary file + rename, so a killed phase never leaves half a manifest."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:

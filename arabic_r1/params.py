@@ -10,7 +10,6 @@ the file lives in (for a params file elsewhere, the file's own folder).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from arabic_r1.digests import json_digest
 from arabic_r1.errors import ExplainedError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -840,9 +840,7 @@ class Params(_Section):
         Paths are hashed relative to the project, so moving the checkout does not make every phase stale.
         """
         payload = {s: _portable(_dump(self.get(s)), str(self.base_dir)) for s in sorted(sections)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[
-            :16
-        ]
+        return json_digest(payload)
 
     def get(self, dotted: str) -> Any:
         """``params.get("train.lora.r")``; raises KeyError naming the missing part."""

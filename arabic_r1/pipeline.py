@@ -27,6 +27,7 @@ import yaml
 
 from arabic_r1.code_digest import NOTEBOOKS_DIR
 from arabic_r1.hosted import PIPELINE_ENV
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.manifest import check_fresh, read_manifest
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, Phase, find_phase, select_phases
@@ -136,7 +137,7 @@ def _run_phases(params: Params, selected: Sequence[Phase], phases: tuple[Phase, 
         log.info("phase %s: done in %.1fs (peak memory %.0f MB)", phase.slug, seconds, peak)
         summary.results.append(PhaseResult(phase.slug, "ran", why, seconds, str(out_nb), peak))
     summary.wall_s = time.monotonic() - began
-    (run_dir / RECORD_FILE).write_text(json.dumps(summary.record(), indent=1), encoding="utf-8")
+    write_json_atomic(run_dir / RECORD_FILE, summary.record(), indent=1)
     return summary
 
 

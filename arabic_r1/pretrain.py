@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.manifest import json_digest
+from arabic_r1.digests import json_digest
 from arabic_r1.params import TinyMoEParams
 from arabic_r1.progress import Progress
 from arabic_r1.tiny_model import (

@@ -8,7 +8,6 @@ written as Markdown, LaTeX (booktabs) and CSV. A number the run did not produce 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -22,9 +21,10 @@ from typing import Any
 from arabic_r1 import figures
 from arabic_r1.benchmarks import BENCHMARKS
 from arabic_r1.code_digest import code_digests
+from arabic_r1.digests import file_digest, json_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import read_jsonl
-from arabic_r1.manifest import file_digest, git_commit, read_manifest
+from arabic_r1.manifest import git_commit, read_manifest
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
 from arabic_r1.reference import TABLE1_ORDER, paper_table1
@@ -578,7 +578,7 @@ def _code_summary(code: dict[str, str] | None) -> str:
     """One digest of the files a phase's result was keyed on (manifest ``key.code``), and how many they were."""
     if not code:
         return MISSING
-    digest = hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:12]
+    digest = json_digest(code, length=12)
     return f"`{digest}` ({len(code)} files)"
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.manifest import write_json_atomic
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.run_owner import RUN_ENV, scancel, slurm_jobs_file
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arabic_r1.manifest import check_fresh, write_json_atomic
+from arabic_r1.jsonl import write_json_atomic
+from arabic_r1.manifest import check_fresh
 from arabic_r1.params import Params, ParamsError, load_params, parse_override
 from arabic_r1.phases import PHASES, Phase
 from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, RunSummary, reproduce

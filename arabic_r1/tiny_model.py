@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import TinyMoEParams
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions
@@ -205,7 +206,7 @@ def save_backbone(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     info = {**info, "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
-    (out_dir / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    write_json_atomic(out_dir / BUILD_INFO, info, indent=1)
     log.info(
         "tiny %s MoE (%.2fM parameters) saved to %s",
         info["family"],

@@ -19,7 +19,6 @@ same global batch (per-device batch x processes x accumulation) and seed, the lo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -36,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.digests import text_digest
 from arabic_r1.errors import ExplainedError
-from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_jsonl
+from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.moe_lora import (
     check_coverage,
     coverage_of_adapter,
@@ -321,7 +321,7 @@ RESUME_KEY_FILE = "resume_key.json"
 def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str, str]:
     """What a checkpoint is valid for: a notebook re-run after a change of LoRA rank, data or base model must not
     resume the old optimizer state (the runner would re-run the phase; an interactive re-run reaches here too)."""
-    from arabic_r1.manifest import file_digest
+    from arabic_r1.digests import file_digest
 
     return {"params": params.section_hash("model", "train", "run.seed"), "examples": file_digest(examples_path),
             "model": str(model_path)}  # fmt: skip
@@ -516,7 +516,7 @@ SHARDS_DIR = "data_shards"
 
 def example_digest(input_ids: Sequence[int]) -> str:
     """One example as the model saw it (its token ids, padding stripped), comparable across ranks and runs."""
-    return hashlib.sha256(",".join(map(str, input_ids)).encode()).hexdigest()[:16]
+    return text_digest(",".join(map(str, input_ids)))
 
 
 class ShardLog:
@@ -710,7 +710,7 @@ def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bo
     if last is None:
         shutil.rmtree(out_dir / SHARDS_DIR, ignore_errors=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(key), encoding="utf-8")
+    write_json_atomic(stamp, key, indent=None)
     train_log = out_dir / "train_log.jsonl"
     step = checkpoint_step(last)
     rows = read_jsonl(train_log, repair=True) if train_log.exists() else []
@@ -750,7 +750,7 @@ def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data
                "composition.json": data.composition, "loss_mask.json": mask_example(tokenizer, data.examples[0]["messages"]),
                "train_summary.json": summary}  # fmt: skip
     for name, payload in reports.items():
-        (out_dir / name).write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+        write_json_atomic(out_dir / name, payload, indent=1)
 
 
 def load_result(out_dir: Path) -> TrainResult:

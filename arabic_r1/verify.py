@@ -31,6 +31,7 @@ from arabic_r1.arabic_text import (
     script_shares,
 )
 from arabic_r1.cot import PHASES, ParsedTrace, gold_index, gold_labels, named_option, parse_trace
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import VERIFY_CHECKS, Params, VerifyParams
 from arabic_r1.progress import Progress
 from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
@@ -238,9 +239,7 @@ def load_morphology_cache(path: Path | None) -> None:
 def save_morphology_cache(path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_KNOWN, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        write_json_atomic(path, _KNOWN, indent=None)
 
 
 _AR_WORD = re.compile(r"[\u0621-\u064a]{2,}")
@@ -484,7 +483,7 @@ def verify_traces(
                 + "\n"
             )
     funnel = build_funnel(traces, all_verdicts, checks, excluded=len(records) - len(traces))
-    (out_dir / FUNNEL_FILE).write_text(json.dumps(funnel, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(out_dir / FUNNEL_FILE, funnel)
     return VerifyResult(out_dir / VERIFIED_FILE, out_dir / VERDICTS_FILE, funnel, rejected_examples)
 
 

@@ -232,7 +232,8 @@ def test_a_new_package_version_makes_a_phase_stale(setup, monkeypatch) -> None:
 
 
 def test_upstream_artifacts_come_from_the_manifest_and_the_phase_table(tmp_path: Path) -> None:
-    from arabic_r1.manifest import PhaseError, upstream_artifact, write_json_atomic
+    from arabic_r1.jsonl import write_json_atomic
+    from arabic_r1.manifest import PhaseError, upstream_artifact
 
     with pytest.raises(ValueError, match="does not list it among its inputs"):
         upstream_artifact(tmp_path, "cot_distillation", "trace_verification/verified")  # 02 never reads 03

@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from arabic_r1.manifest import json_digest, path_digest, write_json_atomic
+from arabic_r1.digests import json_digest, path_digest
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import load_params
 from arabic_r1.phases import find_phase
 from arabic_r1.tiny_model import save_tiny_moe
