@@ -2,7 +2,7 @@
 
 Phase 03 keeps a teacher trace only if it is four phases in order, correct, in the prompt's language, clean in
 orthography and morphology, not degenerate, and within the regional norms. The paper's claim is that a student trained
-on such traces writes them too. This module runs those checks (:func:`arabic_r1.verify.verify_trace`) on every
+on such traces writes them too. This module runs those checks (:func:`arabic_r1.trace_checks.verify_trace`) on every
 reasoning output of every evaluated model, so a report can say "the adapted model writes four-phase Arabic reasoning
 in N% of ArabicMMLU answers, the base in M%" - and a broken link anywhere in data -> traces -> chat template ->
 LoRA -> merge -> generation -> parser shows up as a number, not as chance-level accuracy.
@@ -24,7 +24,7 @@ from typing import Any
 from arabic_r1.cot import named_option, parse_trace
 from arabic_r1.params import VerifyParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
-from arabic_r1.verify import Trace, Verdict, verify_trace
+from arabic_r1.trace_checks import Trace, Verdict, verify_trace
 
 AUDIT_FILE, AUDIT_CSV = "student_audit.json", "student_audit.csv"
 PARSED, FOUR_PHASE = "parsed", "four_phase"  # the two headline rates

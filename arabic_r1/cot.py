@@ -1,4 +1,5 @@
-"""The four-phase chain of thought: teacher prompt templates, and the one parser every phase shares.
+"""The four-phase chain of thought: teacher prompt templates, the one parser every phase shares, and the reader of
+phase 02's ``traces.jsonl`` (the file phases 03 and 05 consume).
 
 A trace is ``<think>`` Analysis -> Elimination -> Linguistic check -> Synthesis ``</think>`` followed by one line
 ``الإجابة: ...`` / ``Answer: ...``. :func:`parse_trace` turns any teacher or student text into its parts and lists
@@ -11,7 +12,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from arabic_r1.jsonl import read_jsonl
 
 PHASES = ("analysis", "elimination", "linguistic_check", "synthesis")
 HEADINGS = {
@@ -198,3 +202,9 @@ def gold_index(gold: str | None) -> int | None:
         if i is not None:
             return i
     return DIGIT_LABELS.index(gold.strip()) if gold.strip() in DIGIT_LABELS else None
+
+
+def read_traces(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The traces of a ``traces.jsonl``, one per prompt: the last record per prompt id wins, as when phase 02
+    retried a failed prompt by appending its new record."""
+    return read_jsonl(path, key="prompt_id", repair=repair)

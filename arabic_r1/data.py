@@ -826,6 +826,7 @@ def _mixture_stats(
             "achieved": round(tokens["ar"] / total, 4) if total else None,
         },
         "cells": cells,
+        "steps": list(STEPS),  # the order rows are removed in: how readers of this file lay out the funnel
         "sources": per_source,
         "all_rows_accounted": all(e["all_rows_accounted"] for e in per_source.values()),
         "timings_s": timings,
@@ -834,9 +835,9 @@ def _mixture_stats(
 
 def run_data_mixture(params: Params, run) -> MixtureResult:
     """Phase 01 entry point for the notebook: builds the pool with the run's student tokenizer, finishes the phase."""
-    from arabic_r1.environment import base_model_path
+    from arabic_r1.manifest import base_model_path
 
-    result = run_mixture(params, run.dir, base_model_path(params, run.run_dir))
+    result = run_mixture(params, run.dir, base_model_path(params, run.run_dir, "data_mixture"))
     s = result.stats
     metrics = {
         "pool_items": sum(c["items"] for c in s["cells"]),

@@ -2,7 +2,8 @@
 
 Safe for a long paid run:
 - a content-addressed cache (teacher id + template version + messages + sampling -> response), written the
-  moment a response arrives: re-runs are free, and a killed run resumes with nothing lost or generated twice;
+  moment a response arrives: re-runs are free, and a killed run resumes with nothing lost or generated twice
+  (completions.py, shared with the LLM judges of phases 03 and 05);
 - ``traces.jsonl`` is append-only, one whole line per trace (a torn last line is cut off on resume);
 - a request and token budget (tokens reserved before each request), bounded concurrency, retries (teachers.py);
 - usage per trace and in total: prompt/completion tokens, latency, estimated cost from params prices.
@@ -16,80 +17,22 @@ import statistics
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, teacher_messages
-from arabic_r1.digests import json_digest
+from arabic_r1.completions import CHARS_PER_TOKEN_ESTIMATE, Budget, ResponseCache, cache_key, make_teacher
+from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, read_traces, teacher_messages
 from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.params import DistillParams, Params
 from arabic_r1.progress import Progress
-from arabic_r1.teachers import (
-    OpenAITeacher,
-    ReplayTeacher,
-    Request,
-    Result,
-    Teacher,
-    TeacherError,
-    TransformersTeacher,
-    VLLMTeacher,
-    sampling_of,
-)
+from arabic_r1.teachers import Request, Result, TeacherError, sampling_of
 
 log = logging.getLogger(__name__)
 
 TRACES_FILE = "traces.jsonl"
 SUMMARY_FILE = "distill_summary.json"
-CHARS_PER_TOKEN_ESTIMATE = 2.5  # only for reserving budget before a request; usage comes from the teacher
-
-
-# ---------------------------------------------------------------------------------------------- cache
-def cache_key(
-    teacher_id: str, template_version: str, messages: list[dict[str, str]], sampling: dict[str, Any]
-) -> str:
-    payload = {
-        "teacher": teacher_id,
-        "template": template_version,
-        "messages": messages,
-        "sampling": sampling,
-    }
-    return json_digest(payload, length=64)  # full length: existing teacher caches keep their keys
-
-
-class ResponseCache:
-    """One JSON file per key under ``root/<key[:2]>/``, written atomically and never modified; plus read-only
-    *packs* (``root/*.jsonl``, one entry per line) for caches that are shipped or imported whole."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self._packs: dict[str, dict[str, Any]] | None = None
-
-    def _pack_index(self) -> dict[str, dict[str, Any]]:
-        if self._packs is None:
-            self._packs = {}
-            for f in sorted(self.root.glob("*.jsonl")):  # read-only: a torn last line is skipped, not cut
-                self._packs.update((e["key"], e) for e in read_jsonl(f, key="key"))
-        return self._packs
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        p = self.path(key)
-        if not p.is_file():
-            return self._pack_index().get(key)
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            log.warning("unreadable cache entry %s ignored (it will be regenerated)", p)
-            return None
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(p, entry, indent=None)
 
 
 # --------------------------------------------------------------------------------------------- traces
@@ -125,69 +68,9 @@ class TraceLog:
             self.records[record["prompt_id"]] = record
 
 
-def read_traces(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """The traces of a ``traces.jsonl``, one per prompt, as :class:`TraceLog` sees them (the last record wins)."""
-    return read_jsonl(path, key="prompt_id", repair=repair)
-
-
-# --------------------------------------------------------------------------------------------- budget
-@dataclass
-class Budget:
-    """Requests and tokens this run may spend; a request reserves prompt estimate + max_new_tokens up front."""
-
-    max_requests: int | None
-    max_tokens: int | None
-    max_new_tokens: int
-    requests: int = 0
-    tokens: int = 0
-    reserved: int = 0
-    reached: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reserve(self, req: Request) -> bool:
-        need = req.prompt_tokens_estimate + self.max_new_tokens
-        with self._lock:
-            if self.max_requests is not None and self.requests >= self.max_requests:
-                self.reached = self.reached or f"max_requests={self.max_requests}"
-                return False
-            if self.max_tokens is not None and self.tokens + self.reserved + need > self.max_tokens:
-                self.reached = self.reached or f"max_total_tokens={self.max_tokens}"
-                return False
-            self.requests += 1
-            self.reserved += need
-            return True
-
-    def settle(self, req: Request, spent: int) -> None:
-        with self._lock:
-            self.reserved -= req.prompt_tokens_estimate + self.max_new_tokens
-            self.tokens += spent
-
-
 # -------------------------------------------------------------------------------------------- running
 def load_pool(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path)
-
-
-def make_teacher(p: DistillParams, cache: ResponseCache, base_model: str | None = None) -> Teacher:
-    if p.backend == "openai":
-        return OpenAITeacher(p)
-    if p.backend == "replay":
-        return ReplayTeacher(p, cache.get)
-    path = base_model if p.teacher == "embedded" else p.teacher
-    if path is None:
-        raise ValueError("distill.teacher 'embedded' needs the run's base model (phase 00)")
-    if p.backend == "vllm":
-        return VLLMTeacher(p, path)
-    teacher = TransformersTeacher(p, path)
-    if p.teacher == "embedded":  # the id must change when the embedded model does, or the cache would lie
-        teacher.teacher_id = f"embedded:{_short_digest(path)}"
-    return teacher
-
-
-def _short_digest(path: str) -> str:
-    from arabic_r1.digests import path_digest
-
-    return path_digest(Path(path))[:12]
 
 
 def _now() -> str:
@@ -390,55 +273,6 @@ def summarize(
     }
 
 
-def complete_all(
-    p: DistillParams, requests: list[tuple[str, list[dict[str, str]]]], template_id: str
-) -> dict[str, str | TeacherError]:
-    """Chat completions for ``[(id, messages), ...]`` through the configured backend, cache and budget: the
-    machinery of distillation for other callers (the LLM judge). ``template_id`` versions the prompt in the key."""
-    cache = ResponseCache(p.cache_dir)
-    teacher = make_teacher(p, cache)
-    sampling = sampling_of(p)
-    out: dict[str, str | TeacherError] = {}
-    pending: list[Request] = []
-    by_key: dict[str, str] = {}
-    for rid, messages in requests:
-        key = cache_key(teacher.teacher_id, template_id, messages, sampling)
-        entry = cache.get(key)
-        if entry is not None:
-            out[rid] = entry["text"]
-        else:
-            by_key[key] = rid
-            pending.append(
-                Request(
-                    key,
-                    rid,
-                    messages,
-                    int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE),
-                )
-            )
-    budget = Budget(p.max_requests, p.max_total_tokens, p.max_new_tokens)
-
-    def on_result(req: Request, outcome: Result | TeacherError) -> None:
-        if isinstance(outcome, TeacherError):
-            budget.settle(req, 0)
-            out[by_key[req.key]] = outcome
-            return
-        budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
-        cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": template_id, "sampling": sampling,
-                            "messages": req.messages, "text": outcome.text, "created_at": _now(),
-                            "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}})  # fmt: skip
-        out[by_key[req.key]] = outcome.text
-
-    if pending:
-        teacher.generate(pending, on_result, budget.reserve)
-    for req in pending:  # stopped by the budget
-        out.setdefault(
-            req.prompt_id,
-            TeacherError("budget", f"{req.prompt_id}: not sent, budget reached ({budget.reached})"),
-        )
-    return out
-
-
 def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str]], path: Path) -> Path:
     """Import responses produced elsewhere (hand-written traces, a provider's batch API output) as a read-only
     cache pack for ``p.teacher``: ``[(pool item, response text), ...]`` -> ``path`` (a ``.jsonl`` in cache_dir).
@@ -460,11 +294,14 @@ def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str
 
 def run_cot_distillation(params: Params, run) -> DistillResult:
     """Phase 02 entry point for the notebook: reads phase 01's pool, writes traces, finishes the phase."""
-    from arabic_r1.environment import base_model_path
-    from arabic_r1.manifest import upstream_artifact
+    from arabic_r1.manifest import base_model_path, upstream_artifact
 
     pool = upstream_artifact(run.run_dir, "cot_distillation", "data_mixture/pool")
-    base = base_model_path(params, run.run_dir) if params.distill.teacher == "embedded" else None
+    base = (
+        base_model_path(params, run.run_dir, "cot_distillation")
+        if params.distill.teacher == "embedded"
+        else None
+    )
     result = distill(params, pool, run.dir, base)
     s = result.summary
     metrics = {

@@ -18,10 +18,8 @@ from arabic_r1.manifest import (
     PhaseRun,
     device_summary,
     package_versions,
-    read_manifest,
 )
 from arabic_r1.params import Params
-from arabic_r1.phases import find_phase
 from arabic_r1.pretrain import materialise_backbone
 from arabic_r1.tiny_model import BUILD_INFO
 
@@ -99,17 +97,3 @@ def backbone_frame(params: Params, env: dict[str, Any]) -> Any:
             rows["pre-training"] = (f"{pt['steps']} steps on {pt['corpus_tokens']:,} tokens, "
                                     f"loss {pt['first_loss']:.2f} → {pt['last_loss']:.2f}")  # fmt: skip
     return pd.DataFrame({"value": rows})
-
-
-def base_model_path(params: Params, run_dir: Path | None = None) -> str:
-    """What later phases pass to ``from_pretrained``: the run's embedded model folder, or the hub id / folder."""
-    if not params.model.is_embedded:
-        return params.model.name_or_path
-    run_dir = Path(run_dir) if run_dir else params.run_dir
-    manifest = read_manifest(run_dir, find_phase("environment"))
-    if not manifest or "base_model" not in manifest.get("outputs", {}):
-        raise PhaseError(
-            f"the embedded base model is built by phase 00 (environment), which has not completed in {params.shown(run_dir)}; "
-            f"run it first: {params.command('run 00')}"
-        )
-    return str(run_dir / manifest["outputs"]["base_model"]["path"])

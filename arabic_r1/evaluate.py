@@ -35,7 +35,9 @@ from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, mirror_digests, oal
 from arabic_r1.cot import parse_trace
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic
+from arabic_r1.manifest import base_model_path, upstream_outputs
 from arabic_r1.params import OALL_BENCHMARKS, DistillParams, EvalParams, Params
+from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 
 log = logging.getLogger(__name__)
@@ -324,8 +326,6 @@ def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from arabic_r1.train import inference_config
-
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if ep.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -338,8 +338,6 @@ def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
     model = AutoModelForCausalLM.from_pretrained(base or model_path, **kwargs)
     if base:
         from peft import PeftModel
-
-        from arabic_r1.moe_lora import no_v4_moe_remap
 
         with no_v4_moe_remap(model):
             model = PeftModel.from_pretrained(model, model_path)
@@ -593,7 +591,7 @@ def run_alrage(
     """Generate answers to ALRAGE items and score them with the leaderboard's judge prompt through ``judge``."""
     from lighteval.tasks.multilingual.tasks.arabic import judge_template
 
-    from arabic_r1.distill import complete_all
+    from arabic_r1.completions import complete_all
     from arabic_r1.teachers import TeacherError
 
     docs = _docs(config, ep.max_samples_per_task)
@@ -816,17 +814,14 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def resolve_models(params: Params, run_dir: Path) -> list[tuple[str, str]]:
-    from arabic_r1.environment import base_model_path
-    from arabic_r1.manifest import read_manifest
-    from arabic_r1.phases import find_phase
-
     out = []
     for m in params.eval.models:
         if m == "base":
-            out.append(("base", base_model_path(params, run_dir)))
+            out.append(("base", base_model_path(params, run_dir, "oall_evaluation")))
         elif m == "finetuned":
-            man = read_manifest(run_dir, find_phase("moe_lora_sft"))
-            outputs = man.get("outputs", {}) if man else {}
+            outputs = upstream_outputs(
+                run_dir, "oall_evaluation", "moe_lora_sft", needed="the fine-tuned model"
+            )
             kind = next(
                 (k for k in ("merged", "adapter") if k in outputs), None
             )  # merged when phase 04 made one
@@ -834,7 +829,7 @@ def resolve_models(params: Params, run_dir: Path) -> list[tuple[str, str]]:
                 raise EvalSetupError(
                     "eval.models has 'finetuned' but phase 04 left no merged model or adapter"
                 )
-            out.append(("finetuned", str(run_dir / outputs[kind]["path"])))
+            out.append(("finetuned", str(outputs[kind])))
         else:
             out.append((m.rsplit("/", 1)[-1], m))
     return out
@@ -861,9 +856,7 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
             )
     judge = ep.judge
     if judge is not None and judge.teacher == "embedded":
-        from arabic_r1.environment import base_model_path
-
-        judge = judge.model_copy(update={"teacher": base_model_path(params, run.run_dir)})
+        judge = judge.model_copy(update={"teacher": base_model_path(params, run.run_dir, "oall_evaluation")})
     warts = Warts()
     dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(params.model.dtype, "float32")
     models = [
@@ -885,7 +878,7 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
     details = {m.label: run.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
     audit_files: dict[str, Path] = {}
     if details:  # the student's own traces, through phase 03's checks
-        from arabic_r1.verify import load_morphology_cache, save_morphology_cache
+        from arabic_r1.trace_checks import load_morphology_cache, save_morphology_cache
 
         load_morphology_cache(params.verify.morphology_cache)
         result = audit_models({label: read_outputs(p) for label, p in details.items()}, params.verify,

@@ -6,10 +6,10 @@ import re
 from collections.abc import Callable
 from importlib import resources
 
-from arabic_r1.distill import complete_all
+from arabic_r1.completions import complete_all
 from arabic_r1.params import VerifyParams
 from arabic_r1.teachers import TeacherError
-from arabic_r1.verify import Trace, Verdict
+from arabic_r1.trace_checks import Trace, Verdict
 
 JUDGE_TEMPLATE = "judge_v1"
 _VERDICT = re.compile(r"VERDICT\s*:\s*(PASS|FAIL)\b\s*[-–:]?\s*(.*)", re.IGNORECASE)

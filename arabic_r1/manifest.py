@@ -119,20 +119,45 @@ def read_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
     return manifest
 
 
-def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase, ...] = PHASES) -> Path:
-    """The path of an earlier phase's output (``"phase/output"``) in this run, read from its manifest: the one way
-    a phase finds what another wrote. ``reader`` must declare the input in the phase table, so that every artifact
-    a phase reads is also part of its freshness key."""
-    name, _, output = spec.partition("/")
+def completed_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
+    """The manifest of ``phase`` in ``run_dir`` if that phase completed there, else None."""
+    m = read_manifest(run_dir, phase)
+    return m if m is not None and m.get("status") == "complete" else None
+
+
+def upstream_outputs(
+    run_dir: Path, reader: str, name: str, phases: tuple[Phase, ...] = PHASES, *, needed: str = "the outputs"
+) -> dict[str, Path]:
+    """Every output of an earlier phase in this run, by name, read from its manifest: the one way a phase finds
+    what another wrote. ``reader`` must declare the input in the phase table, so that every artifact a phase reads
+    is also part of its freshness key; ``needed`` names what the caller wants, in the error."""
     upstream = find_phase(name, phases)
-    declared = find_phase(reader, phases).inputs
-    if spec not in declared and name not in declared and upstream.name not in declared:
-        raise ValueError(f"phase {reader} reads {spec} but the phase table does not list it among its inputs")
-    m = read_manifest(run_dir, upstream)
-    if not m or m.get("status") != "complete" or output not in m.get("outputs", {}):
-        raise PhaseError(f"phase {reader} needs output '{output}' of phase {upstream.slug}, which has not completed "
+    declared = [spec.partition("/")[0] for spec in find_phase(reader, phases).inputs]
+    if name not in declared and upstream.name not in declared:
+        raise ValueError(f"phase {reader} reads {name} but the phase table does not list it among its inputs")
+    m = completed_manifest(run_dir, upstream)
+    if m is None:
+        raise PhaseError(f"phase {reader} needs {needed} of phase {upstream.slug}, which has not completed "
                          f"in {run_dir}: run phase {upstream.number} first")  # fmt: skip
-    return Path(run_dir) / m["outputs"][output]["path"]
+    return {k: Path(run_dir) / v["path"] for k, v in m.get("outputs", {}).items()}
+
+
+def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase, ...] = PHASES) -> Path:
+    """One earlier output, ``"phase/output"`` (see :func:`upstream_outputs`)."""
+    name, _, output = spec.partition("/")
+    outputs = upstream_outputs(run_dir, reader, name, phases, needed=f"output '{output}'")
+    if output not in outputs:
+        raise PhaseError(f"phase {reader} needs output '{output}' of phase {find_phase(name, phases).slug}, which its "
+                         f"manifest in {run_dir} does not list: re-run that phase")  # fmt: skip
+    return outputs[output]
+
+
+def base_model_path(params: Params, run_dir: Path, reader: str) -> str:
+    """What phase ``reader`` passes to ``from_pretrained``: the hub id or folder of ``model.name_or_path``, or for
+    the embedded model the folder phase 00 built in this run (its ``base_model`` output)."""
+    if not params.model.is_embedded:
+        return params.model.name_or_path
+    return str(upstream_artifact(run_dir, reader, "environment/base_model"))
 
 
 # ---------------------------------------------------------------------------------------------- keys

@@ -91,11 +91,9 @@ def funnel_table(stats: dict[str, Any]):
     """Per source: rows read, removed at each step, candidates, selected (every row accounted for)."""
     import pandas as pd
 
-    from arabic_r1.data import STEPS
-
     rows = []
     for name, s in stats["sources"].items():
-        rows.append({"source": name, "read": s["rows_read"], **{step: s["removed"].get(step, 0) for step in STEPS},
+        rows.append({"source": name, "read": s["rows_read"], **{step: s["removed"].get(step, 0) for step in stats["steps"]},
                      "candidates": s["candidates"], "selected": s["selected"], "accounted": s["all_rows_accounted"]})  # fmt: skip
     return table(
         pd.DataFrame(rows).set_index("source"), "Rows per source: read, removed at each step, selected"

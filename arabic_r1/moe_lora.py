@@ -4,15 +4,12 @@ Families: attention projections, routed experts (transformers 5 stores them as f
 ``mlp.experts.gate_up_proj`` / ``down_proj``, adapted through PEFT ``target_parameters``), shared experts and dense
 MLP layers (DeepSeek-V3), routers (frozen unless asked), embeddings.
 
-PEFT rewrites any target named ``gate_proj``/``up_proj``/``down_proj`` into the routed experts for model types it
-converts from transformers 4 (deepseek_v3 among them), which silently leaves DeepSeek-V3's shared experts and dense
-first layers without adapters (a test shows the loss). :func:`no_v4_moe_remap` switches that conversion off for our own
-adapters, at creation and at reload; our targets already name the v5 parameters.
+Every PEFT call that creates, saves or reloads one of these adapters runs inside ``peft_compat.no_v4_moe_remap``:
+PEFT would otherwise move DeepSeek-V3's shared-expert and dense-MLP targets onto the routed experts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections import defaultdict
@@ -50,43 +47,6 @@ def family_of(name: str) -> str:
         if pattern.search(name):
             return family
     return "other"
-
-
-class PeftInternalsChanged(ExplainedError, RuntimeError):
-    """The PEFT private table this module patches is gone or changed shape: the remapping fix needs updating."""
-
-
-def _peft_conversion_table() -> dict[str, Any]:
-    """PEFT's private ``model_type -> v4 conversion`` table (peft 0.21), the one private PEFT name the package
-    touches; checked here so a PEFT release that moves it fails with a sentence, not deep inside training."""
-    import peft
-
-    try:
-        from peft.utils import transformers_weight_conversion as twc
-
-        table = twc._MODEL_TO_CONVERSION_PATTERN
-    except (ImportError, AttributeError):
-        table = None
-    if not isinstance(table, dict):
-        raise PeftInternalsChanged(
-            f"peft {peft.__version__} has no dict peft.utils.transformers_weight_conversion._MODEL_TO_CONVERSION_PATTERN "
-            "(peft 0.21 has): arabic_r1.moe_lora.no_v4_moe_remap must be updated for this release, or pin peft<0.22; "
-            "without it PEFT may silently move DeepSeek-V3's shared-expert and dense-MLP adapters onto the routed experts"
-        )
-    return table
-
-
-@contextlib.contextmanager
-def no_v4_moe_remap(model: Any):
-    """Disable PEFT's transformers-4 MoE target remapping for this model type while inside the block."""
-    table = _peft_conversion_table()
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    saved = table.pop(model_type, None) if model_type else None
-    try:
-        yield
-    finally:
-        if saved is not None:
-            table[model_type] = saved
 
 
 def _linear_leaves(model: Any, family: str) -> set[tuple[str, int, int]]:

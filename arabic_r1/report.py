@@ -24,7 +24,7 @@ from arabic_r1.code_digest import code_digests
 from arabic_r1.digests import file_digest, json_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import read_jsonl
-from arabic_r1.manifest import git_commit, read_manifest
+from arabic_r1.manifest import completed_manifest, git_commit
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
 from arabic_r1.reference import TABLE1_ORDER, paper_table1
@@ -146,11 +146,7 @@ class Run:
 
     @classmethod
     def open(cls, run_dir: Path) -> Run:
-        manifests = {}
-        for p in PHASES:
-            m = read_manifest(run_dir, p)
-            if m is not None and m.get("status") == "complete":
-                manifests[p.name] = m
+        manifests = {p.name: m for p in PHASES if (m := completed_manifest(run_dir, p)) is not None}
         return cls(Path(run_dir), manifests)
 
     def artifact(self, phase: str, output: str | None = None, file: str | None = None) -> Path:
@@ -265,8 +261,6 @@ def composition_table(run: Run) -> Table:
 
 def cleaning_table(run: Run) -> Table:
     """Rows removed at each cleaning step, by language; then the decontamination index per benchmark."""
-    from arabic_r1.data import STEPS
-
     path = run.artifact("data_mixture", file="mixture_stats.json")
     stats = run.json("data_mixture", file="mixture_stats.json")
     langs = sorted({s["lang"] for s in stats["sources"].values()})
@@ -274,7 +268,7 @@ def cleaning_table(run: Run) -> Table:
     rows = [["rows read", *sums(lambda s: s["rows_read"])]]
     rows += [
         [f"removed: {step.replace('_', ' ')}", *sums(lambda s, st=step: s["removed"].get(st, 0))]
-        for step in STEPS
+        for step in stats["steps"]
     ]
     rows += [
         ["candidates", *sums(lambda s: s["candidates"])],

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arabic_r1.jsonl import write_json_atomic
-from arabic_r1.manifest import check_fresh
+from arabic_r1.manifest import check_fresh, completed_manifest
 from arabic_r1.params import Params, ParamsError, load_params, parse_override
-from arabic_r1.phases import PHASES, Phase
+from arabic_r1.phases import PHASES, Phase, find_phase
 from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, RunSummary, reproduce
 
 log = logging.getLogger(__name__)
@@ -185,17 +185,11 @@ def sweeps_including(run_dir: Path) -> list[dict]:
 
 def comparable_runs(run_dir: Path, extra: Sequence[str | Path] = ()) -> list[Path]:
     """This run, the other runs of every sweep it belongs to, and ``extra`` — those with phases 04 and 05 done."""
-    from arabic_r1.manifest import read_manifest
-    from arabic_r1.phases import find_phase
-
     candidates = [Path(run_dir)] + [Path(r["run_dir"]) for s in sweeps_including(run_dir) for r in s["runs"]]
     candidates += [Path(e) for e in extra]
     out: list[Path] = []
     for c in candidates:
-        done = all(
-            (m := read_manifest(c, find_phase(p))) and m.get("status") == "complete"
-            for p in ("moe_lora_sft", "oall_evaluation")
-        )
+        done = all(completed_manifest(c, find_phase(p)) for p in ("moe_lora_sft", "oall_evaluation"))
         if done and c.resolve() not in [o.resolve() for o in out]:
             out.append(c)
     return out

@@ -5,8 +5,11 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from arabic_r1.cot import HEADINGS, PHASES
-from arabic_r1.distill import read_traces  # noqa: F401 - the notebook's reader is phase 03's
+from arabic_r1.cot import (
+    HEADINGS,
+    PHASES,
+    read_traces,  # noqa: F401 - the notebooks read traces through this module
+)
 from arabic_r1.figures import shape_ar
 from arabic_r1.views import bidi_html, table
 

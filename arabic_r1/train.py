@@ -44,9 +44,9 @@ from arabic_r1.moe_lora import (
     coverage_of_model,
     lora_config,
     lora_targets,
-    no_v4_moe_remap,
 )
 from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
 from arabic_r1.progress import Progress
 from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
 
@@ -437,15 +437,6 @@ def load_finished(trainer: Any, model: Any, checkpoint: str | Path) -> None:
         set_peft_model_state_dict(model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     log.info("training already finished at %s: reusing it", Path(checkpoint).name)
-
-
-def inference_config(model: Any) -> None:
-    """TRL switches ``output_router_logits`` on for its load-balancing loss and the saved config keeps it; at
-    inference that only costs time, and transformers' batched generate then crashes computing the same loss over a
-    padded cache (gpt-oss, Qwen3-MoE). Saved models get the inference setting."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if getattr(cfg, "output_router_logits", False):
-        cfg.output_router_logits = False
 
 
 def add_lora(params: Params, model: Any):
@@ -856,11 +847,10 @@ def run_moe_lora_sft(params: Params, run) -> TrainResult:
 
 def train_phase(params: Params, run_dir: Path, out_dir: Path) -> TrainResult:
     """:func:`train_sft` on the run's verified traces (phase 03) and base model (phase 00)."""
-    from arabic_r1.environment import base_model_path
-    from arabic_r1.manifest import upstream_artifact
+    from arabic_r1.manifest import base_model_path, upstream_artifact
 
     verified = upstream_artifact(run_dir, "moe_lora_sft", "trace_verification/verified")
-    return train_sft(params, verified, base_model_path(params, run_dir), out_dir)
+    return train_sft(params, verified, base_model_path(params, run_dir, "moe_lora_sft"), out_dir)
 
 
 def finish_phase(run, result: TrainResult) -> None:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from arabic_r1.cot import HEADINGS, PHASES, parse_trace  # noqa: E402
 from arabic_r1.params import load_params  # noqa: E402
-from arabic_r1.verify import _KNOWN, CHECKS, Trace  # noqa: E402
+from arabic_r1.trace_checks import _KNOWN, CHECKS, Trace  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from arabic_r1.distill import ResponseCache, TraceLog, read_traces
+from arabic_r1.completions import ResponseCache
+from arabic_r1.cot import read_traces
+from arabic_r1.distill import TraceLog
 from arabic_r1.jsonl import JsonlError, read_jsonl
 from arabic_r1.manifest import check_fresh, read_manifest
 from arabic_r1.params import REPO_DIR, ParamsError, load_params

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from teacher_server import FlakyProxy
 
-from arabic_r1.distill import TRACES_FILE, ResponseCache, distill
+from arabic_r1.completions import ResponseCache
+from arabic_r1.distill import TRACES_FILE, distill
 from arabic_r1.params import validate_params
 from arabic_r1.teachers import TeacherError
 from arabic_r1.tiny_model import save_tiny_moe
@@ -244,8 +245,8 @@ def test_shipped_replay_pack_matches_the_current_templates_and_prompts() -> None
     """Every smoke prompt that can reach the pool has a trace whose key the current code computes."""
     import glob
 
+    from arabic_r1.completions import cache_key
     from arabic_r1.cot import gold_index, teacher_messages
-    from arabic_r1.distill import cache_key
     from arabic_r1.params import REPO_DIR, load_params
     from arabic_r1.teachers import sampling_of
 
@@ -349,7 +350,7 @@ def test_vllm_and_openai_arguments_are_validated_without_a_gpu(project: Path, mo
 def test_a_rerun_with_other_sampling_replaces_the_old_traces(server, project: Path) -> None:
     """Traces are resumed per request (prompt + teacher + template + sampling), never per prompt alone: a phase 02
     re-run with another teacher setting must not keep the first setting's traces under the new manifest."""
-    from arabic_r1.distill import read_traces
+    from arabic_r1.cot import read_traces
 
     for temperature in (0.6, 0.0):
         result = distill(
@@ -363,7 +364,7 @@ def test_a_rerun_with_other_sampling_replaces_the_old_traces(server, project: Pa
 
 def test_another_temperature_template_teacher_or_prompt_misses_the_cache(tmp_path: Path) -> None:
     """The response cache answers only the exact request: each part of the key, changed alone, misses."""
-    from arabic_r1.distill import ResponseCache, cache_key
+    from arabic_r1.completions import cache_key
     from arabic_r1.params import load_params
     from arabic_r1.teachers import sampling_of
 

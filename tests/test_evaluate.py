@@ -392,8 +392,9 @@ def test_an_adapter_folder_scores_like_its_merged_model(tmp_path: Path):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arabic_r1.moe_lora import lora_config, no_v4_moe_remap
+    from arabic_r1.moe_lora import lora_config
     from arabic_r1.params import LoraParams
+    from arabic_r1.peft_compat import no_v4_moe_remap
 
     base_dir = save_tiny_moe(tmp_path / "base")
     model, tok = AutoModelForCausalLM.from_pretrained(base_dir), AutoTokenizer.from_pretrained(base_dir)

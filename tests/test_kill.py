@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from arabic_r1.distill import read_traces
+from arabic_r1.cot import read_traces
 from arabic_r1.jsonl import read_jsonl
 from arabic_r1.pipeline import is_kernel
 from arabic_r1.run_owner import read_lock, run_processes

@@ -28,7 +28,8 @@ def test_embedded_backbone_counts_equal_the_built_model_and_peft() -> None:
     """Exact: the meta-device count equals the real tiny model; LoRA equals PEFT's own trainable count."""
     from peft import get_peft_model
 
-    from arabic_r1.moe_lora import lora_config, no_v4_moe_remap
+    from arabic_r1.moe_lora import lora_config
+    from arabic_r1.peft_compat import no_v4_moe_remap
     from arabic_r1.tiny_model import build_tiny_moe
 
     params = load_params("smoke")

@@ -86,7 +86,8 @@ def test_harmony_training_template_masks_exactly_the_assistant_channels():
 
 
 def test_verify_writes_sft_messages_in_the_students_format():
-    from arabic_r1.verify import Trace, sft_messages
+    from arabic_r1.trace_checks import Trace
+    from arabic_r1.verify import sft_messages
 
     t = Trace.__new__(Trace)
     t.prompt, t.raw_text = "ما عاصمة المغرب؟", TRACE

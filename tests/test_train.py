@@ -23,9 +23,9 @@ from arabic_r1.moe_lora import (
     coverage_of_model,
     lora_config,
     lora_targets,
-    no_v4_moe_remap,
 )
 from arabic_r1.params import REPO_DIR, load_params, validate_params
+from arabic_r1.peft_compat import no_v4_moe_remap
 from arabic_r1.routing import probe_texts, recount_by_router, routing_counts
 from arabic_r1.tiny_model import build_tiny_moe, save_tiny_moe
 from arabic_r1.train import TrainSetupError, checkpoint_problem, launch_command, train_sft
@@ -88,7 +88,7 @@ def test_peft_remap_would_drop_deepseek_shared_and_dense_and_is_caught() -> None
 def test_a_peft_release_without_the_patched_table_fails_with_a_sentence(monkeypatch) -> None:
     from peft.utils import transformers_weight_conversion as twc
 
-    from arabic_r1.moe_lora import PeftInternalsChanged
+    from arabic_r1.peft_compat import PeftInternalsChanged
 
     assert "deepseek_v3" in twc._MODEL_TO_CONVERSION_PATTERN  # what the patch removes while adapters are made
     model, _ = build_tiny_moe("deepseek_v3")

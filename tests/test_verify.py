@@ -11,7 +11,8 @@ from conftest import read_jsonl
 
 from arabic_r1.cot import ParsedTrace, parse_trace
 from arabic_r1.params import REPO_DIR, load_params
-from arabic_r1.verify import CHECKS, Trace, verify_trace, verify_traces
+from arabic_r1.trace_checks import CHECKS, Trace, verify_trace
+from arabic_r1.verify import verify_traces
 
 P = load_params("smoke").verify
 
@@ -222,7 +223,7 @@ def _judge_params(tmp_path: Path, **judge):
 
 
 def test_llm_judge_verdicts_from_a_replayed_judge(shipped, tmp_path: Path) -> None:
-    from arabic_r1.distill import cache_key
+    from arabic_r1.completions import cache_key
     from arabic_r1.judge import JUDGE_TEMPLATE, judge_messages, make_norms_judge
     from arabic_r1.teachers import sampling_of
 
@@ -272,7 +273,7 @@ def test_llm_judge_against_a_real_endpoint(server, shipped, tmp_path: Path) -> N
     ],
 )
 def test_a_negated_recommendation_is_not_a_violation(lang: str, negated: str, plain: str) -> None:
-    from arabic_r1.verify import load_rubric, norm_violations
+    from arabic_r1.trace_checks import load_rubric, norm_violations
 
     rubric = load_rubric()
     assert norm_violations(negated, lang, rubric) == []
@@ -281,7 +282,7 @@ def test_a_negated_recommendation_is_not_a_violation(lang: str, negated: str, pl
 
 def test_a_religious_formula_is_not_a_recommendation() -> None:
     """ "عليه" is a recommending cue ("you must"), but inside صلى الله عليه وسلم it is part of the honorific."""
-    from arabic_r1.verify import load_rubric, norm_violations
+    from arabic_r1.trace_checks import load_rubric, norm_violations
 
     rubric = load_rubric()
     assert norm_violations("روى أنس عن النبي صلى الله عليه وسلم حديثا في الخمر وشاربها", "ar", rubric) == []
