@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from arabic_r1.params import DEFAULT_PROFILE, ParamsError, dump_params, load_params
+from arabic_r1.params import ParamsError
+from arabic_r1.params_loading import DEFAULT_PROFILE, dump_params, load_params
 from arabic_r1.phases import UnknownPhase
 from arabic_r1.plan import PlanError
 
@@ -131,7 +132,7 @@ def cmd_params(args: argparse.Namespace) -> int:
 def cmd_benchmarks(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     if args.action == "mirror":
-        from arabic_r1.evaluate import write_mirror_from_hub
+        from arabic_r1.oall_tasks import write_mirror_from_hub
 
         if args.out is None:
             print("error: benchmarks mirror needs --out FOLDER", file=sys.stderr)

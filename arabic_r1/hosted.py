@@ -98,7 +98,7 @@ def gpu_memory_gib() -> float | None:
 def choose_profile(requested: str, gpu_gib: float | None) -> str:
     """``auto``: the largest GPU profile this GPU holds, smoke on a CPU runtime; a named GPU profile on a CPU
     runtime is refused with what to change."""
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
 
     if requested == "auto":
         if gpu_gib is None:
@@ -171,7 +171,8 @@ def setup(
 def storage_overrides(profile: str, root: Path) -> list[str]:
     """run.root and every cache the profile keeps under the repository's runs/ (teacher and judge responses cost
     money) moved onto persistent storage."""
-    from arabic_r1.params import REPO_DIR, load_params
+    from arabic_r1.params import REPO_DIR
+    from arabic_r1.params_loading import load_params
 
     params = load_params(profile, check_paths=False)
     out = [f"run.root={root / 'runs'}", f"report.dir={root / 'reports'}"]

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arabic_r1.manifest import PhaseRun, start_phase
-from arabic_r1.params import Params, load_params
+from arabic_r1.params import Params
+from arabic_r1.params_loading import load_params
 from arabic_r1.progress import configure_output
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.params import PAPER_CATEGORIES
+from arabic_r1.reference import PAPER_CATEGORIES
 
 SEED = 2604
 PRETRAIN_SEED, PRETRAIN_QUESTIONS = 7, 700  # the answered questions of phase 00's pre-training text

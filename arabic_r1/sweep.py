@@ -22,7 +22,8 @@ from pathlib import Path
 
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.manifest import check_fresh, completed_manifest
-from arabic_r1.params import Params, ParamsError, load_params, parse_override
+from arabic_r1.params import Params, ParamsError
+from arabic_r1.params_loading import load_params, parse_override
 from arabic_r1.phases import PHASES, Phase, find_phase
 from arabic_r1.pipeline import NOTEBOOKS_DIR, PhaseFailed, RunSummary, reproduce
 

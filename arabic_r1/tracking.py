@@ -21,7 +21,10 @@ from pathlib import Path
 from arabic_r1.errors import ExplainedError
 
 TENSORBOARD_DIR = "tensorboard"
-_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}  # tracker: module, pip
+_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+}  # tracker: module, pip
 
 
 class TrackingError(ExplainedError, RuntimeError):
@@ -60,9 +63,8 @@ def start_tracking(report_to: Sequence[str], phase_dir: Path) -> None:
 
 def finish_tracking(report_to: Sequence[str]) -> None:
     """Close the W&B run the Trainer opened (transformers leaves it open), so its files are complete when the
-    phase ends and its service process exits with it."""
+    phase ends and its service process ends with the phase."""
     if "wandb" in report_to:
         import wandb
 
-        if wandb.run is not None:
-            wandb.finish()
+        wandb.teardown()  # finishes the open run and stops the wandb-core service this process started

@@ -45,10 +45,11 @@ from arabic_r1.moe_lora import (
     lora_config,
     lora_targets,
 )
-from arabic_r1.params import REPO_DIR, Params
+from arabic_r1.params import REPO_DIR, SFT_OWNED, Params
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
 from arabic_r1.progress import Progress
 from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
+from arabic_r1.tracking import finish_tracking, start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +535,7 @@ def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
     from trl import SFTConfig
 
     t = params.train
-    return SFTConfig(
+    owned = dict(
         output_dir=str(out_dir / "checkpoints"), max_steps=t.max_steps or -1, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,  # <1: a ratio (transformers 5)
@@ -542,9 +543,16 @@ def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
         gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=precision == "bf16", fp16=precision == "fp16",
         assistant_only_loss=True, packing=t.packing, max_length=max_length, logging_steps=1,
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=params.run.seed, data_seed=params.run.seed,
-        report_to="none", dataloader_num_workers=0, include_num_input_tokens_seen="non_padding", use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not sys.stderr.isatty(),
+        report_to=list(t.report_to) or "none", run_name=params.run.name or params.profile, dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", use_cpu=not torch.cuda.is_available(), disable_tqdm=not sys.stderr.isatty(),
     )  # fmt: skip
+    assert owned.keys() == SFT_OWNED.keys(), "params.SFT_OWNED must list exactly the fields set here"
+    try:
+        return SFTConfig(**t.sft, **owned)
+    except (TypeError, ValueError) as exc:
+        raise TrainSetupError(
+            f"TRL's SFTConfig rejected the training arguments ({exc}); check train.sft {t.sft}"
+        ) from None
 
 
 def next_token_nll(logits: Any, labels: Any, num_items: Any = None) -> Any:
@@ -637,6 +645,7 @@ def train_sft(
     ranks = Ranks.from_env()
     check_world_size(params, ranks)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start_tracking(params.train.report_to, out_dir)
     set_seed(params.run.seed)  # LoRA initialisation happens before the Trainer seeds anything
     check_hardware_options(params)
     rows = load_sft_examples(examples_path)
@@ -677,6 +686,7 @@ def train_sft(
         with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
             trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
+    finish_tracking(params.train.report_to)
     inference_config(model)
     if ranks.main:
         summary = {"backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step,
@@ -872,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from arabic_r1.manifest import start_phase
     from arabic_r1.notebook import apply_runtime
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
     from arabic_r1.phases import find_phase
     from arabic_r1.progress import configure_output
 

@@ -1,11 +1,14 @@
-"""What notebook 04 shows: coverage table, loss mask, composition, loss curve, expert-load heatmaps."""
+"""What notebook 04 shows: coverage table, loss mask, composition, loss curve, expert-load heatmaps, TensorBoard."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from arabic_r1.figures import shape_ar
 from arabic_r1.moe_lora import coverage_table as lora_coverage
+from arabic_r1.params import Params
+from arabic_r1.tracking import TENSORBOARD_DIR
 from arabic_r1.views import bidi_html, table
 
 
@@ -107,3 +110,13 @@ def plot_expert_load(routing: dict[str, Any]):
                 ax.set_xlabel("routed expert")
     fig.colorbar(im, ax=axes, label="share of the layer's routed tokens")
     return fig
+
+
+def tensorboard_command(params: Params, phase_dir: Path) -> str:
+    """The line that opens this phase's TensorBoard events, or how to get them when the run wrote none."""
+    logdir = Path(phase_dir) / TENSORBOARD_DIR
+    if any(logdir.glob("events.out.tfevents.*")):
+        return f"tensorboard --logdir {params.shown(logdir)}"
+    return (
+        "no TensorBoard events in this run: train.report_to is empty; add -o 'train.report_to=[tensorboard]'"
+    )

@@ -30,14 +30,9 @@ SHARED = REPO.parent / "shared" / "data" / "oall"
 sys.path.insert(0, str(REPO))
 
 from arabic_r1.benchmarks import subset_of, write_mirror  # noqa: E402
-from arabic_r1.evaluate import (  # noqa: E402
-    ACC_NORM,
-    Warts,
-    _docs,
-    evaluate_model,
-    lighteval_configs,
-    task_configs,
-)
+from arabic_r1.eval_generation import _docs  # noqa: E402
+from arabic_r1.evaluate import evaluate_model  # noqa: E402
+from arabic_r1.oall_tasks import ACC_NORM, Warts, lighteval_configs, task_configs  # noqa: E402
 from arabic_r1.params import EvalParams  # noqa: E402
 from arabic_r1.plan import OALL_DOCS  # noqa: E402
 from arabic_r1.tiny_model import save_tiny_moe  # noqa: E402

@@ -41,7 +41,7 @@ def one_run(model_dir: str, backend: str, steps: int, batch: int, seq: int, thre
     """Runs inside the subprocess."""
     import torch
 
-    from arabic_r1.params import validate_params
+    from arabic_r1.params_loading import validate_params
     from arabic_r1.train import add_lora, load_model_and_tokenizer
 
     if threads:

@@ -94,7 +94,7 @@ def copy_smoke_project(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The whole smoke pipeline (all notebooks, cold) in a scratch project, once per session: (project, params, summary)."""
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
     from arabic_r1.pipeline import reproduce
 
     project = copy_smoke_project(tmp_path_factory.mktemp("smoke"))

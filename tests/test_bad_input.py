@@ -19,7 +19,8 @@ from arabic_r1.cot import read_traces
 from arabic_r1.distill import TraceLog
 from arabic_r1.jsonl import JsonlError, read_jsonl
 from arabic_r1.manifest import check_fresh, read_manifest
-from arabic_r1.params import REPO_DIR, ParamsError, load_params
+from arabic_r1.params import REPO_DIR, ParamsError
+from arabic_r1.params_loading import load_params
 from arabic_r1.phases import find_phase
 
 SECRET = "sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"

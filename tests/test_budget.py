@@ -5,7 +5,7 @@ import random
 import pytest
 
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 
 PAPER = load_params("paper").data
 

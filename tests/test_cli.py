@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from arabic_r1.cli import main
-from arabic_r1.params import REPO_DIR, validate_params
+from arabic_r1.params import REPO_DIR
+from arabic_r1.params_loading import validate_params
 
 CLI = shutil.which("arabic-r1") or str(Path(sys.executable).parent / "arabic-r1")
 

@@ -15,7 +15,7 @@ from teacher_server import FlakyProxy
 
 from arabic_r1.completions import ResponseCache
 from arabic_r1.distill import TRACES_FILE, distill
-from arabic_r1.params import validate_params
+from arabic_r1.params_loading import validate_params
 from arabic_r1.teachers import TeacherError
 from arabic_r1.tiny_model import save_tiny_moe
 
@@ -155,7 +155,7 @@ def test_killed_run_resumes_with_exactly_n_unique_traces(server, project: Path) 
          "cache_dir": str(project / "cache"), "concurrency": 1}  # fmt: skip
     params_file.write_text(yaml.safe_dump({"data": {"token_budget": 10}, "distill": d}))
     code = (
-        "import sys; from pathlib import Path; from arabic_r1.params import load_params; from arabic_r1.distill import distill;"
+        "import sys; from pathlib import Path; from arabic_r1.params_loading import load_params; from arabic_r1.distill import distill;"
         f"distill(load_params({str(params_file)!r}), Path({str(project / 'pool.jsonl')!r}), Path({str(project / 'out')!r}))"
     )
     proc = subprocess.Popen(
@@ -174,7 +174,7 @@ def test_killed_run_resumes_with_exactly_n_unique_traces(server, project: Path) 
         assert 2 <= killed_at < N, "the run finished before it could be killed"
         with traces.open("ab") as f:  # and a torn half line, as a kill during a write would leave
             f.write(b'{"prompt_id": "p5", "sta')
-        from arabic_r1.params import load_params
+        from arabic_r1.params_loading import load_params
 
         r = distill(load_params(params_file), project / "pool.jsonl", project / "out")
     finally:
@@ -209,7 +209,8 @@ def test_api_key_reaches_the_server_and_no_file_of_the_run(server, tmp_path: Pat
 
     from conftest import copy_smoke_project
 
-    from arabic_r1.params import REPO_DIR, load_params
+    from arabic_r1.params import REPO_DIR
+    from arabic_r1.params_loading import load_params
     from arabic_r1.pipeline import reproduce
 
     secret = f"sk-test-{uuid.uuid4().hex}"
@@ -247,7 +248,8 @@ def test_shipped_replay_pack_matches_the_current_templates_and_prompts() -> None
 
     from arabic_r1.completions import cache_key
     from arabic_r1.cot import gold_index, teacher_messages
-    from arabic_r1.params import REPO_DIR, load_params
+    from arabic_r1.params import REPO_DIR
+    from arabic_r1.params_loading import load_params
     from arabic_r1.teachers import sampling_of
 
     p = load_params("smoke").distill
@@ -280,7 +282,7 @@ def test_shipped_replay_pack_matches_the_current_templates_and_prompts() -> None
 
 def test_smoke_pool_replays_completely_with_the_planted_flaws(tmp_path: Path) -> None:
     from arabic_r1.data import run_mixture
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
 
     params = load_params("smoke")
     mix = run_mixture(params, tmp_path / "01", str(save_tiny_moe(tmp_path / "tok")))
@@ -365,7 +367,7 @@ def test_a_rerun_with_other_sampling_replaces_the_old_traces(server, project: Pa
 def test_another_temperature_template_teacher_or_prompt_misses_the_cache(tmp_path: Path) -> None:
     """The response cache answers only the exact request: each part of the key, changed alone, misses."""
     from arabic_r1.completions import cache_key
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
     from arabic_r1.teachers import sampling_of
 
     p = load_params("smoke").distill

@@ -22,18 +22,16 @@ from arabic_r1.benchmarks import (
     iter_mirror_rows,
     subset_of,
 )
-from arabic_r1.evaluate import (
+from arabic_r1.eval_generation import parse_judge_score
+from arabic_r1.eval_models import model_cache_dir
+from arabic_r1.evaluate import ModelScores, evaluate_model, tidy_rows
+from arabic_r1.oall_tasks import (
     ACC_NORM,
     EvalSetupError,
     GuardedPrompt,
-    ModelScores,
     Warts,
-    evaluate_model,
     lighteval_configs,
-    model_cache_dir,
-    parse_judge_score,
     task_configs,
-    tidy_rows,
     write_mirror_from_hub,
 )
 from arabic_r1.params import DistillParams, EvalParams
@@ -358,7 +356,7 @@ def test_two_mirrors_with_one_layout_each_give_their_own_rows(tmp_path: Path):
                 "Subcategory": "x"}  # fmt: skip
 
     load = (
-        "import sys; from pathlib import Path; from arabic_r1.evaluate import Warts, _docs, task_configs;"
+        "import sys; from pathlib import Path; from arabic_r1.eval_generation import _docs; from arabic_r1.oall_tasks import Warts, task_configs;"
         "from arabic_r1.params import EvalParams;"
         "ep = EvalParams(source='mirror', mirror_dir=Path(sys.argv[1]), benchmarks=['aratrust'],"
         " subsets={'aratrust': ['Offensive']});"
@@ -422,7 +420,7 @@ def test_a_checkpoint_saved_with_router_logits_on_still_generates_in_batches(fam
     """TRL saves output_router_logits=True; transformers' batched generate then crashes on the padded cache."""
     import json as _json
 
-    from arabic_r1.evaluate import generator
+    from arabic_r1.eval_generation import generator
 
     path = save_tiny_moe(tmp_path / family, family=family)
     cfg = _json.loads((path / "config.json").read_text())
@@ -434,7 +432,7 @@ def test_a_checkpoint_saved_with_router_logits_on_still_generates_in_batches(fam
 
 
 def test_generations_are_cached_and_resume_after_a_torn_write(tmp_path: Path):
-    from arabic_r1.evaluate import cached_generations
+    from arabic_r1.eval_generation import cached_generations
 
     calls: list[list[str]] = []
 
@@ -461,7 +459,7 @@ def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(
     inside the block, so an output cut by the token budget has no tags at all and must not count as an answer."""
     from transformers import AutoTokenizer
 
-    from arabic_r1.evaluate import generator, think_prefix
+    from arabic_r1.eval_generation import generator, think_prefix
 
     path = save_tiny_moe(tmp_path / "m")
     tok = AutoTokenizer.from_pretrained(path)
@@ -489,7 +487,7 @@ def test_warts_survive_lightevals_registry_copying() -> None:
     format must still land in the one report (the fixture's MadinahQA rows have a null Context)."""
     from lighteval.tasks.registry import Registry
 
-    from arabic_r1.evaluate import task_string
+    from arabic_r1.oall_tasks import task_string
 
     warts = Warts()
     configs, _ = task_configs(EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["madinah_qa"]),

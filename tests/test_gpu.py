@@ -29,7 +29,7 @@ def test_tiny_moe_trains_and_generates_on_gpu_in_bf16(family: str) -> None:
 
 def test_doctor_reports_the_gpu() -> None:
     from arabic_r1.doctor import check_torch
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
 
     rows = {r.name: r for r in check_torch(load_params("paper"))}
     assert rows["gpu"].status == "ok"

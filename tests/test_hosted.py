@@ -22,7 +22,8 @@ from arabic_r1.hosted import (
     install_command,
     setup,
 )
-from arabic_r1.params import REPO_DIR, load_params
+from arabic_r1.params import REPO_DIR
+from arabic_r1.params_loading import load_params
 
 NOTEBOOKS = sorted((REPO_DIR / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

@@ -65,7 +65,7 @@ def test_notebook_00_runs_top_to_bottom_with_defaults(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_gpt_oss_harmony_student_runs_every_phase(tmp_path: Path) -> None:
     """The colab_t4 student's shape on a CPU: tiny gpt-oss, harmony channels, the harmony training template."""
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
 
     project = copy_smoke_project(tmp_path)
     params = load_params(project / "params" / "smoke.yaml", [

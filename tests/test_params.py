@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arabic_r1.params import REPO_DIR, ParamsError, load_params, parse_override, validate_params
+from arabic_r1.params import REPO_DIR, ParamsError
+from arabic_r1.params_loading import load_params, parse_override, validate_params
 
 PROFILES = sorted((REPO_DIR / "params").glob("*.yaml"))
 

@@ -13,7 +13,7 @@ from conftest import write_notebook
 
 from arabic_r1 import pipeline
 from arabic_r1.manifest import check_fresh, read_manifest
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 from arabic_r1.phases import Phase
 
 # A two-phase registry whose notebooks live in tmp_path: "alpha" reads params.data, "beta" reads alpha's output.
@@ -22,7 +22,7 @@ REGISTRY = "from arabic_r1.phases import Phase\nPH = (Phase('00', 'alpha', ('dat
 
 ALPHA = f"""{REGISTRY}
 import json
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 from arabic_r1.manifest import start_phase
 params = load_params(params_path, overrides)
 run = start_phase(PH[0], params, run_dir, PH)
@@ -31,7 +31,7 @@ out.write_text(json.dumps({{'budget': params.data.token_budget, 'overrides': ove
 run.finish({{'alpha': out}}, {{'budget': params.data.token_budget}})"""
 
 BETA = f"""{REGISTRY}
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 from arabic_r1.manifest import start_phase
 params = load_params(params_path, overrides)
 run = start_phase(PH[1], params, run_dir, PH)

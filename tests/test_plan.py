@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from arabic_r1.cli import main
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 from arabic_r1.plan import (
     ASSUMED_KEEP_RATE,
     ASSUMED_PROMPT_TOKENS,

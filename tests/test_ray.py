@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from arabic_r1.data import run_mixture
-from arabic_r1.params import REPO_DIR, load_params
+from arabic_r1.params import REPO_DIR
+from arabic_r1.params_loading import load_params
 from arabic_r1.ray_cluster import RayUnavailable, ray_cluster
 from arabic_r1.tiny_model import save_tiny_moe
 

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from arabic_r1.evaluate import reasoning_answer
+from arabic_r1.audit import reasoning_answer
 from arabic_r1.reasoning_format import assistant_turn, split_trace, to_think_tags
 
 TRACE = (

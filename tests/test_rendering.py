@@ -146,7 +146,7 @@ def test_a_missing_phase_is_one_message_with_the_command_not_a_traceback(tmp_pat
     """Notebook 01 opened first in a fresh project: it stops with the advice, shown as one line, no frames."""
     import papermill
 
-    from arabic_r1.params import load_params
+    from arabic_r1.params_loading import load_params
     from arabic_r1.pipeline import papermill_parameters
 
     project = copy_smoke_project(tmp_path)

@@ -16,7 +16,9 @@ import pytest
 from conftest import read_jsonl
 
 from arabic_r1.audit import Output, audit, audit_models
-from arabic_r1.evaluate import Warts, evaluate_model, read_outputs
+from arabic_r1.eval_generation import read_outputs
+from arabic_r1.evaluate import evaluate_model
+from arabic_r1.oall_tasks import Warts
 
 MC = ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht", "madinah_qa", "aratrust", "alghafa")
 PARSED, PARSED_EACH, FOUR_PHASE, BASE_FOUR_PHASE = 0.90, 0.75, 0.80, 0.10

@@ -24,7 +24,8 @@ from arabic_r1.moe_lora import (
     lora_config,
     lora_targets,
 )
-from arabic_r1.params import REPO_DIR, load_params, validate_params
+from arabic_r1.params import REPO_DIR, ParamsError
+from arabic_r1.params_loading import load_params, validate_params
 from arabic_r1.peft_compat import no_v4_moe_remap
 from arabic_r1.routing import probe_texts, recount_by_router, routing_counts
 from arabic_r1.tiny_model import build_tiny_moe, save_tiny_moe
@@ -231,7 +232,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_steps(setup, tmp_p
     reference = _train(setup, tmp_path / "ref", steps)
     out = tmp_path / "killed"
     code = (
-        "import torch; from pathlib import Path; from arabic_r1.params import load_params; from arabic_r1.train import train_sft;"
+        "import torch; from pathlib import Path; from arabic_r1.params_loading import load_params; from arabic_r1.train import train_sft;"
         f"torch.set_num_threads(1); train_sft(load_params({str(params_file)!r}, {steps!r}), Path({str(data)!r}), {model_dir!r}, Path({str(out)!r}))"
     )
     proc = subprocess.Popen(
@@ -291,11 +292,66 @@ def test_bad_inputs_stop_before_training(setup, tmp_path: Path, caplog) -> None:
         )
 
 
+def test_trackers_log_inside_the_phase_folder_and_sft_fields_reach_trl(
+    setup, tmp_path: Path, monkeypatch
+) -> None:
+    """train.report_to: TensorBoard events with the same losses as train_log.jsonl, and an offline W&B run, both in
+    the phase folder; train.sft: TRL fields the project does not map reach SFTConfig."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from arabic_r1.train import sft_config
+
+    for var in ("WANDB_MODE", "WANDB_DIR", "TENSORBOARD_LOGGING_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    extra = ["train.max_steps=3", "train.report_to=[tensorboard, wandb]", "train.sft.max_grad_norm=0.5",
+             "train.sft.weight_decay=0.1"]  # fmt: skip
+    out = tmp_path / "t"
+    result = _train(setup, out, extra)
+    events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, sorted(p.relative_to(out) for p in out.rglob("*") if "checkpoints" not in p.parts)
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(
+        [r["loss"] for r in result.log_rows], rel=1e-5
+    )
+    from arabic_r1.train_views import tensorboard_command
+
+    params = load_params(setup[3], extra)
+    assert tensorboard_command(params, out).startswith("tensorboard --logdir ")
+    assert "train.report_to is empty" in tensorboard_command(params, tmp_path)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), runs
+    cfg = sft_config(load_params(setup[3], extra), out, "fp32", 256)
+    assert (cfg.max_grad_norm, cfg.weight_decay, cfg.report_to) == (0.5, 0.1, ["tensorboard", "wandb"])
+    default = sft_config(load_params(setup[3]), out, "fp32", 256)
+    assert (default.max_grad_norm, default.weight_decay, default.report_to) == (1.0, 0.0, [])
+
+
+def test_sft_passthrough_names_unknown_and_owned_fields(setup) -> None:
+    with pytest.raises(
+        ParamsError,
+        match=r"train.sft: .*sft.max_grad_nrom is not a field of TRL's SFTConfig \(did you mean max_grad_norm",
+    ):
+        load_params(setup[3], ["train.sft.max_grad_nrom=0.5"])
+    with pytest.raises(ParamsError, match=r"sft.learning_rate is set by arabic_r1 from train.learning_rate"):
+        load_params(setup[3], ["train.sft.learning_rate=0.1"])
+    with pytest.raises(TrainSetupError, match="TRL's SFTConfig rejected the training arguments"):
+        from arabic_r1.train import sft_config
+
+        sft_config(
+            load_params(setup[3], ["train.sft.lr_scheduler_kwargs=not-a-dict", "train.sft.optim=nope"]),
+            Path("x"),
+            "fp32",
+            8,
+        )
+
+
 def test_unsloth_backend_trains_through_its_cpu_fallback(setup, tmp_path: Path) -> None:
     """In a subprocess: importing unsloth patches transformers and TRL for the whole process."""
     root, model_dir, data, params_file = setup
     code = (
-        "import json, torch; from pathlib import Path; import unsloth; from arabic_r1.params import load_params; from arabic_r1.train import train_sft;"
+        "import json, torch; from pathlib import Path; import unsloth; from arabic_r1.params_loading import load_params; from arabic_r1.train import train_sft;"
         f"r = train_sft(load_params({str(params_file)!r}, ['train.backend=unsloth', 'train.max_steps=3', 'train.unsloth_moe_backend=grouped_mm']),"
         f" Path({str(data)!r}), {model_dir!r}, Path({str(tmp_path / 'u')!r}));"
         "print('RESULT', json.dumps({'cov': {k: v['parameters'] for k, v in r.coverage_adapter.items()}, 'steps': r.summary['steps'], 'loss': r.summary['last_loss']}))"

@@ -22,7 +22,7 @@ import yaml
 
 from arabic_r1.digests import json_digest, path_digest
 from arabic_r1.jsonl import write_json_atomic
-from arabic_r1.params import load_params
+from arabic_r1.params_loading import load_params
 from arabic_r1.phases import find_phase
 from arabic_r1.tiny_model import save_tiny_moe
 from arabic_r1.train import (

@@ -10,7 +10,8 @@ import pytest
 from conftest import read_jsonl
 
 from arabic_r1.cot import ParsedTrace, parse_trace
-from arabic_r1.params import REPO_DIR, load_params
+from arabic_r1.params import REPO_DIR
+from arabic_r1.params_loading import load_params
 from arabic_r1.trace_checks import CHECKS, Trace, verify_trace
 from arabic_r1.verify import verify_traces
 

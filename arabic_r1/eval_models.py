@@ -1,0 +1,162 @@
+"""The model under test, loaded for lighteval's log-likelihood scoring (phase 05's leaderboard numbers).
+
+- lighteval's response cache is keyed on the model *name*: each model gets a cache folder named by its weights' digest;
+- its adapter path pins an old peft: a LoRA adapter folder is loaded here with our peft (base + adapter,
+  unmerged — what a 4-bit evaluation on a small GPU needs) and handed to lighteval as a ready model;
+- it switches autograd off process-wide: the caller's grad mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+from pathlib import Path
+from typing import Any
+
+from arabic_r1.oall_tasks import ACC_NORM, EvalSetupError, prepare_lighteval_offline, task_string
+from arabic_r1.params import EvalParams
+from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------- leaderboard
+def require_vllm() -> None:
+    """vLLM pins its own torch/CUDA build, so it is not a dependency of this package: say so before lighteval does."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EvalSetupError(
+            "eval.backend is 'vllm' but vllm is not installed: on a GPU machine, install the vllm build that matches "
+            "its torch/CUDA (https://docs.vllm.ai), or set eval.backend: transformers"
+        )
+
+
+def model_cache_dir(root: Path, model_path: str) -> Path:
+    """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest (an
+    adapter: its own and its base's), so retraining into the same folder never returns stale scores."""
+    from arabic_r1.digests import path_digest, text_digest
+
+    base = adapter_base(model_path)
+    parts = [model_path, *([base] if base else [])]
+    digests = [path_digest(Path(p)) if Path(p).is_dir() else f"hub:{p}" for p in parts]
+    if not any(Path(p).is_dir() for p in parts):
+        return root / "hub"
+    return root / text_digest("|".join(digests))
+
+
+def adapter_base(model_path: str) -> str | None:
+    """The base model of a PEFT adapter folder (its ``adapter_config.json``), else None."""
+    cfg = Path(model_path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise EvalSetupError(f"{cfg}: no base_model_name_or_path; cannot tell which model the adapter adapts")
+    return base
+
+
+def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
+    """A transformers model for a model folder / hub id, or base + LoRA for an adapter folder; 4-bit NF4 with
+    ``eval.load_in_4bit`` (the merged 16-bit model of a 20B MoE does not fit a 16 GB GPU; its adapter on a 4-bit
+    base does)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if ep.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype)
+        )
+        kwargs["device_map"] = {"": 0}
+    base = adapter_base(model_path)
+    model = AutoModelForCausalLM.from_pretrained(base or model_path, **kwargs)
+    if base:
+        from peft import PeftModel
+
+        with no_v4_moe_remap(model):
+            model = PeftModel.from_pretrained(model, model_path)
+    if not ep.load_in_4bit:
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    inference_config(model)  # a checkpoint saved by TRL may still ask for router logits
+    return model.eval()
+
+
+def model_label(model_path: str) -> str:
+    return Path(model_path).name if Path(model_path).is_dir() else model_path.replace("/", "__")
+
+
+def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: str):
+    """lighteval's model object for ``ep.backend``, with its response cache keyed on the weights.
+
+    lighteval puts its cache at ``cache_dir/<model_name>/<config hash>``: with an absolute local path as the name
+    that is the model's own folder, and neither part changes when the weights do. So the cache is named by a
+    plain label under a folder that carries the weights' digest."""
+    import torch
+
+    prepare_lighteval_offline()
+    cache_dir = str(model_cache_dir(cache_root, model_path))
+    if ep.backend == "vllm":
+        require_vllm()
+        if adapter_base(model_path):
+            raise EvalSetupError(
+                f"{model_path} is a LoRA adapter; the vLLM backend evaluates merged models: set train.merge: true "
+                "or eval.backend: transformers"
+            )
+        from lighteval.models.vllm.vllm_model import VLLMModel, VLLMModelConfig
+        from lighteval.utils.cache_management import SampleCache
+
+        mc = VLLMModelConfig(model_name=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
+                             gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization, cache_dir=cache_dir)  # fmt: skip
+        model = VLLMModel(mc)  # vLLM loads from model_name, so the cache is re-pointed after construction
+        try:
+            model._cache.cache_dir.rmdir()  # the empty folder its first cache made next to the weights
+        except OSError:
+            pass
+        model._cache = SampleCache(mc.model_copy(update={"model_name": model_label(model_path)}))
+        return model
+    from lighteval.models.transformers.transformers_model import TransformersModel, TransformersModelConfig
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mc = TransformersModelConfig(model_name=model_label(model_path), tokenizer=model_path, batch_size=ep.batch_size,
+                                 dtype=dtype, device=device, cache_dir=cache_dir)  # fmt: skip
+    return TransformersModel.from_model(model=load_causal_lm(model_path, ep, dtype), config=mc)
+
+
+def run_lighteval(
+    model_path: str, configs: list[Any], out_dir: Path, cache_root: Path, ep: EvalParams, dtype: str
+) -> dict[str, Any]:
+    """lighteval's Pipeline on our configs (log-likelihood tasks); results + details saved under ``out_dir``."""
+    prepare_lighteval_offline()
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+    module = types.ModuleType("arabic_r1_oall_tasks")
+    module.TASKS_TABLE = configs
+    launcher = ParallelismManager.VLLM if ep.backend == "vllm" else ParallelismManager.NONE
+    pp = PipelineParameters(
+        launcher_type=launcher, custom_tasks_directory=module, max_samples=ep.max_samples_per_task
+    )
+    pipeline = Pipeline(
+        tasks=task_string(configs),
+        pipeline_parameters=pp,
+        evaluation_tracker=EvaluationTracker(output_dir=str(out_dir), save_details=True),
+        model=lighteval_model(model_path, cache_root, ep, dtype),
+    )
+    pipeline.evaluate()  # frees the model (and the GPU) when done
+    pipeline.save_and_push_results()
+    return pipeline.get_results()
+
+
+def subset_scores(results: dict[str, Any], configs: list[Any]) -> dict[str, float]:
+    """{task name: acc_norm} for the configs' tasks."""
+    out = {}
+    for c in configs:
+        key = f"{c.name}:0" if f"{c.name}:0" in results["results"] else f"{c.name}|0"
+        value = results["results"].get(key, {}).get(ACC_NORM)
+        if value is not None:
+            out[c.name] = float(value)
+    return out
