@@ -7,6 +7,9 @@ Stages (each a datatrove executor; local by default, Slurm or Ray from params):
 4. MinHash buckets;   5. MinHash clusters;   6. drop near duplicates, count tokens with the student tokenizer.
 Then the driver selects items per (language, category) cell to hit the token budget and writes the pool and the
 reports. Every row read ends up either in the candidates or in ``removed/<step>/`` with its reason.
+
+The parts: data_readers.py (sources -> Documents), data_filters.py (the Arabic-aware filters and the token counter),
+data_executors.py (local, Slurm or Ray); this module builds the stages, runs them and selects the pool.
 """
 
 from __future__ import annotations
@@ -15,16 +18,12 @@ import contextlib
 import json
 import logging
 import shutil
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup import (
     MinhashConfig,
     MinhashDedupBuckets,
@@ -38,10 +37,6 @@ from datatrove.pipeline.dedup.exact_dedup import (
     ExactDedupSignature,
     ExactFindDedups,
 )
-from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
-from datatrove.pipeline.filters.base_filter import BaseFilter
-from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
-from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import TextNormConfig
@@ -49,17 +44,26 @@ from datatrove.utils.text import TextNormConfig
 from arabic_r1.arabic_text import (
     STOP_WORDS,
     ArabicWordTokenizer,
-    detect_language,
     normalized_text,
-    normalized_words,
 )
 from arabic_r1.benchmarks import iter_benchmark_rows, mirror_digests
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
+from arabic_r1.data_executors import datatrove_logs_to, make_executor
+from arabic_r1.data_filters import (
+    ArabicQualityFilter,
+    DeclaredLanguageFilter,
+    PromptRepetitionFilter,
+    RejectFilter,
+    StudentTokenCounter,
+    normalized_content,
+)
+from arabic_r1.data_readers import RankFileJsonlReader, source_reader
 from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, build_index, contamination_report
 from arabic_r1.jsonl import read_jsonl, write_json_atomic
-from arabic_r1.params import DataParams, Params, SourceParams
+from arabic_r1.manifest import PhaseRun, base_model_path
+from arabic_r1.params import Params
 from arabic_r1.ray_cluster import collect_task_logs, ray_cluster
-from arabic_r1.slurm import SlurmJobRecorder, run_slurm
+from arabic_r1.slurm import run_slurm
 
 log = logging.getLogger(__name__)
 
@@ -71,409 +75,6 @@ FILTER_REPORT = "filter_report.json"
 REMOVED_DIR = "removed"
 # Removal steps, in pipeline order; each writes the removed documents (with the reason) to removed/<step>/.
 STEPS = ("source_rows", "language", "quality", "repetition", "decontamination", "exact_dedup", "near_dedup")
-
-
-# ------------------------------------------------------------------------------------------- readers
-class _SourceRowsMixin:
-    """Turn each raw row into a Document; rows that cannot be one carry ``metadata['reject']`` instead of vanishing."""
-
-    source: dict[str, Any]
-
-    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str) -> Document:
-        src = self.source
-        self.stat_update(f"rows_{src['name']}")
-        row_id = str(data.get(src["id_field"], id_in_file)) if src.get("id_field") else str(id_in_file)
-        meta: dict[str, Any] = {
-            "source": src["name"],
-            "lang": src["lang"],
-            "category": src["category"],
-            "row": row_id,
-        }
-        doc_id = f"{src['name']}/{row_id}"
-        for key, wanted in src.get("where", {}).items():
-            value = data.get(key)
-            if value not in (wanted if isinstance(wanted, list) else [wanted]):
-                return Document(
-                    "", doc_id, metadata={**meta, "reject": "excluded_by_where", "detail": f"{key}={value!r}"}
-                )
-        if src["text_field"] not in data:
-            return Document(
-                "",
-                doc_id,
-                metadata={
-                    **meta,
-                    "reject": "missing_field",
-                    "detail": f"no field {src['text_field']!r}; has {sorted(data)[:8]}",
-                },
-            )
-        value = data[src["text_field"]]
-        text, messages = _text_of(value)
-        if text is None:
-            return Document(
-                "",
-                doc_id,
-                metadata={
-                    **meta,
-                    "reject": "bad_type",
-                    "detail": f"{src['text_field']!r} is {type(value).__name__}, expected text or chat messages",
-                },
-            )
-        if not text.strip():
-            return Document("", doc_id, metadata={**meta, "reject": "empty_text"})
-        if messages is not None:
-            meta["messages"] = messages
-        answer_field = src.get("answer_field")
-        if answer_field:
-            answer = data.get(answer_field)
-            meta["answer"] = None if answer is None else str(answer).strip()
-        return Document(text, doc_id, metadata=meta)
-
-
-def _text_of(value: Any) -> tuple[str | None, list[dict] | None]:
-    """A prompt string, or the user turns of a chat-messages list (kept whole in metadata)."""
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
-        user = [str(m["content"]) for m in value if m.get("role", "user") == "user"]
-        return "\n\n".join(user), [
-            {"role": m.get("role", "user"), "content": str(m["content"])} for m in value
-        ]
-    return None, None
-
-
-def _folder_and_glob(path: Path, suffix: str) -> tuple[str, str]:
-    """A single file, or every shard of a folder (datatrove spreads the files over the tasks)."""
-    return (str(path), f"*{suffix}") if path.is_dir() else (str(path.parent), path.name)
-
-
-class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
-    name = "📥 source (jsonl)"
-
-    def __init__(self, source: dict[str, Any], path: Path):
-        folder, pattern = _folder_and_glob(path, ".jsonl*")
-        super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
-        self.source = source
-
-    def read_file(self, filepath: str) -> DocumentsPipeline:
-        """Like JsonlReader.read_file, but a malformed line becomes a counted rejection, not a log warning; the file
-        is read as bytes, so that a line that is not UTF-8 is one counted rejection and the rest of the file is kept."""
-        import orjson
-
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
-            for li, raw in enumerate(f):
-                if not raw.strip():
-                    continue
-                with self.track_time():
-                    line = raw.decode("utf-8", errors="replace")
-                    try:
-                        row = orjson.loads(raw.decode("utf-8"))
-                        if not isinstance(row, dict):
-                            raise ValueError(f"a JSON {type(row).__name__}, not an object")
-                        reject = None
-                    except UnicodeDecodeError as exc:  # before ValueError: it is one
-                        reject, problem = "not_utf8", f"not UTF-8 text (byte {exc.start} of the line)"
-                    except ValueError as exc:  # orjson's JSONDecodeError included
-                        reject, problem = "malformed_json", str(exc)
-                    if reject:
-                        self.stat_update(f"rows_{self.source['name']}")
-                        meta = {
-                            "source": self.source["name"],
-                            "lang": self.source["lang"],
-                            "category": self.source["category"],
-                        }
-                        yield Document(
-                            "",
-                            f"{self.source['name']}/{li}",
-                            metadata={
-                                **meta,
-                                "row": str(li),
-                                "reject": reject,
-                                "detail": f"{filepath} line {li + 1}: {problem}",
-                                "raw": line[:300],
-                            },
-                        )
-                        continue
-                    yield self.get_document_from_dict(row, filepath, li)
-
-
-class SourceParquetReader(_SourceRowsMixin, ParquetReader):
-    name = "📥 source (parquet)"
-
-    def __init__(self, source: dict[str, Any], path: Path):
-        folder, pattern = _folder_and_glob(path, ".parquet")
-        super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
-        self.source = source
-
-
-class SourceHubReader(_SourceRowsMixin, HuggingFaceDatasetReader):
-    name = "📥 source (hub, streamed)"
-
-    def __init__(self, source: dict[str, Any]):
-        options = {
-            "split": source["split"],
-            **({"name": source["hf_config"]} if source.get("hf_config") else {}),
-        }
-        super().__init__(
-            source["hf_dataset"], dataset_options=options, streaming=True, limit=source.get("max_items") or -1
-        )
-        self.source = source
-
-
-def source_reader(src: SourceParams) -> PipelineStep:
-    spec = src.model_dump(mode="json")
-    if src.hf_dataset:
-        return SourceHubReader(spec)
-    assert src.path is not None
-    parquet = any(src.path.glob("*.parquet")) if src.path.is_dir() else src.path.suffix == ".parquet"
-    return SourceParquetReader(spec, src.path) if parquet else SourceJsonlReader(spec, src.path)
-
-
-class RankFileJsonlReader(JsonlReader):
-    """Reads exactly ``<rank>.jsonl`` of a folder, so document indices line up with the signatures of that rank."""
-
-    name = "📄 stage input"
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        if data:
-            yield from data
-        name = f"{rank:05d}.jsonl"
-        if self.data_folder.exists(name):
-            for doc in self.read_file(name):
-                self.stat_update("documents")
-                yield doc
-
-
-# ------------------------------------------------------------------------------------------- filters
-class RejectFilter(BaseFilter):
-    name = "🚫 unusable rows"
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        reason = doc.metadata.pop("reject", None)
-        return True if reason is None else (False, reason)
-
-
-class DeclaredLanguageFilter(BaseFilter):
-    """Keep a document only if its detected language is the one its source declares (offline, no download)."""
-
-    name = "🌍 declared language"
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        guess = detect_language(doc.text)
-        if guess.lang == doc.metadata["lang"]:
-            return True
-        doc.metadata["language_check"] = {"detected": guess.lang, "reason": guess.reason}
-        return False, f"detected_{guess.lang}"
-
-
-class ArabicQualityFilter(GopherQualityFilter):
-    """Gopher's quality rules on Arabic-folded words, with Arabic+English stop words.
-
-    Same thresholds and reasons as datatrove's ``GopherQualityFilter``; computed on the cached normalised words
-    instead of re-tokenising and scanning every character in Python (about 3x faster on Arabic text).
-    """
-
-    name = "🥇 quality (Gopher rules, Arabic-aware)"
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        text = doc.text
-        words = normalized_words(text)
-        n = len(words)
-        if self.min_doc_words and n < self.min_doc_words:
-            return False, "gopher_short_doc"
-        if self.max_doc_words and n > self.max_doc_words:
-            return False, "gopher_long_doc"
-        if n == 0:
-            return False, "gopher_short_doc"
-        avg = sum(map(len, words)) / n
-        if self.min_avg_word_length and avg < self.min_avg_word_length:
-            return False, "gopher_below_avg_threshold"
-        if self.max_avg_word_length and avg > self.max_avg_word_length:
-            return False, "gopher_above_avg_threshold"
-        if self.max_symbol_word_ratio and text.count("#") / n > self.max_symbol_word_ratio:
-            return False, "gopher_too_many_hashes"
-        if (
-            self.max_symbol_word_ratio
-            and (text.count("...") + text.count("…")) / n > self.max_symbol_word_ratio
-        ):
-            return False, "gopher_too_many_ellipsis"
-        lines = text.splitlines() or [text]
-        if (
-            self.max_bullet_lines_ratio
-            and sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
-            > self.max_bullet_lines_ratio
-        ):
-            return False, "gopher_too_many_bullets"
-        if (
-            self.max_ellipsis_lines_ratio
-            and sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
-            > self.max_ellipsis_lines_ratio
-        ):
-            return False, "gopher_too_many_end_ellipsis"
-        if (
-            self.max_non_alpha_words_ratio
-            and sum(not w.isdigit() for w in words) / n < self.max_non_alpha_words_ratio
-        ):
-            return False, "gopher_below_alpha_threshold"
-        if self.min_stop_words and len(self.stop_words.intersection(words)) < self.min_stop_words:
-            return False, "gopher_enough_stop_words"
-        return True
-
-
-class PromptRepetitionFilter(GopherRepetitionFilter):
-    """Gopher's repetition rules, prompt-safe and fast.
-
-    datatrove scores a text's most frequent n-gram even when it occurs once, which fails every text shorter than
-    a few n-gram lengths - i.e. nearly every prompt (on real UD sentences it removed 3 in 4): here a top n-gram
-    must occur twice. The n-gram scans stop early when no shorter n-gram repeats (a repeated 6-gram contains a
-    repeated 5-gram), which skips most of the work on ordinary text.
-    """
-
-    name = "👯 repetition (Gopher, short-text safe)"
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.top_checks, self.top_n_grams = tuple(self.top_n_grams), ()
-        self.dup_checks, self.dup_n_grams = tuple(self.dup_n_grams), ()
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        verdict = super().filter(doc)  # duplicated paragraphs and lines
-        if verdict is not True:
-            return verdict
-        words = normalized_words(doc.text)
-        chars = len(doc.text)
-        for n, frac in self.top_checks:
-            grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
-            if not grams:
-                break
-            gram, count = grams.most_common(1)[0]
-            if count < 2:
-                break  # nothing repeats at this length, so nothing longer does
-            if (sum(map(len, gram)) + n - 1) * count / chars > frac:
-                return False, f"top_{n}_gram"
-        if self.dup_checks:
-            shortest = min(n for n, _ in self.dup_checks)
-            grams = list(zip(*(words[i:] for i in range(shortest)), strict=False))
-            if len(set(grams)) < len(grams):
-                for n, frac in self.dup_checks:
-                    if find_all_duplicate(list(words), n) / chars > frac:
-                        return False, f"duplicated_{n}_n_grams"
-        return True
-
-
-def normalized_content(doc: Document) -> str:
-    """Exact-dedup key: Arabic-folded words, so tashkeel or alef/ya/ta-marbuta variants count as the same text."""
-    return normalized_text(doc.text)
-
-
-class StudentTokenCounter(PipelineStep):
-    """Token counts with the student model's tokenizer (what the budget is expressed in)."""
-
-    name = "🔢 student-tokenizer tokens"
-
-    def __init__(self, tokenizer_path: str, batch_size: int = 256):
-        super().__init__()
-        self.tokenizer_path = tokenizer_path
-        self.batch_size = batch_size
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        encode = load_token_counter(self.tokenizer_path)
-        batch: list[Document] = []
-        for doc in data:
-            batch.append(doc)
-            if len(batch) >= self.batch_size:
-                yield from self._count(encode, batch)
-                batch = []
-        yield from self._count(encode, batch)
-
-    def _count(self, encode, batch: list[Document]) -> Iterator[Document]:
-        if not batch:
-            return
-        for doc, n in zip(batch, encode([d.text for d in batch]), strict=True):
-            doc.metadata["n_tokens"] = n
-            self.stat_update("tokens", value=n)
-            yield doc
-
-
-def load_token_counter(tokenizer_path: str):
-    """texts -> token counts, without special tokens. A local ``tokenizer.json`` is read with ``tokenizers``
-    directly (no transformers import in every worker: 6 s each); anything else goes through AutoTokenizer."""
-    local = Path(tokenizer_path) / "tokenizer.json"
-    if local.is_file():
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(local))
-        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
-    from transformers import AutoTokenizer
-
-    hf = AutoTokenizer.from_pretrained(tokenizer_path)
-    return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
-
-
-# ------------------------------------------------------------------------------------------ executors
-def make_executor(
-    data: DataParams, pipeline: list, tasks: int, logging_dir: Path, depends=None, name: str = "stage"
-):
-    """The datatrove executor chosen in params (Slurm and Ray are imported only when chosen)."""
-    if data.executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(
-            pipeline,
-            tasks=tasks,
-            workers=min(data.workers, tasks),
-            logging_dir=str(logging_dir),
-            depends=depends,
-            skip_completed=False,
-        )
-    if data.executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = data.slurm
-        sbatch_args = {**({"account": s.account} if s.account else {}), **s.sbatch_args}
-        return SlurmPipelineExecutor(
-            pipeline, tasks=tasks, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
-            mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos or None, workers=min(data.workers, tasks),
-            job_name=f"arabic_r1_{name}", logging_dir=str(logging_dir), depends=depends, skip_completed=False,
-            env_command=s.env_command, venv_path=None if s.env_command else _venv_activate(),
-            sbatch_args=sbatch_args, srun_args=s.srun_args or None, max_array_size=s.max_array_size,
-            job_id_retriever=SlurmJobRecorder(),
-        )  # fmt: skip
-    from datatrove.executor import RayPipelineExecutor  # ray itself is imported when the stage runs
-
-    return RayPipelineExecutor(
-        pipeline,
-        tasks=tasks,
-        workers=min(data.workers, tasks),
-        logging_dir=str(logging_dir),
-        depends=depends,
-        skip_completed=False,
-        cpus_per_task=data.ray.cpus_per_task,
-        mem_per_cpu_gb=data.ray.mem_per_cpu_gb,
-        tasks_per_job=data.ray.tasks_per_job,
-    )
-
-
-def _venv_activate() -> str | None:
-    activate = Path(sys.prefix) / "bin" / "activate"
-    return str(activate) if activate.is_file() else None
-
-
-@contextlib.contextmanager
-def _datatrove_logs_to(path: Path):
-    """datatrove logs every task to stderr at INFO; send that to a file so notebooks stay readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        saved = sys.stderr
-        sys.stderr = f  # loguru binds the stream when each task adds its handler
-        try:
-            yield
-        finally:
-            sys.stderr = saved
-            # datatrove's handlers still point at the file: leave only warnings, on stderr
-            from loguru import logger
-
-            logger.remove()
-            logger.add(sys.stderr, level="WARNING")
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -623,7 +224,7 @@ def run_stages(params: Params, stages: list[tuple[str, list, int]], work: Path) 
     if params.data.executor == "slurm":  # submits the whole chain with afterok dependencies
         return run_slurm(executors, work, params.data.slurm.poll_s)
     cluster = ray_cluster(params.data, work) if params.data.executor == "ray" else contextlib.nullcontext()
-    with _datatrove_logs_to(work / "logs" / "datatrove.log"), cluster:
+    with datatrove_logs_to(work / "logs" / "datatrove.log"), cluster:
         for i, (name, ex) in enumerate(executors):
             ex.depends = None  # already run, in order, below
             t0 = time.monotonic()
@@ -833,11 +434,9 @@ def _mixture_stats(
     }
 
 
-def run_data_mixture(params: Params, run) -> MixtureResult:
+def run_data_mixture(params: Params, phase: PhaseRun) -> MixtureResult:
     """Phase 01 entry point for the notebook: builds the pool with the run's student tokenizer, finishes the phase."""
-    from arabic_r1.manifest import base_model_path
-
-    result = run_mixture(params, run.dir, base_model_path(params, run.run_dir, "data_mixture"))
+    result = run_mixture(params, phase.dir, base_model_path(params, phase.run_dir, "data_mixture"))
     s = result.stats
     metrics = {
         "pool_items": sum(c["items"] for c in s["cells"]),
@@ -851,5 +450,5 @@ def run_data_mixture(params: Params, run) -> MixtureResult:
         if params.eval.source == "mirror"
         else {},
     }
-    run.finish(result.outputs, metrics)
+    phase.finish(result.outputs, metrics)
     return result

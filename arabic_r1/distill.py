@@ -25,6 +25,7 @@ from typing import Any
 from arabic_r1.completions import CHARS_PER_TOKEN_ESTIMATE, Budget, ResponseCache, cache_key, make_teacher
 from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, read_traces, teacher_messages
 from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl
+from arabic_r1.manifest import PhaseRun, base_model_path, upstream_artifact
 from arabic_r1.params import DistillParams, Params
 from arabic_r1.progress import Progress
 from arabic_r1.teachers import Request, Result, TeacherError, sampling_of
@@ -292,17 +293,15 @@ def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str
     return path
 
 
-def run_cot_distillation(params: Params, run) -> DistillResult:
+def run_cot_distillation(params: Params, phase: PhaseRun) -> DistillResult:
     """Phase 02 entry point for the notebook: reads phase 01's pool, writes traces, finishes the phase."""
-    from arabic_r1.manifest import base_model_path, upstream_artifact
-
-    pool = upstream_artifact(run.run_dir, "cot_distillation", "data_mixture/pool")
+    pool = upstream_artifact(phase.run_dir, "cot_distillation", "data_mixture/pool")
     base = (
-        base_model_path(params, run.run_dir, "cot_distillation")
+        base_model_path(params, phase.run_dir, "cot_distillation")
         if params.distill.teacher == "embedded"
         else None
     )
-    result = distill(params, pool, run.dir, base)
+    result = distill(params, pool, phase.dir, base)
     s = result.summary
     metrics = {
         k: s[k]
@@ -317,5 +316,5 @@ def run_cot_distillation(params: Params, run) -> DistillResult:
             "well_formed",
         )
     }
-    run.finish({"traces": result.traces_path, "summary": run.dir / SUMMARY_FILE}, metrics)
+    phase.finish({"traces": result.traces_path, "summary": phase.dir / SUMMARY_FILE}, metrics)
     return result

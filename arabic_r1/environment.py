@@ -28,7 +28,7 @@ BASE_MODEL_DIR = "base_model"
 BASE_MODEL_REF = "base_model.json"
 
 
-def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[str, Any]]:
+def run_environment(params: Params, phase: PhaseRun) -> tuple[list[Check], dict[str, Any]]:
     """Doctor report + backbone; finishes the phase. Fails if a check the profile depends on failed."""
     rows = run_doctor(params)
     failed = [r for r in rows if r.status == "fail"]
@@ -41,7 +41,7 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
     }
     outputs: dict[str, Path] = {}
     if failed:
-        write_json_atomic(run.dir / ENV_FILE, env)
+        write_json_atomic(phase.dir / ENV_FILE, env)
         names = ", ".join(f"{r.name} ({r.value})" for r in failed)
         raise PhaseError(f"environment checks failed for profile '{params.profile}': {names}")
     metrics: dict[str, Any] = {
@@ -49,9 +49,11 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
         "checks_warn": sum(r.status == "warn" for r in rows),
     }
     if params.model.is_embedded:
-        shutil.rmtree(run.dir / BASE_MODEL_DIR, ignore_errors=True)  # no stale shards from an earlier family
+        shutil.rmtree(
+            phase.dir / BASE_MODEL_DIR, ignore_errors=True
+        )  # no stale shards from an earlier family
         model_dir = materialise_backbone(
-            run.dir / BASE_MODEL_DIR, params.model.family, params.model.tiny, params.run.seed
+            phase.dir / BASE_MODEL_DIR, params.model.family, params.model.tiny, params.run.seed
         )
         info = json.loads((model_dir / BUILD_INFO).read_text(encoding="utf-8"))
         env["base_model"] = {"embedded": info, "path": str(model_dir)}
@@ -65,11 +67,11 @@ def run_environment(params: Params, run: PhaseRun) -> tuple[list[Check], dict[st
             "revision": params.model.revision,
             "family": params.model.family,
         }
-        write_json_atomic(run.dir / BASE_MODEL_REF, ref)
-        outputs["base_model"] = run.dir / BASE_MODEL_REF
-    write_json_atomic(run.dir / ENV_FILE, env)
-    outputs["env"] = run.dir / ENV_FILE
-    run.finish(outputs, metrics)
+        write_json_atomic(phase.dir / BASE_MODEL_REF, ref)
+        outputs["base_model"] = phase.dir / BASE_MODEL_REF
+    write_json_atomic(phase.dir / ENV_FILE, env)
+    outputs["env"] = phase.dir / ENV_FILE
+    phase.finish(outputs, metrics)
     return rows, env
 
 

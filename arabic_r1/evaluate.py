@@ -22,7 +22,7 @@ from arabic_r1.benchmarks import mirror_digests
 from arabic_r1.eval_generation import cached_generations, generator, read_outputs, run_alrage, run_reasoning
 from arabic_r1.eval_models import model_cache_dir, run_lighteval, subset_scores
 from arabic_r1.jsonl import write_json_atomic
-from arabic_r1.manifest import base_model_path, upstream_outputs
+from arabic_r1.manifest import PhaseRun, base_model_path, upstream_outputs
 from arabic_r1.oall_tasks import (
     ACC_NORM,
     LEADERBOARD_BENCHMARKS,
@@ -242,7 +242,7 @@ class EvalResult:
     warts: dict[str, Any]
 
 
-def run_oall_evaluation(params: Params, run) -> EvalResult:
+def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
     """Phase 05 entry point for the notebook: every model of eval.models on every selected benchmark."""
     ep = params.eval
     if "alrage" in ep.benchmarks and ep.judge is None:
@@ -256,17 +256,19 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
             )
     judge = ep.judge
     if judge is not None and judge.teacher == "embedded":
-        judge = judge.model_copy(update={"teacher": base_model_path(params, run.run_dir, "oall_evaluation")})
+        judge = judge.model_copy(
+            update={"teacher": base_model_path(params, phase.run_dir, "oall_evaluation")}
+        )
     warts = Warts()
     dtype = {"bfloat16": "bfloat16", "float16": "float16"}.get(params.model.dtype, "float32")
     models = [
-        evaluate_model(label, path, ep, run.dir, warts, judge, dtype, params.model.reasoning_format)
-        for label, path in resolve_models(params, run.run_dir)
+        evaluate_model(label, path, ep, phase.dir, warts, judge, dtype, params.model.reasoning_format)
+        for label, path in resolve_models(params, phase.run_dir)
     ]
     rows = tidy_rows(models)
-    write_csv(run.dir / SCORES_FILE, rows)
+    write_csv(phase.dir / SCORES_FILE, rows)
     write_csv(
-        run.dir / SUBSET_FILE,
+        phase.dir / SUBSET_FILE,
         [
             {"model": m.label, "task": t, "acc_norm": round(v, 4)}
             for m in models
@@ -274,8 +276,8 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
         ],
     )
     w = warts.summary()
-    write_json_atomic(run.dir / WARTS_FILE, w, indent=1)
-    details = {m.label: run.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
+    write_json_atomic(phase.dir / WARTS_FILE, w, indent=1)
+    details = {m.label: phase.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
     audit_files: dict[str, Path] = {}
     if details:  # the student's own traces, through phase 03's checks
         from arabic_r1.trace_checks import load_morphology_cache, save_morphology_cache
@@ -285,16 +287,16 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
                               params.model.reasoning_format)  # fmt: skip
         save_morphology_cache(params.verify.morphology_cache)
         audit_files = dict(
-            zip(("student_audit", "student_audit_csv"), write_audit(result, run.dir), strict=True)
+            zip(("student_audit", "student_audit_csv"), write_audit(result, phase.dir), strict=True)
         )
-    (run.dir / "model_scores.json").write_text(
+    (phase.dir / "model_scores.json").write_text(
         json.dumps([m.__dict__ for m in models], indent=1, ensure_ascii=False), encoding="utf-8"
     )
-    run.finish(
+    phase.finish(
         {
-            "scores": run.dir / SCORES_FILE,
-            "subset_scores": run.dir / SUBSET_FILE,
-            "model_scores": run.dir / "model_scores.json",
+            "scores": phase.dir / SCORES_FILE,
+            "subset_scores": phase.dir / SUBSET_FILE,
+            "model_scores": phase.dir / "model_scores.json",
             **audit_files,
         },
         {
@@ -306,4 +308,4 @@ def run_oall_evaluation(params: Params, run) -> EvalResult:
             else {},
         },  # fmt: skip
     )
-    return EvalResult(models, run.dir / SCORES_FILE, w)
+    return EvalResult(models, phase.dir / SCORES_FILE, w)

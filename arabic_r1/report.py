@@ -24,7 +24,7 @@ from arabic_r1.code_digest import code_digests
 from arabic_r1.digests import file_digest, json_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import read_jsonl
-from arabic_r1.manifest import completed_manifest, git_commit
+from arabic_r1.manifest import PhaseRun, completed_manifest, git_commit
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
 from arabic_r1.reference import TABLE1_ORDER, paper_table1
@@ -707,16 +707,16 @@ def stamp_budget(report_md: Path, record: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- phase
-def run_paper_report(params: Params, run) -> ReportResult:
+def run_paper_report(params: Params, phase: PhaseRun) -> ReportResult:
     """Phase 06 entry point: build the report in the run folder, then publish it to ``reports/<run name>/``."""
     started = time.monotonic()
-    built = build_report(params, run.run_dir, run.dir / "report", started)
+    built = build_report(params, phase.run_dir, phase.dir / "report", started)
     published = report_dir(params)
     for old in (published / "tables", published / "figures"):  # files of an older layout must not linger
         if old.is_dir():
             shutil.rmtree(old)
     shutil.copytree(built.out_dir, published, dirs_exist_ok=True)
-    run.finish(
+    phase.finish(
         {"report": built.report_md, "tables": built.out_dir / "tables", "figures": built.out_dir / "figures"},
         {
             "tables": len(built.tables),

@@ -38,6 +38,7 @@ from typing import Any
 from arabic_r1.digests import text_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
+from arabic_r1.manifest import PhaseRun, base_model_path, start_phase, upstream_artifact
 from arabic_r1.moe_lora import (
     check_coverage,
     coverage_of_adapter,
@@ -844,35 +845,33 @@ def failure_message(output: str, rc: int, world: int) -> str:
             f"{cause.group(1).strip()[-2000:] if cause else ''}").rstrip()  # fmt: skip
 
 
-def run_moe_lora_sft(params: Params, run) -> TrainResult:
+def run_moe_lora_sft(params: Params, phase: PhaseRun) -> TrainResult:
     """Phase 04 entry point for the notebook: trains on phase 03's verified traces, here (``train.launcher``
     single) or as launched ranks, whose rank 0 finishes the phase (the same ``main`` a cluster job runs)."""
     if params.train.launcher != "single":
-        launch(params, run.run_dir)
-        return load_result(run.dir)
-    result = train_phase(params, run.run_dir, run.dir)
-    finish_phase(run, result)
+        launch(params, phase.run_dir)
+        return load_result(phase.dir)
+    result = train_phase(params, phase.run_dir, phase.dir)
+    finish_phase(phase, result)
     return result
 
 
 def train_phase(params: Params, run_dir: Path, out_dir: Path) -> TrainResult:
     """:func:`train_sft` on the run's verified traces (phase 03) and base model (phase 00)."""
-    from arabic_r1.manifest import base_model_path, upstream_artifact
-
     verified = upstream_artifact(run_dir, "moe_lora_sft", "trace_verification/verified")
     return train_sft(params, verified, base_model_path(params, run_dir, "moe_lora_sft"), out_dir)
 
 
-def finish_phase(run, result: TrainResult) -> None:
+def finish_phase(phase: PhaseRun, result: TrainResult) -> None:
     """The phase's manifest (one per run: the caller is the only process, or rank 0)."""
-    d = run.dir
+    d = phase.dir
     outputs = {"adapter": result.adapter_dir, "train_log": d / "train_log.jsonl", "routing": d / "routing.json",
                "coverage": d / "coverage.json", "summary": d / "train_summary.json"}  # fmt: skip
     if result.merged_dir is not None:
         outputs["merged"] = result.merged_dir
     metrics = ("backend", "launcher", "processes", "global_batch", "steps", "examples", "first_loss", "last_loss",
                "final_loss_median", "train_seconds", "trainable_parameters")  # fmt: skip
-    run.finish(outputs, {k: result.summary[k] for k in metrics})
+    phase.finish(outputs, {k: result.summary[k] for k in metrics})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -880,7 +879,6 @@ def main(argv: list[str] | None = None) -> int:
     Every rank checks the world size first; rank 0 alone writes the manifest."""
     import torch.distributed as dist
 
-    from arabic_r1.manifest import start_phase
     from arabic_r1.notebook import apply_runtime
     from arabic_r1.params_loading import load_params
     from arabic_r1.phases import find_phase
@@ -897,10 +895,10 @@ def main(argv: list[str] | None = None) -> int:
     check_world_size(params, ranks)
     apply_runtime(params)
     run_dir = (args.run_dir or params.run_dir).resolve()
-    run = start_phase("moe_lora_sft", params, run_dir) if ranks.main else None
+    phase = start_phase("moe_lora_sft", params, run_dir) if ranks.main else None
     result = train_phase(params, run_dir, run_dir / find_phase("moe_lora_sft").slug)
-    if run is not None:
-        finish_phase(run, result)
+    if phase is not None:
+        finish_phase(phase, result)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 from arabic_r1.cot import read_traces
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.judge import make_norms_judge
+from arabic_r1.manifest import PhaseRun, upstream_artifact
 from arabic_r1.params import Params, VerifyParams
 from arabic_r1.progress import Progress
 from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
@@ -134,20 +135,22 @@ def build_funnel(
     }
 
 
-def run_trace_verification(params: Params, run) -> VerifyResult:
+def run_trace_verification(params: Params, phase: PhaseRun) -> VerifyResult:
     """Phase 03 entry point for the notebook: reads phase 02's traces, writes verdicts and SFT data."""
-    from arabic_r1.manifest import upstream_artifact
-
-    records = read_traces(upstream_artifact(run.run_dir, "trace_verification", "cot_distillation/traces"))
+    records = read_traces(upstream_artifact(phase.run_dir, "trace_verification", "cot_distillation/traces"))
     judge = None
     if params.verify.llm_judge:
         judge = make_norms_judge(params.verify)
     load_morphology_cache(params.verify.morphology_cache)
-    result = verify_traces(records, params.verify, run.dir, judge, params.model.reasoning_format)
+    result = verify_traces(records, params.verify, phase.dir, judge, params.model.reasoning_format)
     save_morphology_cache(params.verify.morphology_cache)
     o = result.funnel["overall"]
-    run.finish(
-        {"verified": result.verified_path, "verdicts": result.verdicts_path, "funnel": run.dir / FUNNEL_FILE},
+    phase.finish(
+        {
+            "verified": result.verified_path,
+            "verdicts": result.verdicts_path,
+            "funnel": phase.dir / FUNNEL_FILE,
+        },
         {"traces": o["steps"][0]["remaining"], "kept": o["kept"], "failed_per_check": o["failed_per_check"]},
     )
     return result

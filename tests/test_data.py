@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arabic_r1.data import make_executor, run_mixture
+from arabic_r1.data import run_mixture
+from arabic_r1.data_executors import make_executor
 from arabic_r1.params import REPO_DIR, ParamsError
 from arabic_r1.params_loading import load_params
 from arabic_r1.tiny_model import save_tiny_moe

@@ -291,9 +291,11 @@ def test_retraining_into_the_same_folder_never_returns_stale_scores(tmp_path: Pa
 
 def test_the_trap_is_real_with_a_name_keyed_cache(tmp_path: Path, monkeypatch):
     """Without the digest-keyed folder (lighteval's own keying by model name), retrained weights score as the old."""
+    import arabic_r1.eval_models as eval_models
     import arabic_r1.evaluate as evaluate
 
-    monkeypatch.setattr(evaluate, "model_cache_dir", lambda root, path: root / "by-name")
+    for module in (eval_models, evaluate):  # lighteval's response cache and the generation cache
+        monkeypatch.setattr(module, "model_cache_dir", lambda root, path: root / "by-name")
     model = save_tiny_moe(tmp_path / "model", seed=0)
     ep = _ep(benchmarks=["aratrust", "alghafa"])
     first = evaluate_model("m", str(model), ep, tmp_path, Warts(), judge=None)

@@ -25,20 +25,20 @@ import json
 from arabic_r1.params_loading import load_params
 from arabic_r1.manifest import start_phase
 params = load_params(params_path, overrides)
-run = start_phase(PH[0], params, run_dir, PH)
-out = run.dir / 'alpha.json'
+phase = start_phase(PH[0], params, run_dir, PH)
+out = phase.dir / 'alpha.json'
 out.write_text(json.dumps({{'budget': params.data.token_budget, 'overrides': overrides}}))
-run.finish({{'alpha': out}}, {{'budget': params.data.token_budget}})"""
+phase.finish({{'alpha': out}}, {{'budget': params.data.token_budget}})"""
 
 BETA = f"""{REGISTRY}
 from arabic_r1.params_loading import load_params
 from arabic_r1.manifest import start_phase
 params = load_params(params_path, overrides)
-run = start_phase(PH[1], params, run_dir, PH)
-text = (run.run_dir / '00_alpha' / 'alpha.json').read_text()
-out = run.dir / 'beta.txt'
+phase = start_phase(PH[1], params, run_dir, PH)
+text = (phase.run_dir / '00_alpha' / 'alpha.json').read_text()
+out = phase.dir / 'beta.txt'
 out.write_text(text + str(params.train.lora.r))
-run.finish({{'beta': out}})"""
+phase.finish({{'beta': out}})"""
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def _first_timestamp(log: Path) -> datetime:
 
 def test_slurm_params_reach_the_sbatch_script(tmp_path: Path) -> None:
     """Fast, no cluster: account, extra sbatch/srun options and the env command land in datatrove's script."""
-    from arabic_r1.data import make_executor
+    from arabic_r1.data_executors import make_executor
     from arabic_r1.params import ParamsError
     from arabic_r1.params_loading import load_params
 

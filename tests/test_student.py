@@ -123,7 +123,7 @@ def test_a_planted_break_between_training_and_generation_is_caught(smoke_run, tm
     """Planted defects of the kind this audit exists for: the generation template writes the assistant header without
     the newline the training template had; or the scorer prepends a think opener the template never wrote (a think
     prefix added twice). The four-phase rate must collapse below the threshold, and the audit must say why."""
-    import arabic_r1.evaluate as evaluate
+    import arabic_r1.eval_generation as eval_generation
 
     _, params, _ = smoke_run
     model = tmp_path / "model"
@@ -137,7 +137,7 @@ def test_a_planted_break_between_training_and_generation_is_caught(smoke_run, tm
             encoding="utf-8",
         )
     else:
-        monkeypatch.setattr(evaluate, "think_prefix", lambda tokenizer: "<think>\n")
+        monkeypatch.setattr(eval_generation, "think_prefix", lambda tokenizer: "<think>\n")
     ep = params.eval.model_copy(update={"benchmarks": list(MC), "scoring": ["reasoning"]})
     evaluate_model(defect, str(model), ep, tmp_path, Warts(), None)
     result = audit_models(
