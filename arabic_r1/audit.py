@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.cot import named_option, parse_trace
+from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import VerifyParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 from arabic_r1.trace_checks import Trace, Verdict, verify_trace
@@ -120,7 +121,6 @@ def audit_models(outputs: dict[str, list[Output]], vp: VerifyParams, fmt: Reason
 
 def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """``student_audit.json`` and a flat CSV (model x benchmark, one column per rate)."""
-    from arabic_r1.jsonl import write_json_atomic
 
     write_json_atomic(out_dir / AUDIT_FILE, audit_result)
     checks = audit_result["checks"]

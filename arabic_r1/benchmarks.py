@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from arabic_r1.digests import path_digest
+
 log = logging.getLogger(__name__)
 
 
@@ -307,7 +309,6 @@ def iter_hub_rows(
 def mirror_digests(mirror_dir: Path | None, keys: Iterable[str]) -> dict[str, str]:
     """The content digest of each benchmark's mirror folder: phase 01 indexes, and phase 05 scores, exactly the rows
     with this digest (both manifests record it, so a refreshed mirror shows as a mismatch)."""
-    from arabic_r1.digests import path_digest
 
     if mirror_dir is None:
         return {}

@@ -11,7 +11,6 @@ Safe for a long paid run:
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import threading
@@ -279,17 +278,15 @@ def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str
     cache pack for ``p.teacher``: ``[(pool item, response text), ...]`` -> ``path`` (a ``.jsonl`` in cache_dir).
     Replay then answers exactly the prompts, template and sampling these keys encode."""
     sampling = sampling_of(p)
-    with path.open("w", encoding="utf-8") as f:
-        for item, text in responses:
-            mc = gold_index(item.get("answer")) is not None
-            messages = teacher_messages(
-                item["text"], item["lang"], p.template_version, mc, item.get("messages")
-            )
-            key = cache_key(p.teacher, p.template_version, messages, sampling)
-            entry = {"key": key, "teacher": p.teacher, "template_version": p.template_version, "sampling": sampling,
-                     "messages": messages, "text": text, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0},
-                     "prompt_id": item["id"]}  # fmt: skip
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    entries = []
+    for item, text in responses:
+        mc = gold_index(item.get("answer")) is not None
+        messages = teacher_messages(item["text"], item["lang"], p.template_version, mc, item.get("messages"))
+        key = cache_key(p.teacher, p.template_version, messages, sampling)
+        entries.append({"key": key, "teacher": p.teacher, "template_version": p.template_version, "sampling": sampling,
+                        "messages": messages, "text": text, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0},
+                        "prompt_id": item["id"]})  # fmt: skip
+    write_jsonl(path, entries)
     return path
 
 

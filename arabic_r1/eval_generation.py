@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.audit import Output, reasoning_answer
+from arabic_r1.completions import complete_all
 from arabic_r1.cot import parse_trace
+from arabic_r1.digests import text_digest
 from arabic_r1.eval_models import load_causal_lm, require_vllm
 from arabic_r1.jsonl import append_jsonl, read_jsonl
 from arabic_r1.oall_tasks import benchmark_of
 from arabic_r1.params import DistillParams, EvalParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
+from arabic_r1.teachers import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,6 @@ GENERATION_CHUNK = 256  # prompts per call between cache writes
 def cached_generations(generate: Generate, path: Path) -> Generate:
     """Greedy generations keyed by (prompt, token budget), appended as each chunk finishes: re-running phase 05, or
     a Colab session resumed after a disconnect, generates only what is missing. A torn last line is cut off."""
-    from arabic_r1.digests import text_digest
 
     done: dict[str, str] = {}
     if path.is_file():
@@ -190,9 +192,6 @@ def run_alrage(
 ) -> dict[str, Any]:
     """Generate answers to ALRAGE items and score them with the leaderboard's judge prompt through ``judge``."""
     from lighteval.tasks.multilingual.tasks.arabic import judge_template
-
-    from arabic_r1.completions import complete_all
-    from arabic_r1.teachers import TeacherError
 
     docs = _docs(config, ep.max_samples_per_task)
     outputs = generate([d.query for d in docs], ep.alrage_max_new_tokens)

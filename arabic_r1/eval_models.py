@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.digests import path_digest, text_digest
 from arabic_r1.oall_tasks import ACC_NORM, EvalSetupError, prepare_lighteval_offline, task_string
 from arabic_r1.params import EvalParams
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
@@ -36,7 +37,6 @@ def require_vllm() -> None:
 def model_cache_dir(root: Path, model_path: str) -> Path:
     """lighteval caches responses under the model's *name*; a local model gets a folder per weights digest (an
     adapter: its own and its base's), so retraining into the same folder never returns stale scores."""
-    from arabic_r1.digests import path_digest, text_digest
 
     base = adapter_base(model_path)
     parts = [model_path, *([base] if base else [])]

@@ -17,7 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir
+from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir, write_mirror
+from arabic_r1.digests import path_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.params import EvalParams
 from arabic_r1.reference import OALL_BENCHMARKS
@@ -161,8 +162,6 @@ def write_mirror_from_hub(out: Path, benchmarks: list[str], hub_root: str | None
     the tests exercise this without network."""
     from datasets import load_dataset
 
-    from arabic_r1.benchmarks import write_mirror
-
     counts = {}
     for key in benchmarks:
         spec = BENCHMARKS[key]
@@ -239,8 +238,6 @@ def mirror_view(repo: Path) -> Path:
     its path or contents: a second mirror with the same layout, or a refreshed one, would return the first one's rows.
     Loading through ``<RepoName>-<digest>`` makes the cache key follow the rows."""
     import datasets
-
-    from arabic_r1.digests import path_digest
 
     view = (
         Path(datasets.config.HF_DATASETS_CACHE)

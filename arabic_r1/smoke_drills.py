@@ -25,13 +25,13 @@ which ``tests/test_smoke_drills.py`` checks.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.jsonl import read_jsonl, write_jsonl
 from arabic_r1.reference import PAPER_CATEGORIES
 
 SEED = 2604
@@ -667,29 +667,23 @@ def write(resources_dir: Path, seed: int = SEED) -> dict[str, int]:
     rows = build(seed)
     data = resources_dir / "smoke_data"
     for lang, items in rows.items():
-        with (data / f"drills.{lang}.jsonl").open("w", encoding="utf-8") as f:
-            for r in items:
-                f.write(
-                    json.dumps({k: r[k] for k in ("id", "category", "prompt", "answer")}, ensure_ascii=False)
-                    + "\n"
-                )
+        write_jsonl(
+            data / f"drills.{lang}.jsonl",
+            [{k: r[k] for k in ("id", "category", "prompt", "answer")} for r in items],
+        )
     pool = {}
     for path in sorted(data.glob("*.jsonl")):
         lang = path.name.split(".")[-2]
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                pool[r["id"]] = {"id": r["id"], "text": r["prompt"], "lang": lang, "answer": r.get("answer")}
+        for r in read_jsonl(path):
+            pool[r["id"]] = {"id": r["id"], "text": r["prompt"], "lang": lang, "answer": r.get("answer")}
     pack = resources_dir / "teacher_cache" / "smoke_v1.jsonl"
-    old = [json.loads(line) for line in pack.read_text(encoding="utf-8").splitlines() if line.strip()]
+    old = read_jsonl(pack)
     responses = [(pool[e["prompt_id"]], e["text"]) for e in old if not e["prompt_id"].startswith("drill-")]
     responses += [(pool[r["id"]], r["trace"]) for items in rows.values() for r in items]
     p = DistillParams(backend="replay", teacher="arabic_r1/hand-written-v1", cache_dir=pack.parent,
                       template_version="v1", temperature=0.6, max_new_tokens=1024)  # fmt: skip
     write_cache_pack(p, responses, pack)
-    with (resources_dir / "pretrain_questions.jsonl").open("w", encoding="utf-8") as f:
-        for text in answered_questions():
-            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    write_jsonl(resources_dir / "pretrain_questions.jsonl", [{"text": text} for text in answered_questions()])
     return {lang: len(items) for lang, items in rows.items()}
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.digests import text_digest
+from arabic_r1.digests import file_digest, text_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.manifest import PhaseRun, base_model_path, start_phase, upstream_artifact
@@ -323,7 +323,6 @@ RESUME_KEY_FILE = "resume_key.json"
 def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str, str]:
     """What a checkpoint is valid for: a notebook re-run after a change of LoRA rank, data or base model must not
     resume the old optimizer state (the runner would re-run the phase; an interactive re-run reaches here too)."""
-    from arabic_r1.digests import file_digest
 
     return {"params": params.section_hash("model", "train", "run.seed"), "examples": file_digest(examples_path),
             "model": str(model_path)}  # fmt: skip

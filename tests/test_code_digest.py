@@ -66,9 +66,27 @@ def test_a_changed_module_makes_its_phases_stale_and_says_which(smoke_run, monke
     monkeypatch.setattr(manifest, "code_digests", edited)
     stale = {p.slug: check_fresh(p, params, params.run_dir) for p in PHASES}
     assert stale["04_moe_lora_sft"] == (False, "code changed: arabic_r1/train.py")
-    assert not stale["05_oall_evaluation"][0]  # evaluation imports train's inference settings
-    for slug in ("00_environment", "01_data_mixture", "02_cot_distillation", "03_trace_verification"):
+    for slug in (
+        "00_environment",
+        "01_data_mixture",
+        "02_cot_distillation",
+        "03_trace_verification",
+        "05_oall_evaluation",
+    ):
         assert stale[slug][0], f"{slug} does not run train.py: {stale[slug]}"
+    # the phases after it re-run through their inputs: once phase 04 has re-run, its outputs have a new digest
+    real_read = manifest.read_manifest
+
+    def retrained(run_dir, phase):
+        m = real_read(run_dir, phase)
+        return {**m, "outputs_digest": "0" * 16} if m and phase.name == "moe_lora_sft" else m
+
+    monkeypatch.setattr(manifest, "read_manifest", retrained)
+    for slug in ("05_oall_evaluation", "06_paper_report"):
+        assert check_fresh(find_phase(slug), params, params.run_dir) == (
+            False,
+            "input 'moe_lora_sft' changed",
+        ), slug
 
 
 def test_a_manifest_without_code_digests_is_stale(smoke_run, tmp_path: Path) -> None:
