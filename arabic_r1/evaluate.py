@@ -219,9 +219,7 @@ def resolve_models(params: Params, run_dir: Path) -> list[tuple[str, str]]:
         if m == "base":
             out.append(("base", base_model_path(params, run_dir, "oall_evaluation")))
         elif m == "finetuned":
-            outputs = upstream_outputs(
-                run_dir, "oall_evaluation", "moe_lora_sft", needed="the fine-tuned model"
-            )
+            outputs = upstream_outputs(run_dir, "oall_evaluation", "moe_lora_sft")
             kind = next(
                 (k for k in ("merged", "adapter") if k in outputs), None
             )  # merged when phase 04 made one

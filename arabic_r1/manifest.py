@@ -125,16 +125,18 @@ def completed_manifest(run_dir: Path, phase: Phase) -> dict[str, Any] | None:
     return m if m is not None and m.get("status") == "complete" else None
 
 
-def upstream_outputs(
-    run_dir: Path, reader: str, name: str, phases: tuple[Phase, ...] = PHASES, *, needed: str = "the outputs"
-) -> dict[str, Path]:
-    """Every output of an earlier phase in this run, by name, read from its manifest: the one way a phase finds
-    what another wrote. ``reader`` must declare the input in the phase table, so that every artifact a phase reads
-    is also part of its freshness key; ``needed`` names what the caller wants, in the error."""
+def _declared_upstream(reader: str, spec: str, phases: tuple[Phase, ...]) -> Phase:
+    """The phase ``spec`` (``"phase"`` or ``"phase/output"``) names, if ``reader`` declares it as an input: the
+    whole phase, or that one output. Anything else would be read without being part of the freshness key."""
+    name, _, output = spec.partition("/")
     upstream = find_phase(name, phases)
-    declared = [spec.partition("/")[0] for spec in find_phase(reader, phases).inputs]
-    if name not in declared and upstream.name not in declared:
-        raise ValueError(f"phase {reader} reads {name} but the phase table does not list it among its inputs")
+    declared = find_phase(reader, phases).inputs
+    if upstream.name not in declared and not (output and f"{upstream.name}/{output}" in declared):
+        raise ValueError(f"phase {reader} reads {spec} but the phase table does not list it among its inputs")
+    return upstream
+
+
+def _completed_outputs(run_dir: Path, reader: str, upstream: Phase, needed: str) -> dict[str, Path]:
     m = completed_manifest(run_dir, upstream)
     if m is None:
         raise PhaseError(f"phase {reader} needs {needed} of phase {upstream.slug}, which has not completed "
@@ -142,13 +144,24 @@ def upstream_outputs(
     return {k: Path(run_dir) / v["path"] for k, v in m.get("outputs", {}).items()}
 
 
+def upstream_outputs(
+    run_dir: Path, reader: str, name: str, phases: tuple[Phase, ...] = PHASES
+) -> dict[str, Path]:
+    """Every output of an earlier phase in this run, by name, read from its manifest (``reader`` must declare the
+    whole phase as an input): with :func:`upstream_artifact`, the one way a phase finds what another wrote."""
+    return _completed_outputs(run_dir, reader, _declared_upstream(reader, name, phases), "the outputs")
+
+
 def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase, ...] = PHASES) -> Path:
-    """One earlier output, ``"phase/output"`` (see :func:`upstream_outputs`)."""
-    name, _, output = spec.partition("/")
-    outputs = upstream_outputs(run_dir, reader, name, phases, needed=f"output '{output}'")
+    """One earlier output, ``"phase/output"``, read from that phase's manifest in this run; ``reader`` must declare
+    the output (or the whole phase) in the phase table, so that every artifact a phase reads is part of its
+    freshness key."""
+    upstream = _declared_upstream(reader, spec, phases)
+    output = spec.partition("/")[2]
+    outputs = _completed_outputs(run_dir, reader, upstream, f"output '{output}'")
     if output not in outputs:
-        raise PhaseError(f"phase {reader} needs output '{output}' of phase {find_phase(name, phases).slug}, which its "
-                         f"manifest in {run_dir} does not list: re-run that phase")  # fmt: skip
+        raise PhaseError(f"phase {reader} needs output '{output}' of phase {upstream.slug}, which its manifest in "
+                         f"{run_dir} does not list: re-run that phase")  # fmt: skip
     return outputs[output]
 
 

@@ -233,10 +233,16 @@ def test_a_new_package_version_makes_a_phase_stale(setup, monkeypatch) -> None:
 
 def test_upstream_artifacts_come_from_the_manifest_and_the_phase_table(tmp_path: Path) -> None:
     from arabic_r1.jsonl import write_json_atomic
-    from arabic_r1.manifest import PhaseError, upstream_artifact
+    from arabic_r1.manifest import PhaseError, upstream_artifact, upstream_outputs
 
     with pytest.raises(ValueError, match="does not list it among its inputs"):
         upstream_artifact(tmp_path, "cot_distillation", "trace_verification/verified")  # 02 never reads 03
+    with pytest.raises(
+        ValueError, match="reads data_mixture/stats but"
+    ):  # 02 declares the pool, not the stats
+        upstream_artifact(tmp_path, "cot_distillation", "data_mixture/stats")
+    with pytest.raises(ValueError, match="reads data_mixture but"):  # nor phase 01 as a whole
+        upstream_outputs(tmp_path, "cot_distillation", "data_mixture")
     with pytest.raises(
         PhaseError, match="needs output 'pool' of phase 01_data_mixture, which has not completed"
     ):
