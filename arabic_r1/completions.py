@@ -137,7 +137,15 @@ def _short_digest(path: str) -> str:
     return path_digest(Path(path))[:12]
 
 
-def _now() -> str:
+def make_request(key: str, request_id: str, messages: list[dict[str, str]]) -> Request:
+    """A request with the prompt-token estimate its budget reservation needs (the teacher reports real usage)."""
+    return Request(
+        key, request_id, messages, int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE)
+    )
+
+
+def utc_now() -> str:
+    """The timestamp every cache entry and trace record carries (UTC, seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -159,14 +167,7 @@ def complete_all(
             out[rid] = entry["text"]
         else:
             by_key[key] = rid
-            pending.append(
-                Request(
-                    key,
-                    rid,
-                    messages,
-                    int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE),
-                )
-            )
+            pending.append(make_request(key, rid, messages))
     budget = Budget(p.max_requests, p.max_total_tokens, p.max_new_tokens)
 
     def on_result(req: Request, outcome: Result | TeacherError) -> None:
@@ -176,7 +177,7 @@ def complete_all(
             return
         budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
         cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": template_id, "sampling": sampling,
-                            "messages": req.messages, "text": outcome.text, "created_at": _now(),
+                            "messages": req.messages, "text": outcome.text, "created_at": utc_now(),
                             "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}})  # fmt: skip
         out[by_key[req.key]] = outcome.text
 

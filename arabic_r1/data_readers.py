@@ -90,13 +90,20 @@ def _folder_and_glob(path: Path, suffix: str) -> tuple[str, str]:
     return (str(path), f"*{suffix}") if path.is_dir() else (str(path.parent), path.name)
 
 
-class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
-    name = "📥 source (jsonl)"
+class _SourceFilesMixin(_SourceRowsMixin):
+    """A source read from a file or a folder of shards (``suffix``: which files of a folder)."""
+
+    suffix: str
 
     def __init__(self, source: dict[str, Any], path: Path):
-        folder, pattern = _folder_and_glob(path, ".jsonl*")
+        folder, pattern = _folder_and_glob(path, self.suffix)
         super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
         self.source = source
+
+
+class SourceJsonlReader(_SourceFilesMixin, JsonlReader):
+    name = "📥 source (jsonl)"
+    suffix = ".jsonl*"
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
         """Like JsonlReader.read_file, but a malformed line becomes a counted rejection, not a log warning; the file
@@ -140,13 +147,9 @@ class SourceJsonlReader(_SourceRowsMixin, JsonlReader):
                     yield self.get_document_from_dict(row, filepath, li)
 
 
-class SourceParquetReader(_SourceRowsMixin, ParquetReader):
+class SourceParquetReader(_SourceFilesMixin, ParquetReader):
     name = "📥 source (parquet)"
-
-    def __init__(self, source: dict[str, Any], path: Path):
-        folder, pattern = _folder_and_glob(path, ".parquet")
-        super().__init__(folder, glob_pattern=pattern, recursive=False, limit=source.get("max_items") or -1)
-        self.source = source
+    suffix = ".parquet"
 
 
 class SourceHubReader(_SourceRowsMixin, HuggingFaceDatasetReader):

@@ -17,11 +17,10 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.completions import CHARS_PER_TOKEN_ESTIMATE, Budget, ResponseCache, cache_key, make_teacher
+from arabic_r1.completions import Budget, ResponseCache, cache_key, make_request, make_teacher, utc_now
 from arabic_r1.cot import gold_index, gold_labels, named_option, parse_trace, read_traces, teacher_messages
 from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.manifest import PhaseRun, base_model_path, upstream_artifact
@@ -73,10 +72,6 @@ def load_pool(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _trace_record(
     item: dict[str, Any],
     req: Request,
@@ -94,7 +89,7 @@ def _trace_record(
         "gold": item.get("answer"), "multiple_choice": mc, "messages": req.messages, "teacher": teacher_id,
         "backend": p.backend, "template_version": p.template_version, "sampling": sampling_of(p), "cache_key": req.key,
         "cached": cached, "status": "ok", "raw_text": text, "parsed": parsed.to_dict(), "choice": choice,
-        "gold_match": (choice == gold_index(item.get("answer"))) if mc else None, "usage": usage, "created_at": _now(),
+        "gold_match": (choice == gold_index(item.get("answer"))) if mc else None, "usage": usage, "created_at": utc_now(),
     }  # fmt: skip
 
 
@@ -129,12 +124,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
         key = cache_key(teacher.teacher_id, p.template_version, messages, sampling)
         if traces.done(item["id"], key):
             continue
-        req = Request(
-            key,
-            item["id"],
-            messages,
-            int(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE),
-        )
+        req = make_request(key, item["id"], messages)
         entry = cache.get(key)
         if entry is not None:
             hits += 1
@@ -166,7 +156,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
                 failures[outcome.kind] += 1
                 run_usage["retries"] += max(outcome.attempts - 1, 0)
                 traces.append({"prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "status": "error",
-                               "error_kind": outcome.kind, "error": str(outcome), "cache_key": req.key, "created_at": _now()})  # fmt: skip
+                               "error_kind": outcome.kind, "error": str(outcome), "cache_key": req.key, "created_at": utc_now()})  # fmt: skip
                 bar.update(failed=sum(failures.values()))
                 return
             usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
@@ -175,7 +165,7 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
             cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": p.template_version,
                                 "sampling": sampling, "messages": req.messages, "text": outcome.text,
                                 "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "latency_s", "finish_reason")},
-                                "created_at": _now()})  # fmt: skip
+                                "created_at": utc_now()})  # fmt: skip
             budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
             run_usage["prompt_tokens"] += outcome.prompt_tokens
             run_usage["completion_tokens"] += outcome.completion_tokens

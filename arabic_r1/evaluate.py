@@ -9,7 +9,6 @@ runs them for every model of ``eval.models`` and writes the scores.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from arabic_r1.oall_tasks import (
 )
 from arabic_r1.params import DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat
+from arabic_r1.trace_checks import morphology_cache
 
 log = logging.getLogger(__name__)
 
@@ -278,18 +278,13 @@ def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
     details = {m.label: phase.dir / f"reasoning_{m.label}.jsonl" for m in models if m.reasoning}
     audit_files: dict[str, Path] = {}
     if details:  # the student's own traces, through phase 03's checks
-        from arabic_r1.trace_checks import load_morphology_cache, save_morphology_cache
-
-        load_morphology_cache(params.verify.morphology_cache)
-        result = audit_models({label: read_outputs(p) for label, p in details.items()}, params.verify,
-                              params.model.reasoning_format)  # fmt: skip
-        save_morphology_cache(params.verify.morphology_cache)
+        with morphology_cache(params.verify.morphology_cache):
+            result = audit_models({label: read_outputs(p) for label, p in details.items()}, params.verify,
+                                  params.model.reasoning_format)  # fmt: skip
         audit_files = dict(
             zip(("student_audit", "student_audit_csv"), write_audit(result, phase.dir), strict=True)
         )
-    (phase.dir / "model_scores.json").write_text(
-        json.dumps([m.__dict__ for m in models], indent=1, ensure_ascii=False), encoding="utf-8"
-    )
+    write_json_atomic(phase.dir / "model_scores.json", [m.__dict__ for m in models], indent=1)
     phase.finish(
         {
             "scores": phase.dir / SCORES_FILE,

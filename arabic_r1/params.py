@@ -10,6 +10,7 @@ the file lives in (for a params file elsewhere, the file's own folder).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -659,9 +660,7 @@ class TrainParams(_Section):
     def _sft_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
         if not v:
             return v
-        import dataclasses
-
-        from trl import SFTConfig
+        from trl import SFTConfig  # only when train.sft is set: TRL takes seconds to import
 
         known = {f.name for f in dataclasses.fields(SFTConfig)}
         problems = []

@@ -10,9 +10,10 @@ measured on real Arabic and English text (tests/test_verify.py, README).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -201,9 +202,7 @@ def _analex():
     return qalsadi.analex.Analex()
 
 
-_KNOWN: dict[
-    str, bool
-] = {}  # word type -> recognised; filled lazily, saved/loaded by load/save_morphology_cache
+_KNOWN: dict[str, bool] = {}  # word type -> recognised; filled lazily, loaded and saved by morphology_cache
 
 
 def known_word(word: str) -> bool:
@@ -223,12 +222,13 @@ def known_word(word: str) -> bool:
     return hit
 
 
-def load_morphology_cache(path: Path | None) -> None:
+@contextlib.contextmanager
+def morphology_cache(path: Path | None) -> Iterator[None]:
+    """The analyser's known-word verdicts loaded from ``path`` for the block and saved back after it, so a re-run
+    (phase 03, or phase 05's student audit) does not analyse the same words again; ``None``: no file."""
     if path is not None and path.is_file():
         _KNOWN.update(json.loads(path.read_text(encoding="utf-8")))
-
-
-def save_morphology_cache(path: Path | None) -> None:
+    yield
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, _KNOWN, indent=None)

@@ -21,10 +21,6 @@ from pathlib import Path
 from arabic_r1.errors import ExplainedError
 
 TENSORBOARD_DIR = "tensorboard"
-_PACKAGES = {
-    "tensorboard": ("tensorboard", "tensorboard"),
-    "wandb": ("wandb", "wandb"),
-}  # tracker: module, pip
 
 
 class TrackingError(ExplainedError, RuntimeError):
@@ -33,11 +29,10 @@ class TrackingError(ExplainedError, RuntimeError):
 
 def check_trackers(report_to: Sequence[str]) -> None:
     """Fail before the model loads when a requested tracker's package is missing (the Trainer would fail later)."""
-    for tracker in report_to:
-        module, pip = _PACKAGES[tracker]
-        if importlib.util.find_spec(module) is None:
+    for tracker in report_to:  # each tracker's package has the tracker's name
+        if importlib.util.find_spec(tracker) is None:
             raise TrackingError(
-                f"train.report_to has {tracker!r} but the {module} package is not installed: pip install {pip} "
+                f"train.report_to has {tracker!r} but the {tracker} package is not installed: pip install {tracker} "
                 f"(or pip install 'arabic-r1[tracking]'), or remove it from train.report_to"
             )
 

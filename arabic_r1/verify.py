@@ -19,7 +19,7 @@ from arabic_r1.manifest import PhaseRun, upstream_artifact
 from arabic_r1.params import Params, VerifyParams
 from arabic_r1.progress import Progress
 from arabic_r1.reasoning_format import ReasoningFormat, assistant_turn
-from arabic_r1.trace_checks import Trace, Verdict, load_morphology_cache, save_morphology_cache, verify_trace
+from arabic_r1.trace_checks import Trace, Verdict, morphology_cache, verify_trace
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,8 @@ def run_trace_verification(params: Params, phase: PhaseRun) -> VerifyResult:
     judge = None
     if params.verify.llm_judge:
         judge = make_norms_judge(params.verify)
-    load_morphology_cache(params.verify.morphology_cache)
-    result = verify_traces(records, params.verify, phase.dir, judge, params.model.reasoning_format)
-    save_morphology_cache(params.verify.morphology_cache)
+    with morphology_cache(params.verify.morphology_cache):
+        result = verify_traces(records, params.verify, phase.dir, judge, params.model.reasoning_format)
     o = result.funnel["overall"]
     phase.finish(
         {
