@@ -7,12 +7,13 @@ overrides, then calls :func:`open_phase`.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from arabic_r1.manifest import PhaseRun, start_phase
 from arabic_r1.params import Params
-from arabic_r1.params_loading import load_params
+from arabic_r1.params_loading import apply_overrides, load_params, profile_path, read_yaml
 from arabic_r1.progress import configure_output
 
 
@@ -32,6 +33,28 @@ def apply_runtime(params: Params) -> None:
         torch.set_num_threads(params.run.torch_threads)
 
 
+# the phases that can run through Unsloth, and the key that says whether they do
+UNSLOTH_BACKEND_KEYS = {"moe_lora_sft": ("train", "backend"), "oall_evaluation": ("eval", "backend")}
+
+
+def unsloth_first(phase: str, params_path: str | Path | None, overrides: Sequence[str] = ()) -> bool:
+    """Import Unsloth before anything else when this phase runs through it: Unsloth patches transformers, TRL and
+    PEFT as it is imported, and a process that imported them first runs the unpatched versions (slower, more
+    memory). Setting up output and validating params (TRL's SFTConfig check) would import them, so the backend is
+    read from the raw YAML; a file that does not read is left for :func:`load_params` to report."""
+    table, key = UNSLOTH_BACKEND_KEYS.get(phase, (None, None))
+    if table is None or "unsloth" in sys.modules:
+        return "unsloth" in sys.modules
+    try:
+        raw = apply_overrides(read_yaml(profile_path(params_path).read_text(encoding="utf-8")), overrides)
+        wanted = (raw.get(table) or {}).get(key) == "unsloth"
+    except Exception:  # noqa: BLE001 - load_params says what is wrong with the file, with its key path
+        return False
+    if wanted:
+        import unsloth  # noqa: F401
+    return wanted
+
+
 def open_phase(
     phase: str,
     params_path: str | Path | None,
@@ -39,6 +62,7 @@ def open_phase(
     run_dir: str | Path | None = None,
 ) -> tuple[Params, PhaseRun]:
     """Load + validate params, set output (logging, warnings, bars)/seed/threads, and start the phase's manifest."""
+    unsloth_first(phase, params_path, overrides)
     configure_output()
     params = load_params(params_path, overrides)
     apply_runtime(params)

@@ -40,6 +40,15 @@ def split_trace(text: str) -> tuple[str, str]:
     return text[start:close_i].strip(), text[close_i + len("</think>") :].strip()
 
 
+def with_reasoning(content: str, reasoning: str | None) -> str:
+    """A chat answer whose server returned the think block apart (vLLM/SGLang with a reasoning parser, the DeepSeek
+    API: ``message.reasoning_content``, newer vLLM ``message.reasoning``) rebuilt as the trace the model wrote:
+    ``<think>`` reasoning ``</think>`` answer. An answer that already has its block is kept as it is."""
+    if not reasoning or not reasoning.strip() or "</think>" in content:
+        return content
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
+
+
 def assistant_turn(trace: str, fmt: ReasoningFormat) -> dict[str, str]:
     """The assistant message that teaches a student of format ``fmt`` the teacher's trace."""
     if fmt == "think_tags":

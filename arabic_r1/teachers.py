@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arabic_r1.params import DistillParams
+from arabic_r1.reasoning_format import with_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class OpenAITeacher:
     """Any OpenAI-compatible chat endpoint (OpenAI, DeepSeek, vLLM/SGLang servers, ``transformers serve``).
 
     Bounded concurrency, and our own retries with exponential backoff + jitter on 429, 5xx, timeouts and dropped
-    connections (honouring ``Retry-After``), so each retry is counted. The key is read from the environment
+    connections (honouring ``Retry-After``), so each retry is counted. A server that returns the think block apart
+    from the answer (a reasoning parser) gets its trace rebuilt with the block (:func:`reasoning_field`). The key is read from the environment
     variable named in params, here and nowhere else, and never logged or stored.
     """
 
@@ -146,7 +148,7 @@ class OpenAITeacher:
                 choice = resp.choices[0]
                 usage = resp.usage
                 return Result(
-                    text=choice.message.content or "",
+                    text=with_reasoning(choice.message.content or "", reasoning_field(choice.message)),
                     prompt_tokens=usage.prompt_tokens if usage else req.prompt_tokens_estimate,
                     completion_tokens=usage.completion_tokens if usage else 0,
                     latency_s=round(time.monotonic() - t0, 3),
@@ -166,6 +168,19 @@ class OpenAITeacher:
             log.info("%s: %s, retry %d/%d in %.1fs", req.prompt_id, kind, attempt, self.p.max_retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek API / vLLM<0.10 / SGLang; vLLM >= 0.10
+
+
+def reasoning_field(message: Any) -> str | None:
+    """The reasoning a server returned beside the answer (the client keeps unknown fields as extra attributes)."""
+    extra = getattr(message, "model_extra", None) or {}
+    for name in REASONING_FIELDS:
+        value = getattr(message, name, None) or extra.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def _retry_after(exc) -> float | None:

@@ -293,7 +293,7 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=model_path, max_seq_length=params.model.max_seq_length, dtype=dtype,
+            model_name=model_path, max_seq_length=params.model.max_seq_length, dtype=dtype, revision=params.model.revision,
             load_in_4bit=params.model.load_in_4bit, trust_remote_code=params.model.trust_remote_code,
         )  # fmt: skip
     else:
@@ -878,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     Every rank checks the world size first; rank 0 alone writes the manifest."""
     import torch.distributed as dist
 
-    from arabic_r1.notebook import apply_runtime
+    from arabic_r1.notebook import apply_runtime, unsloth_first
     from arabic_r1.params_loading import load_params
     from arabic_r1.phases import find_phase
     from arabic_r1.progress import configure_output
@@ -888,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("-o", "--override", dest="overrides", action="append", default=[])
     args = ap.parse_args(argv)
+    unsloth_first("moe_lora_sft", args.params, args.overrides)
     ranks = Ranks.from_env()
     configure_output(rank=ranks.rank if ranks.world > 1 else None)
     params = load_params(args.params, args.overrides)

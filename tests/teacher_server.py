@@ -64,8 +64,11 @@ class FlakyProxy:
     """Forwards to ``upstream``; the first ``fail_first`` requests get ``status`` instead. Counts what it saw."""
 
     def __init__(
-        self, upstream: str, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None
-    ):
+        self, upstream: str, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
+        reasoning_field: str | None = None, answer: str = "",
+    ):  # fmt: skip
+        """``reasoning_field``: answer as a server with a reasoning parser does: the model's text moved into
+        ``message.<reasoning_field>``, ``answer`` as the content."""
         self.upstream = upstream.rstrip("/")
         self.plan = list(statuses) if statuses is not None else [status] * fail_first
         self.requests = 0
@@ -100,6 +103,12 @@ class FlakyProxy:
                 )
                 with urllib.request.urlopen(req, timeout=120) as resp:
                     data = resp.read()
+                if reasoning_field:
+                    reply = json.loads(data)
+                    for choice in reply["choices"]:
+                        msg = choice["message"]
+                        msg[reasoning_field], msg["content"] = msg.get("content") or "", answer
+                    data = json.dumps(reply).encode()
                 with proxy.lock:
                     proxy.forwarded += 1
                 self.send_response(200)

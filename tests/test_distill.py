@@ -386,3 +386,24 @@ def test_another_temperature_template_teacher_or_prompt_misses_the_cache(tmp_pat
         ),
     ]
     assert len(set(variants)) == 4 and all(cache.get(k) is None for k in variants)
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_server_with_a_reasoning_parser_gives_traces_with_their_think_block(
+    server, project: Path, field
+) -> None:
+    """vLLM/SGLang with a reasoning parser and the DeepSeek API return the think block in ``message.<field>``;
+    reading ``content`` alone, every trace would lack its block and fail phase 03's structure check."""
+    answer = "الإجابة: ب"
+    proxy = FlakyProxy(server.url, reasoning_field=field, answer=answer)
+    try:
+        r = distill(_params(project, proxy.url, server.model), project / "pool.jsonl", project / "out")
+    finally:
+        proxy.close()
+    assert r.summary["traces_ok"] == N
+    recs = [json.loads(x) for x in (project / "out" / TRACES_FILE).read_text(encoding="utf-8").splitlines()]
+    for rec in recs:
+        head, sep, tail = rec["raw_text"].partition("\n</think>\n\n")
+        assert head.startswith("<think>\n") and len(head) > len("<think>\n"), rec["raw_text"]
+        assert sep and tail == answer, rec["raw_text"]
+        assert rec["parsed"]["answer"] == "ب"  # the answer line parsed after the block

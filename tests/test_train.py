@@ -375,6 +375,34 @@ def test_unsloth_backend_trains_through_its_cpu_fallback(setup, tmp_path: Path) 
         assert "grouped_mm needs a GPU: using native_torch" in out.stderr
 
 
+@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
+def test_a_phase_that_trains_through_unsloth_imports_it_before_transformers_and_trl(
+    setup, tmp_path, backend
+) -> None:
+    """Unsloth patches transformers/TRL/PEFT at import; imported after them it runs their unpatched code. open_phase
+    (notebook 04) and ``python -m arabic_r1.train`` (every launched rank) set up output and validate params first,
+    which import transformers and, with train.sft set, TRL."""
+    code = (
+        "import sys, json\nseen = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('unsloth', 'transformers', 'trl') and name not in seen: seen.append(name)\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "from arabic_r1.notebook import open_phase\n"
+        f"try: open_phase('moe_lora_sft', {str(setup[3])!r}, ['train.backend={backend}', 'train.sft.weight_decay=0.01'],"
+        f" run_dir={str(tmp_path)!r})\n"
+        "except Exception as exc: print('open_phase stopped:', type(exc).__name__)\n"
+        "print('ORDER', json.dumps(seen))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO_DIR)})  # fmt: skip
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("ORDER")), None)
+    assert line, out.stderr[-3000:]
+    order = json.loads(line.split(" ", 1)[1])
+    assert "transformers" in order and "trl" in order, line  # both were imported by the set-up
+    assert order[0] == "unsloth" if backend == "unsloth" else "unsloth" not in order, line
+
+
 def test_launch_command_and_accelerate_configs() -> None:
     from accelerate.commands.config.config_args import load_config_from_file
 
