@@ -1,7 +1,8 @@
 """Phase 00: record the environment and materialise the backbone every later phase loads.
 
 For ``model.name_or_path: embedded`` the tiny random MoE and its tokenizer are built here and saved into the
-run folder; for a hub id or local folder nothing is downloaded here - later phases load it by name.
+run folder; with ``model.bf16_copy`` an FP8 checkpoint is rewritten in bf16 into the run folder; otherwise nothing is
+downloaded here - later phases load the hub id or folder by name.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def run_environment(params: Params, phase: PhaseRun) -> tuple[list[Check], dict[
         if "pretrain" in info:
             metrics["pretrain_last_loss"] = info["pretrain"]["last_loss"]
         outputs["base_model"] = model_dir
+    elif params.model.bf16_copy:
+        model_dir = bf16_copy(params, phase.dir / BASE_MODEL_DIR)
+        env["base_model"] = {"bf16_copy_of": params.model.name_or_path, "revision": params.model.revision,
+                             "path": str(model_dir)}  # fmt: skip
+        outputs["base_model"] = model_dir
     else:  # a reference file, so later phases still have one input to depend on
         ref = {
             "name_or_path": params.model.name_or_path,
@@ -75,6 +81,30 @@ def run_environment(params: Params, phase: PhaseRun) -> tuple[list[Check], dict[
     return rows, env
 
 
+def bf16_copy(params: Params, out: Path) -> Path:
+    """``model.bf16_copy``: the FP8 checkpoint (a local folder, or downloaded here) rewritten in bf16 into ``out``."""
+    from arabic_r1.model_loading import write_bf16_copy
+    from arabic_r1.progress import Progress
+
+    src = Path(params.model.name_or_path)
+    if not src.is_dir():
+        from huggingface_hub import snapshot_download
+
+        src = Path(snapshot_download(params.model.name_or_path, revision=params.model.revision))
+    shutil.rmtree(out, ignore_errors=True)
+    bar: Progress | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or Progress(total, "shard")
+        bar.update(done - bar.done)
+
+    write_bf16_copy(src, out, progress)
+    if bar is not None:
+        bar.close()
+    return out
+
+
 def backbone_frame(params: Params, env: dict[str, Any]) -> Any:
     """What later phases will load, in a few rows (``env.json`` keeps the full build record and loss curve)."""
     import pandas as pd
@@ -83,6 +113,10 @@ def backbone_frame(params: Params, env: dict[str, Any]) -> Any:
     if not isinstance(bm, dict):
         rows = {"model": bm, "revision": params.model.revision or "main", "family": params.model.family,
                 "loaded by": "phases 02-05 (from the hub or the folder; nothing downloaded here)"}  # fmt: skip
+    elif "bf16_copy_of" in bm:
+        rows = {"model": f"{bm['bf16_copy_of']} (FP8) as a bf16 copy", "revision": bm["revision"] or "main",
+                "family": params.model.family, "folder": params.shown(bm["path"]),
+                "loaded by": "phases 04-05 (transformers can neither train FP8 nor dequantize it correctly)"}  # fmt: skip
     else:
         info, shape = bm["embedded"], bm["embedded"]["shape"]
         rows = {

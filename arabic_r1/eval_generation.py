@@ -18,9 +18,9 @@ from arabic_r1.audit import Output, reasoning_answer
 from arabic_r1.completions import complete_all
 from arabic_r1.cot import parse_trace
 from arabic_r1.digests import text_digest
-from arabic_r1.eval_models import load_causal_lm, require_vllm
+from arabic_r1.eval_models import adapter_base, load_causal_lm, require_vllm
 from arabic_r1.jsonl import append_jsonl, read_jsonl
-from arabic_r1.oall_tasks import benchmark_of
+from arabic_r1.oall_tasks import EvalSetupError, benchmark_of
 from arabic_r1.params import DistillParams, EvalParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 from arabic_r1.teachers import TeacherError
@@ -35,6 +35,11 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
     """``generate(prompts, max_new_tokens)``: greedy, with the chat template (thinking on where it has a switch)."""
     if ep.backend == "vllm":
         require_vllm()
+        if adapter_base(model_path):
+            raise EvalSetupError(
+                f"{model_path} is a LoRA adapter; vLLM generates from merged models: set train.merge: true or "
+                "eval.backend: transformers"
+            )
         from vllm import LLM, SamplingParams
 
         llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,

@@ -3,6 +3,12 @@
 - lighteval's response cache is keyed on the model *name*: each model gets a cache folder named by its weights' digest;
 - its adapter path pins an old peft: a LoRA adapter folder is loaded here with our peft (base + adapter,
   unmerged — what a 4-bit evaluation on a small GPU needs) and handed to lighteval as a ready model;
+- the model is loaded by the rules of :mod:`arabic_r1.model_loading` (no second quantization on a quantized
+  checkpoint, weights placed on the GPUs at load), or through Unsloth (``eval.backend: unsloth``) the way phase 04
+  loaded it; lighteval always scores with its transformers model: its vLLM model (0.13.0) needs ``vllm<0.10.2`` and
+  calls ``LLM.generate(prompt_token_ids=...)``, which vLLM 0.10.2 removed, and no vLLM that old runs transformers 5;
+- the chat template of log-likelihood scoring is ``eval.loglikelihood_chat_template`` (the leaderboard's rule by
+  default: the tokenizer's template when it has one);
 - it switches autograd off process-wide: the caller's grad mode is restored afterwards.
 """
 
@@ -15,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.digests import path_digest, text_digest
+from arabic_r1.model_loading import (
+    ModelLoadError,
+    check_adapter_loader,
+    config_dict,
+    load_plan,
+    quantization_of,
+)
 from arabic_r1.oall_tasks import ACC_NORM, EvalSetupError, prepare_lighteval_offline, task_string
 from arabic_r1.params import EvalParams
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
@@ -58,71 +71,81 @@ def adapter_base(model_path: str) -> str | None:
 
 
 def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
-    """A transformers model for a model folder / hub id, or base + LoRA for an adapter folder; 4-bit NF4 with
-    ``eval.load_in_4bit`` (the merged 16-bit model of a 20B MoE does not fit a 16 GB GPU; its adapter on a 4-bit
-    base does)."""
+    """A transformers model for a model folder / hub id, or base + LoRA for an adapter folder: 4-bit NF4 with
+    ``eval.load_in_4bit`` (the merged 16-bit model of a 20B MoE does not fit a 16 GB GPU; its adapter on a 4-bit base
+    does), a checkpoint's own quantization kept, on the GPUs from the start; or through Unsloth."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-    if ep.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype)
-        )
-        kwargs["device_map"] = {"": 0}
     base = adapter_base(model_path)
-    model = AutoModelForCausalLM.from_pretrained(base or model_path, **kwargs)
+    try:
+        if base:
+            check_adapter_loader(Path(model_path), ep.backend)
+        if ep.backend == "unsloth":
+            return load_with_unsloth(model_path, ep, dtype)
+        plan = load_plan("eval", quantization_of(config_dict(base or model_path)[0]), load_in_4bit=ep.load_in_4bit,
+                         key="eval.load_in_4bit", compute_dtype=dtype, cuda=torch.cuda.is_available(), placement="spread")  # fmt: skip
+    except ModelLoadError as exc:
+        raise EvalSetupError(str(exc)) from None
+    for note in plan.notes:
+        log.info("%s: %s", model_label(model_path), note)
+    model = AutoModelForCausalLM.from_pretrained(
+        base or model_path, dtype=getattr(torch, dtype), **plan.kwargs
+    )
     if base:
         from peft import PeftModel
 
         with no_v4_moe_remap(model):
             model = PeftModel.from_pretrained(model, model_path)
-    if not ep.load_in_4bit:
-        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     inference_config(model)  # a checkpoint saved by TRL may still ask for router logits
     return model.eval()
+
+
+def load_with_unsloth(model_path: str, ep: EvalParams, dtype: str) -> Any:
+    """Base or adapter through Unsloth's ``FastLanguageModel`` on a GPU: an adapter goes back on its base loaded as
+    phase 04 loaded it (for gpt-oss in 4-bit: Unsloth's per-expert bnb copy), and base and fine-tuned are scored on
+    the same quantized weights."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EvalSetupError(
+            "eval.backend: unsloth needs a CUDA GPU; set eval.backend: transformers on this machine"
+        )
+    import unsloth  # noqa: F401  - before anything it patches is used
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(model_name=model_path, dtype=getattr(torch, dtype),
+                                                 load_in_4bit=ep.load_in_4bit)  # fmt: skip
+    FastLanguageModel.for_inference(model)
+    inference_config(model)
+    return model
 
 
 def model_label(model_path: str) -> str:
     return Path(model_path).name if Path(model_path).is_dir() else model_path.replace("/", "__")
 
 
+CHAT_TEMPLATE_OVERRIDE = {"leaderboard": None, "on": True, "off": False}  # lighteval's override_chat_template
+
+
 def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: str):
-    """lighteval's model object for ``ep.backend``, with its response cache keyed on the weights.
+    """lighteval's transformers model around our loaded model, with its response cache keyed on the weights.
 
     lighteval puts its cache at ``cache_dir/<model_name>/<config hash>``: with an absolute local path as the name
     that is the model's own folder, and neither part changes when the weights do. So the cache is named by a
     plain label under a folder that carries the weights' digest."""
     import torch
+    from lighteval.models.transformers.transformers_model import TransformersModel, TransformersModelConfig
 
     prepare_lighteval_offline()
     cache_dir = str(model_cache_dir(cache_root, model_path))
-    if ep.backend == "vllm":
-        require_vllm()
-        if adapter_base(model_path):
-            raise EvalSetupError(
-                f"{model_path} is a LoRA adapter; the vLLM backend evaluates merged models: set train.merge: true "
-                "or eval.backend: transformers"
-            )
-        from lighteval.models.vllm.vllm_model import VLLMModel, VLLMModelConfig
-        from lighteval.utils.cache_management import SampleCache
-
-        mc = VLLMModelConfig(model_name=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
-                             gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization, cache_dir=cache_dir)  # fmt: skip
-        model = VLLMModel(mc)  # vLLM loads from model_name, so the cache is re-pointed after construction
-        try:
-            model._cache.cache_dir.rmdir()  # the empty folder its first cache made next to the weights
-        except OSError:
-            pass
-        model._cache = SampleCache(mc.model_copy(update={"model_name": model_label(model_path)}))
-        return model
-    from lighteval.models.transformers.transformers_model import TransformersModel, TransformersModelConfig
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    template = CHAT_TEMPLATE_OVERRIDE[
+        ep.loglikelihood_chat_template
+    ]  # lighteval's field refuses an explicit None
     mc = TransformersModelConfig(model_name=model_label(model_path), tokenizer=model_path, batch_size=ep.batch_size,
-                                 dtype=dtype, device=device, cache_dir=cache_dir)  # fmt: skip
+                                 dtype=dtype, device=device, cache_dir=cache_dir,
+                                 **({} if template is None else {"override_chat_template": template}))  # fmt: skip
     return TransformersModel.from_model(model=load_causal_lm(model_path, ep, dtype), config=mc)
 
 
@@ -136,9 +159,10 @@ def run_lighteval(
 
     module = types.ModuleType("arabic_r1_oall_tasks")
     module.TASKS_TABLE = configs
-    launcher = ParallelismManager.VLLM if ep.backend == "vllm" else ParallelismManager.NONE
     pp = PipelineParameters(
-        launcher_type=launcher, custom_tasks_directory=module, max_samples=ep.max_samples_per_task
+        launcher_type=ParallelismManager.NONE,
+        custom_tasks_directory=module,
+        max_samples=ep.max_samples_per_task,
     )
     pipeline = Pipeline(
         tasks=task_string(configs),

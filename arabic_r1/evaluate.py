@@ -245,13 +245,6 @@ def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
     ep = params.eval
     if "alrage" in ep.benchmarks and ep.judge is None:
         raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
-    if ep.load_in_4bit:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvalSetupError(
-                "eval.load_in_4bit needs a CUDA GPU (bitsandbytes); set eval.load_in_4bit=false"
-            )
     judge = ep.judge
     if judge is not None and judge.teacher == "embedded":
         judge = judge.model_copy(

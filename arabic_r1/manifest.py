@@ -166,9 +166,9 @@ def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase
 
 
 def base_model_path(params: Params, run_dir: Path, reader: str) -> str:
-    """What phase ``reader`` passes to ``from_pretrained``: the hub id or folder of ``model.name_or_path``, or for
-    the embedded model the folder phase 00 built in this run (its ``base_model`` output)."""
-    if not params.model.is_embedded:
+    """What phase ``reader`` passes to ``from_pretrained``: the hub id or folder of ``model.name_or_path``, or the
+    folder phase 00 wrote in this run (its ``base_model`` output): the embedded model, or a bf16 copy."""
+    if not params.model.is_embedded and not params.model.bf16_copy:
         return params.model.name_or_path
     return str(upstream_artifact(run_dir, reader, "environment/base_model"))
 

@@ -190,6 +190,11 @@ class ModelParams(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_seq_length: Tokens = 1024
     load_in_4bit: bool = False
+    bf16_copy: bool = Field(
+        False,
+        description="phase 00 writes a bf16 copy of an FP8 checkpoint (DeepSeek-R1) that phases 04-05 load: "
+        "transformers can neither train FP8 nor dequantize DeepSeek's 128x128 blocks correctly (model_loading.py)",
+    )
     trust_remote_code: bool = False
     tiny: TinyMoEParams = Field(default_factory=dict)  # type: ignore[arg-type]
 
@@ -711,9 +716,16 @@ class EvalParams(_Section):
     max_samples_per_task: PositiveInt | None = Field(
         None, description="a partial run: not comparable with the leaderboard"
     )
-    backend: Literal["transformers", "vllm"] = Field(
+    backend: Literal["transformers", "unsloth", "vllm"] = Field(
         "transformers",
-        description="inference engine: transformers (CPU or one GPU) or vLLM (GPU, lazily imported)",
+        description="how models are loaded and generate: transformers (+ PEFT for adapters; CPU or GPUs), unsloth "
+        "(FastLanguageModel on a GPU: an adapter on its base loaded as phase 04 loaded it), vllm (generation through "
+        "vLLM, GPU; log-likelihoods still through lighteval's transformers model, whose vLLM model needs vllm<0.10.2)",
+    )
+    loglikelihood_chat_template: Literal["leaderboard", "on", "off"] = Field(
+        "leaderboard",
+        description="chat template around log-likelihood prompts: leaderboard (OALL v2: the tokenizer's template when "
+        "it has one), on, off. A template that opens <think> itself scores the option right after it",
     )
     tensor_parallel_size: PositiveInt = Field(1, description="vLLM: GPUs per model")
     quantization: Literal["fp8"] | None = Field(
@@ -748,7 +760,7 @@ class EvalParams(_Section):
             raise ValueError(f"subsets given for benchmarks not in eval.benchmarks: {', '.join(unknown)}")
         if self.load_in_4bit and self.backend == "vllm":
             raise ValueError(
-                "load_in_4bit is for the transformers backend; vLLM quantizes with `quantization`"
+                "load_in_4bit is for the transformers and unsloth backends; vLLM quantizes with `quantization`"
             )
         if "alrage" in self.benchmarks and self.judge is None and "benchmarks" in self.model_fields_set:
             raise ValueError(

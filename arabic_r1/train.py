@@ -39,6 +39,7 @@ from arabic_r1.digests import file_digest, text_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.manifest import PhaseRun, base_model_path, start_phase, upstream_artifact
+from arabic_r1.model_loading import ModelLoadError, config_dict, load_plan, quantization_of
 from arabic_r1.moe_lora import (
     check_coverage,
     coverage_of_adapter,
@@ -299,17 +300,21 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path,
-            dtype=dtype,
-            trust_remote_code=params.model.trust_remote_code,
-            revision=params.model.revision,
-        )
+        m = params.model
+        try:
+            plan = load_plan("train", quantization_of(config_dict(model_path, m.revision)[0]), load_in_4bit=m.load_in_4bit,
+                             key="model.load_in_4bit", compute_dtype=str(dtype).removeprefix("torch."),
+                             cuda=torch.cuda.is_available(), local_rank=Ranks.from_env().local,
+                             placement="engine" if params.train.launcher in LAUNCHER_CONFIGS else "process")  # fmt: skip
+        except ModelLoadError as exc:
+            raise TrainSetupError(str(exc)) from None
+        for note in plan.notes:
+            log.info("%s: %s", model_path, note)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=m.trust_remote_code,
+                                                     revision=m.revision, **plan.kwargs)  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=params.model.trust_remote_code, revision=params.model.revision
         )
-        if torch.cuda.is_available():  # each rank on its own GPU (LOCAL_RANK; 0 alone)
-            model = model.to(torch.device("cuda", Ranks.from_env().local))
     if params.train.chat_template is not None:
         tokenizer.chat_template = params.train.chat_template.read_text(encoding="utf-8")
     if tokenizer.pad_token is None:

@@ -374,7 +374,9 @@ def test_two_mirrors_with_one_layout_each_give_their_own_rows(tmp_path: Path):
 
 
 def test_vllm_backend_is_lazy_and_says_what_is_missing(tmp_path: Path):
-    ep = _ep(backend="vllm", tensor_parallel_size=2, gpu_memory_utilization=0.8)
+    """vLLM generates (reasoning scoring, ALRAGE); log-likelihoods go through lighteval's transformers model whatever
+    the backend (lighteval 0.13.0's vLLM model needs vllm<0.10.2, which predates transformers 5)."""
+    ep = _ep(backend="vllm", tensor_parallel_size=2, gpu_memory_utilization=0.8, scoring=["reasoning"])
     assert ep.backend == "vllm"  # params validate on a machine without vLLM
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         _ep(backend="vllm", gpu_memory_utilization=1.5)
