@@ -3,8 +3,8 @@
 #
 # On a CPU machine the local CPU wheel torch==2.13.0 is pinned first (an unpinned torch pulls a multi-GB CUDA
 # build), and Unsloth is installed --no-deps with its small dependencies so its CPU fallback is importable.
-# On a GPU machine (nvidia-smi finds a GPU) the `gpu` extra installs the full Unsloth stack and the existing
-# CUDA torch is kept.
+# On a GPU machine (nvidia-smi finds a GPU) the `gpu` extra installs the full Unsloth stack (+ `deepspeed`) and the
+# existing CUDA torch is kept.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -15,6 +15,9 @@ ARGS   ?=
 TORCH_CPU := torch==2.13.0
 UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# extras a GPU machine gets (arabic_r1/needs.py: GPU_SETUP_EXTRAS); add vllm for eval.backend: vllm:
+# make install GPU_EXTRAS=gpu,deepspeed,vllm
+GPU_EXTRAS ?= gpu,deepspeed
 STAMP  := $(VENV)/.installed
 
 .PHONY: install reproduce test test-slow mutation quality lab doctor clean slurm-up slurm-down slurm-status
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 ifeq ($(HAS_GPU),1)
-	$(PIP) install -q -e ".[gpu,dev,ray]"
+	$(PIP) install -q -e ".[$(GPU_EXTRAS),dev,ray]"
 else
 	$(PIP) install -q $(TORCH_CPU)
 	$(PIP) install -q -e ".[dev,unsloth-cpu,ray]"

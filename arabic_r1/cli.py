@@ -106,16 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--hardware",
         default=None,
         metavar="[Nx]GPU:GIB",
-        help="plan for another machine, e.g. T4:15, H100:80, 64xH100:80, cpu:24 (default: this machine)",
+        help="plan for another machine, e.g. T4:15, H100:80, 64xH100:80, cpu:24 (default: the profile's run.hardware, "
+        "else this machine)",
     )
     pla.add_argument("--run-dir", type=Path, default=None, help="a run whose phase 01 pool sizes the tokens")
+
+    pre = sub.add_parser(
+        "preflight", help="offline: will this profile start on its target machine (run.hardware)?"
+    )
+    _add_params_args(pre)
 
     par = sub.add_parser("params", help="show or validate a params file")
     par.add_argument("action", choices=["show", "validate"])
     par.add_argument("file", nargs="?", default=None, help="profile name or YAML path (default: smoke)")
     par.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     for cmd, handler in ((rep, cmd_reproduce), (swe, cmd_sweep), (run, cmd_run), (doc, cmd_doctor),
-                         (ben, cmd_benchmarks), (pla, cmd_plan), (par, cmd_params)):  # fmt: skip
+                         (ben, cmd_benchmarks), (pla, cmd_plan), (pre, cmd_preflight), (par, cmd_params)):  # fmt: skip
         cmd.set_defaults(handler=handler)
     return parser
 
@@ -158,10 +164,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from arabic_r1.plan import detect_hardware, make_plan, parse_hardware
 
     params = load_params(args.params, args.overrides)
-    hw = parse_hardware(args.hardware) if args.hardware else detect_hardware(params)
+    spec = args.hardware or params.run.hardware
+    hw = parse_hardware(spec) if spec else detect_hardware(params)
     plan = make_plan(params, hw, args.run_dir or params.run_dir)
     print(plan.table())
     return 3 if plan.problems else 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from arabic_r1.preflight import preflight
+
+    params = load_params(args.params, args.overrides)
+    found = preflight(params)
+    print("\n".join(f.line() for f in found))
+    failed = sum(f.status == "fail" for f in found)
+    where = params.run.hardware or "this machine"
+    print(f"\n{params.profile} on {where}: " + (f"{failed} problem(s)" if failed else "no problem found"))
+    return 1 if failed else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

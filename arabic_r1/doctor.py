@@ -180,9 +180,20 @@ def check_data_engine(_: Params) -> Check:
     )
 
 
-def check_vllm(_: Params) -> Check:
-    v = _version("vllm")
-    return Check("vllm", "ok", v or "not installed (optional: GPU generation/evaluation)")
+def check_profile_packages(params: Params) -> list[Check]:
+    """What the profile needs beyond the base install (arabic_r1/needs.py), installed here and in its extra's range:
+    a profile that needs vLLM or DeepSpeed fails here, on the machine, before any phase runs. Unsloth has its own
+    check (an import probe)."""
+    from arabic_r1.needs import installed_problem, needs_of
+
+    rows = []
+    for need in needs_of(params):
+        if need.dist == "unsloth":
+            continue
+        problem = installed_problem(need.dist)
+        rows.append(Check(need.dist, "fail" if problem else "ok", problem or _version(need.dist) or "",
+                          f"needed by {need.why}" if problem else ""))  # fmt: skip
+    return rows or [Check("profile packages", "ok", "nothing beyond the base install")]
 
 
 def check_disk(params: Params) -> Check:
@@ -215,7 +226,7 @@ CHECKS: tuple[Callable[[Params], Check | list[Check]], ...] = (
     check_unsloth,
     check_lighteval,
     check_data_engine,
-    check_vllm,
+    check_profile_packages,
     check_disk,
     check_memory,
 )

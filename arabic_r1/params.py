@@ -109,6 +109,12 @@ class RunParams(_Section):
     root: Path = Field(Path("runs"), description="where run folders live")
     seed: NonNegInt = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    hardware: str | None = Field(
+        None,
+        pattern=r"^(\d+x)?[A-Za-z][A-Za-z0-9_-]*:\d+(\.\d+)?$",
+        description="the machine the profile is written for, [COUNTx]GPU:GIB per GPU (T4:15, H100:80, 64xH100:80); what "
+        "`arabic-r1 plan` and `preflight` judge it against. null: the machine it runs on",
+    )
     torch_threads: PositiveInt | None = Field(
         None, description="torch.set_num_threads; 1 is fastest for tiny models on 2 cores"
     )
@@ -609,6 +615,12 @@ SFT_OWNED = {
     "include_num_input_tokens_seen": "arabic_r1 (tokens/s in train_log.jsonl)", "use_cpu": "the machine (no CUDA: CPU)",
     "disable_tqdm": "arabic_r1 (bars only on a terminal)",
 }  # fmt: skip
+
+
+CONFIGS_DIR = (
+    REPO_DIR / "configs" / "accelerate"
+)  # the accelerate configs of the train.launcher values that use one
+LAUNCHER_CONFIGS = {"accelerate_deepspeed_zero3": "deepspeed_zero3.yaml", "accelerate_fsdp": "fsdp.yaml"}
 
 
 class TrainParams(_Section):

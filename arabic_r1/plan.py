@@ -4,13 +4,13 @@
 (or stated) hardware, with the numbers. The formulas, all in this module:
 
 - Backbone: the real architecture on PyTorch's *meta* device (no weights, no memory) from the model's config — the
-  local folder or hub cache when present, else the known configs below (sources cited) — so parameter counts and
+  local folder or hub cache when present, else the copy the package ships (``resources/model_configs``) — so parameter counts and
   LoRA targets are exact, and the LoRA targets are the ones phase 04 would adapt (:func:`moe_lora.lora_targets`).
 - LoRA parameters: ``r * (in + out)`` per targeted linear layer; ``r * E * (in + out)`` per fused expert tensor of
   ``E`` experts (PEFT's ``target_parameters`` adapter).
 - Training memory per GPU = frozen weights (bytes/param by precision: 4-bit 0.5625 = NF4 + one fp32 absmax per 64,
-  16-bit 2, fp32 4; ZeRO-3 divides by the GPU count) + LoRA states (16 bytes/param: fp32 weight, grad, two Adam
-  moments) + activations (gradient checkpointing: ``2·b·s·h`` bytes per layer kept + ``34·b·s·h`` for the layer
+  16-bit 2, fp32 4; ZeRO-3 divides by the GPU count) + LoRA states (fp32 weight and grad, 8 bytes/param, + the
+  optimizer's state: 8 for AdamW's two fp32 moments, 2 for bitsandbytes' 8-bit AdamW; ``train.sft.optim``) + activations (gradient checkpointing: ``2·b·s·h`` bytes per layer kept + ``34·b·s·h`` for the layer
   being recomputed, Korthikanti et al. 2022) + logits (``2 · b·s·V · 4`` bytes: fp32 logits and their gradient;
   Unsloth's chunked cross-entropy: ``b·s·V · 2``) + 1 GiB CUDA context and allocator slack.
 - Tokens: pool items = token budget / prompt tokens per item (the run's own phase 01 when it exists, else
@@ -24,8 +24,9 @@
   1.3-1.6x faster than 1 process, whose matmuls are too small for 2 threads; a model that keeps cores busy won't).
 - Time: training ``6 · N_active`` FLOPs per token (forward 2, backward through activations 2, checkpoint recompute 2;
   LoRA weight gradients are negligible) at ``MFU`` of the GPU's dense bf16/fp16 peak; OALL log-likelihood scoring
-  ``2 · N_active`` FLOPs per scored token at ``EVAL_PREFILL_MFU`` on every GPU; generation at
-  ``DECODE_TOKENS_PER_S`` per GPU scaled by 3B / ``N_active``.
+  ``2 · N_active`` FLOPs per scored token at ``EVAL_PREFILL_MFU`` of one GPU (lighteval's transformers model spreads
+  one model over a machine's GPUs, which run in turn); generation at ``DECODE_TOKENS_PER_S`` per GPU scaled by 3B /
+  ``N_active``, ``ASSUMED_ANSWER_TOKENS`` per answer expected, the whole budget as the upper bound.
 """
 
 from __future__ import annotations
@@ -40,7 +41,21 @@ from arabic_r1.params import Params
 
 GIB = 2**30
 BYTES_PER_PARAM = {"4bit": 0.5625, "bfloat16": 2, "float16": 2, "float32": 4}
-LORA_STATE_BYTES = 16
+LORA_WEIGHT_GRAD_BYTES = (
+    8  # fp32 LoRA weight + its fp32 gradient (mixed precision keeps trainable weights fp32)
+)
+# optimizer state bytes per trainable parameter, by the TRL/transformers `optim` name (train.sft.optim)
+OPTIMIZER_STATE_BYTES = {"8bit": 2, "adafactor": 4, "sgd": 0, "adamw": 8, "adam": 8}
+DEFAULT_OPTIM = "adamw_torch_fused"  # transformers 5's default `optim`
+
+
+def optimizer_state_bytes(optim: str) -> float:
+    """Bytes of optimizer state per trainable parameter: two fp32 moments for AdamW, two 8-bit ones (+ block
+    scales, rounded up) for the bitsandbytes 8-bit optimizers, one factored row/column pair for Adafactor (at most)."""
+    name = optim.lower()
+    return next((v for k, v in OPTIMIZER_STATE_BYTES.items() if k in name), 8)
+
+
 CUDA_OVERHEAD_GIB = 1.0
 ASSUMED_PROMPT_TOKENS = 60  # smoke pool: 9,297 tokens over 163 prompts = 57
 ASSUMED_TRACE_TOKENS = 900  # a four-phase trace plus its answer line (ASSUMED for a frontier teacher)
@@ -61,31 +76,15 @@ DECODE_TOKENS_PER_S = {
 }  # ASSUMED aggregate vLLM decode per GPU for a ~3B-active MoE; scaled by DECODE_REF_ACTIVE / active parameters
 DECODE_REF_ACTIVE = 3e9
 ARABIC_CHARS_PER_TOKEN = 3.0  # ASSUMED for a ~150k-vocabulary tokenizer on Arabic
+ASSUMED_ANSWER_TOKENS = (
+    1500  # ASSUMED mean length of a reasoning answer to a multiple-choice item (thought + answer)
+)
 # dense fp16/bf16 tensor-core peaks (vendor data sheets), TFLOP/s; T4 has no bf16
 GPU_PEAK_TFLOPS = {"T4": 65, "L4": 121, "A10G": 125, "A100": 312, "H100": 989, "H200": 989, "B200": 2250}
 # Full OALL v2 eval-split sizes: approximate, from the datasets' cards (MadinahQA's is a guess).
 OALL_DOCS = {"arabic_mmlu": 14_455, "arabic_mmlu_ht": 14_042, "arabic_exams": 537, "madinah_qa": 1_200,
              "aratrust": 522, "alghafa": 22_700, "alrage": 2_106}  # fmt: skip
 OALL_DOC_WORK = {"choices": 3.53, "prompt_chars": 242}  # measured on the real rows (benchmarks/bench_eval.py)
-
-# Configs of the profiles' backbones, for machines that cannot reach the hub. Sources: each model's config.json
-# on the Hugging Face hub (deepseek-ai/DeepSeek-R1, Qwen/Qwen3-30B-A3B-Thinking-2507, openai/gpt-oss-20b).
-KNOWN_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "deepseek-ai/DeepSeek-R1": ("DeepseekV3Config", dict(
-        vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
-        num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
-        n_routed_experts=256, num_experts_per_tok=8, n_group=8, topk_group=4, first_k_dense_replace=3,
-        q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128)),
-    "Qwen/Qwen3-30B-A3B-Thinking-2507": ("Qwen3MoeConfig", dict(
-        vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
-        num_experts_per_tok=8, decoder_sparse_step=1)),
-    "openai/gpt-oss-20b": ("GptOssConfig", dict(
-        vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=24, num_attention_heads=64,
-        num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4, sliding_window=128)),
-}  # fmt: skip
-KNOWN_CONFIGS["unsloth/gpt-oss-20b"] = KNOWN_CONFIGS["openai/gpt-oss-20b"]
-KNOWN_CONFIGS["unsloth/Qwen3-30B-A3B-Thinking-2507"] = KNOWN_CONFIGS["Qwen/Qwen3-30B-A3B-Thinking-2507"]
 
 
 class PlanError(ValueError):
@@ -143,14 +142,15 @@ class Plan:
                  f"{b.active_params / 1e9:.2f}B active per token, {b.layers} layers; LoRA {b.lora_params / 1e6:.1f}M",
                  f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)", self.layout_line(), "",
                  "training memory per device (GiB):"]  # fmt: skip
-        lines += [f"  {k:<28}{v:9.2f}" for k, v in self.memory_gib.items()]
+        w = max(28, *(len(k) + 1 for k in self.memory_gib))
+        lines += [f"  {k:<{w}}{v:9.2f}" for k, v in self.memory_gib.items()]
         lines.append(
-            f"  {'total':<28}{self.train_memory_gib:9.2f}   (available {self.hardware.memory_gib:.1f})"
+            f"  {'total':<{w}}{self.train_memory_gib:9.2f}   (available {self.hardware.memory_gib:.1f})"
         )
-        lines += ["", "tokens:"] + [f"  {k:<28}{v:14,.0f}" for k, v in self.tokens.items()]
+        lines += ["", "tokens:"] + [f"  {k:<{w}}{v:14,.0f}" for k, v in self.tokens.items()]
         lines += ["", "teacher API cost (USD):"]
-        lines += [f"  {k:<28}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}" for k, v in self.cost_usd.items()]  # fmt: skip
-        lines += ["", "time (hours):"] + [f"  {k:<28}{v:14,.2f}" for k, v in self.hours.items()]
+        lines += [f"  {k:<{w}}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}" for k, v in self.cost_usd.items()]  # fmt: skip
+        lines += ["", "time (hours):"] + [f"  {k:<{w}}{v:14,.2f}" for k, v in self.hours.items()]
         lines += ["", f"assumed (arabic_r1/plan.py): {ASSUMED_PROMPT_TOKENS} prompt tokens per pool item unless phase 01 "
                   f"ran, {ASSUMED_TRACE_TOKENS}-token traces, {ASSUMED_KEEP_RATE:.0%} kept by phase 03, MFU {self.mfu:.2f} "
                   f"of the {self.hardware.name} peak, prefill MFU {EVAL_PREFILL_MFU:.2f} for log-likelihoods"]  # fmt: skip
@@ -180,41 +180,39 @@ def gpu_kind(device_name: str) -> str:
 
 # ------------------------------------------------------------------------------------------- backbone
 def backbone_config(params: Params) -> tuple[Any, str]:
-    """The transformers config of ``model.name_or_path``: embedded shape, local/hub-cache config, or the table."""
-    import transformers
+    """The transformers config of ``model.name_or_path`` and where it came from: the embedded shape, or the
+    config.json of the local folder, the hub cache, the package's shipped copy (``resources/model_configs``) or the
+    hub (:func:`arabic_r1.model_loading.config_dict`)."""
+    from arabic_r1.model_loading import ModelLoadError, config_dict, hf_config
 
     m = params.model
     if m.is_embedded:
         from arabic_r1.tiny_model import build_config, build_tokenizer
 
         return build_config(m.family, m.tiny, build_tokenizer(m.tiny.vocab_size)), "embedded tiny MoE"
-    local_only = m.name_or_path in KNOWN_CONFIGS  # the table answers at once when the hub cache has nothing
     try:
-        cfg = transformers.AutoConfig.from_pretrained(
-            m.name_or_path, revision=m.revision, local_files_only=local_only
-        )
-        return cfg, "config.json"
-    except (OSError, ValueError):
-        pass
-    if not local_only:
-        raise PlanError(
-            f"model.name_or_path {m.name_or_path!r}: no config.json reachable (offline?) and not among the known "
-            f"configs ({', '.join(sorted(KNOWN_CONFIGS))}); download it once or point to a local folder"
-        )
-    cls, kwargs = KNOWN_CONFIGS[m.name_or_path]
-    return getattr(transformers, cls)(**kwargs), "known config (hub config.json, offline copy)"
+        cfg, source = config_dict(m.name_or_path, m.revision)
+    except ModelLoadError as exc:
+        raise PlanError(str(exc)) from None
+    return hf_config(cfg), source
 
 
-def size_backbone(params: Params) -> Backbone:
-    """Exact counts from the architecture built on the meta device; LoRA from phase 04's own target rules."""
+def meta_backbone(params: Params) -> tuple[Any, Any, str]:
+    """(the architecture on PyTorch's meta device: no weights, no memory; its config; where the config came from)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from arabic_r1.moe_lora import family_of, lora_targets
 
     cfg, source = backbone_config(params)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
+    return model, cfg, source
+
+
+def size_backbone(params: Params, model: Any = None) -> Backbone:
+    """Exact counts from the architecture built on the meta device; LoRA from phase 04's own target rules."""
+    from arabic_r1.moe_lora import family_of, lora_targets
+
+    model, cfg, source = meta_backbone(params) if model is None else (model, model.config, "meta model given")
     total = sum(p.numel() for p in model.parameters())
     experts = sum(p.numel() for n, p in model.named_parameters() if family_of(f".{n}") == "routed_experts")
     n_exp = (
@@ -258,6 +256,7 @@ def weight_bytes_per_param(params: Params) -> float:
 
 def training_memory(params: Params, b: Backbone, hw: Hardware) -> dict[str, float]:
     t = params.train
+    optim = str(t.sft.get("optim", DEFAULT_OPTIM))
     shards = hw.count if t.launcher == "accelerate_deepspeed_zero3" else 1
     seq, batch = params.model.max_seq_length, t.per_device_batch_size
     act_bytes = 4 if t.precision == "fp32" or (t.precision == "auto" and not hw.is_gpu) else 2
@@ -267,7 +266,10 @@ def training_memory(params: Params, b: Backbone, hw: Hardware) -> dict[str, floa
     activations = bsh * b.layers + 17 * bsh if t.gradient_checkpointing else 17 * bsh * b.layers
     return {
         "frozen weights": b.total_params * weight_bytes_per_param(params) / shards / GIB,
-        "LoRA weights+grads+Adam": b.lora_params * LORA_STATE_BYTES / shards / GIB,
+        f"LoRA weights+grads+{optim}": b.lora_params
+        * (LORA_WEIGHT_GRAD_BYTES + optimizer_state_bytes(optim))
+        / shards
+        / GIB,
         "activations": activations / GIB,
         # Unsloth's fused, chunked cross-entropy never holds the fp32 logits: one 16-bit copy
         "logits": (batch * seq * b.vocab * 2 if t.backend == "unsloth" else 2 * batch * seq * b.vocab * 4)
@@ -355,14 +357,19 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
     )
     tp = params.eval.tensor_parallel_size
     replicas = max(1, hw.count // tp)  # one model per tensor-parallel group of GPUs
-    ll_s = n_models * 2 * b.active_params * scored_tokens / (peak * EVAL_PREFILL_MFU * replicas * tp)
+    # log-likelihoods: lighteval's transformers model, one model spread over a machine's GPUs (device_map): the layers
+    # run one GPU after the other, so one GPU's compute
+    ll_s = n_models * 2 * b.active_params * scored_tokens / (peak * EVAL_PREFILL_MFU)
     decode = DECODE_TOKENS_PER_S.get(hw.name, 20.0) * DECODE_REF_ACTIVE / b.active_params * tp * replicas
-    gen_tokens = (
-        ll_docs * params.eval.reasoning_max_new_tokens if "reasoning" in params.eval.scoring else 0
-    ) + (alrage_docs * params.eval.alrage_max_new_tokens)
+    reasoning = "reasoning" in params.eval.scoring
+    budget = params.eval.reasoning_max_new_tokens
+    alrage_tokens = alrage_docs * params.eval.alrage_max_new_tokens
+    gen_tokens = (ll_docs * budget if reasoning else 0) + alrage_tokens
+    expected_gen = (ll_docs * min(ASSUMED_ANSWER_TOKENS, budget) if reasoning else 0) + alrage_tokens
     hours = {
         "training": train_s / 3600,
         "OALL log-likelihood": ll_s / 3600 if "loglikelihood" in params.eval.scoring else 0.0,
+        "OALL generation (expected)": n_models * expected_gen / decode / 3600,
         "OALL generation (upper bound)": n_models * gen_tokens / decode / 3600,
     }
     plan = Plan(b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours,

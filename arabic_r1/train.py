@@ -47,7 +47,7 @@ from arabic_r1.moe_lora import (
     lora_config,
     lora_targets,
 )
-from arabic_r1.params import REPO_DIR, SFT_OWNED, Params
+from arabic_r1.params import CONFIGS_DIR, LAUNCHER_CONFIGS, SFT_OWNED, Params
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
 from arabic_r1.progress import Progress
 from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
@@ -55,8 +55,6 @@ from arabic_r1.tracking import finish_tracking, start_tracking
 
 log = logging.getLogger(__name__)
 
-CONFIGS_DIR = REPO_DIR / "configs" / "accelerate"
-LAUNCHER_CONFIGS = {"accelerate_deepspeed_zero3": "deepspeed_zero3.yaml", "accelerate_fsdp": "fsdp.yaml"}
 CUDA_ONLY_MOE_BACKENDS = ("grouped_mm", "unsloth_triton", "sonic_moe")
 
 
