@@ -176,3 +176,153 @@ def coverage_table(
             row["saved adapter tensors"] = len(adapter_report[f]["tensors"])
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------ did the experts learn
+_EXPERT_LAYER = re.compile(r"layers\.(\d+)\.mlp\.experts(?:\.|$)")
+_PER_EXPERT = re.compile(r"layers\.(\d+)\.mlp\.experts\.(?:(\d+)\.(\w+)|(\w+)\.(\d+))")
+
+
+class ExpertsNotUpdated(ExplainedError, RuntimeError):
+    """Training left routed-expert adapters untouched (or a merge did not carry them): the run would report LoRA on
+    the experts while the experts never changed."""
+
+
+def expert_layout(model: Any) -> str | None:
+    """How this model stores its routed experts: ``fused`` (3-D parameters, transformers 5), ``per_expert`` (one
+    nn.Linear per expert: transformers-4 layouts, Unsloth's 4-bit gpt-oss), or None (no experts)."""
+    import torch
+
+    names = [
+        (n, m)
+        for n, m in model.named_modules()
+        if family_of(f".{n}") == "routed_experts" and "lora_" not in n
+    ]
+    if any(isinstance(m, torch.nn.Linear) for _, m in names):
+        return "per_expert"
+    fused = any(p.dim() == 3 for n, p in model.named_parameters() if family_of(f".{n}") == "routed_experts")
+    return "fused" if fused else None
+
+
+def expert_lora_b(model: Any, adapter: str = "default") -> dict[tuple[int, str], dict[int, float]]:
+    """{(layer, adapted weight): {expert: largest |lora_B| entry of that expert}} for every routed-expert adapter of
+    a PEFT model: PEFT's ParamWrapper keeps ``lora_B`` as ``[out, r * experts]`` (expert e = ``[:, :, e]`` of
+    ``[out, r, experts]``, as its ``get_delta_weight`` reads it); per-expert layouts have one lora.Linear each."""
+    out: dict[tuple[int, str], dict[int, float]] = {}
+    for name, mod in model.named_modules():
+        lora_b = getattr(mod, "lora_B", None)
+        if lora_b is None or adapter not in lora_b or family_of(f".{name}.") != "routed_experts":
+            continue
+        weight = lora_b[adapter].weight.detach()
+        if hasattr(mod, "parameter_name") and getattr(mod, "num_experts", 1) > 1:  # a fused ParamWrapper
+            layer = int(_EXPERT_LAYER.search(name).group(1))
+            per = weight.float().reshape(weight.shape[0], -1, mod.num_experts).abs().amax(dim=(0, 1))
+            out[(layer, mod.parameter_name)] = {e: float(v) for e, v in enumerate(per)}
+        elif m := _PER_EXPERT.search(name):
+            layer = int(m.group(1))
+            expert, weight_name = (
+                (int(m.group(2)), m.group(3)) if m.group(2) else (int(m.group(5)), m.group(4))
+            )
+            out.setdefault((layer, weight_name), {})[expert] = float(weight.float().abs().max())
+    return out
+
+
+class RoutedTokens:
+    """Tokens each expert of each MoE layer received during training (a forward pre-hook on every ``mlp.experts``
+    module, as :mod:`arabic_r1.routing` counts them): an expert the router never picked cannot have learned, and is
+    reported apart from one that got tokens and still did not change."""
+
+    def __init__(self, model: Any):
+        import torch
+
+        cfg = model.config
+        n = int(getattr(cfg, "n_routed_experts", None) or getattr(cfg, "num_experts", None)
+                or getattr(cfg, "num_local_experts", 0) or 0)  # fmt: skip
+        self.counts: dict[int, Any] = {}
+        self.hooks = []
+        for name, mod in model.named_modules():
+            m = re.search(r"layers\.(\d+)\.mlp\.experts$", name)
+            if m is None or not n:
+                continue
+            layer = int(m.group(1))
+            self.counts[layer] = torch.zeros(n, dtype=torch.long)
+
+            def hook(_mod, args, layer=layer):
+                # transformers 5's experts get (hidden, top_k_index, top_k_weights); other layouts are not counted
+                if len(args) > 1 and isinstance(args[1], torch.Tensor) and not args[1].is_floating_point():
+                    self.counts[layer] += torch.bincount(args[1].detach().reshape(-1).cpu(), minlength=n)[:n]
+
+            self.hooks.append(mod.register_forward_pre_hook(hook))
+
+    def close(self) -> dict[int, list[int]]:
+        """Remove the hooks; the counts summed over every rank of a launch."""
+        import torch.distributed as dist
+
+        for h in self.hooks:
+            h.remove()
+        if dist.is_available() and dist.is_initialized():
+            for c in self.counts.values():
+                dist.all_reduce(c)
+        return {layer: c.tolist() for layer, c in sorted(self.counts.items())}
+
+
+def check_experts_updated(model: Any, routed: dict[int, list[int]] | None) -> dict[str, Any]:
+    """After training: every routed-expert adapter whose expert received tokens has a non-zero ``lora_B`` (LoRA starts
+    it at zero, so an all-zero ``lora_B`` never took a step). Raises :class:`ExpertsNotUpdated` naming the layers;
+    returns the counts for ``coverage.json``. Experts the router never picked are counted apart (not a failure)."""
+    b = expert_lora_b(model)
+    untouched, starved = [], []
+    for (layer, weight), experts in sorted(b.items()):
+        got = (routed or {}).get(layer)
+        for e, value in experts.items():
+            if value == 0.0:
+                never = got is not None and got[e] == 0
+                (starved if never else untouched).append(f"layer {layer} {weight} expert {e}")
+    total = sum(len(v) for v in b.values())
+    report = {"expert_adapters": total, "updated": total - len(untouched) - len(starved), "untouched": untouched,
+              "never_routed": starved}  # fmt: skip
+    if untouched:
+        layers = sorted({u.split(" ")[1] for u in untouched}, key=int)
+        raise ExpertsNotUpdated(
+            f"{len(untouched)} of {total} routed-expert adapters received tokens but kept lora_B = 0 (never updated), in "
+            f"layers {', '.join(layers)}: e.g. {'; '.join(untouched[:3])}. The experts were left out of the optimizer "
+            "or their LoRA was bypassed (an MoE kernel that ignores the adapter: try another train.unsloth_moe_backend, "
+            "or train.backend: transformers)"
+        )
+    return report
+
+
+def merge_checked(model: Any, sample: int = 3) -> Any:
+    """``merge_and_unload``, checked on up to ``sample`` routed-expert adapters (first, middle, last): the merged weight
+    minus the base weight is PEFT's own delta (``get_delta_weight``), to the rounding of the weight's dtype. A merge
+    that drops the expert adapters (the base weights come back unchanged) raises :class:`ExpertsNotUpdated`."""
+    import torch
+
+    wrappers = [(n, m) for n, m in model.named_modules()
+                if hasattr(m, "parameter_name") and hasattr(m, "get_delta_weight") and family_of(f".{n}.") == "routed_experts"]  # fmt: skip
+    picks = (
+        [wrappers[i] for i in sorted({0, len(wrappers) // 2, len(wrappers) - 1})][:sample] if wrappers else []
+    )
+    before = []
+    for name, mod in picks:
+        with torch.no_grad():
+            base, delta = (
+                mod.get_param().detach().clone(),
+                mod.get_delta_weight(mod.active_adapters[0]).detach().clone(),
+            )
+        target = (
+            re.sub(r"^base_model\.model\.", "", name).replace(".base_layer", "") + "." + mod.parameter_name
+        )
+        before.append((target, base, delta))
+    merged = model.merge_and_unload()
+    params = dict(merged.named_parameters())
+    for target, base, delta in before:
+        got = params[target].detach().float() - base.float()
+        eps = torch.finfo(base.dtype).eps if base.is_floating_point() else 0.0
+        allowed = eps * (base.float().abs() + delta.float().abs()) + 1e-12
+        if delta.abs().max() > 0 and not bool(((got - delta.float()).abs() <= allowed).all()):
+            raise ExpertsNotUpdated(
+                f"the merged model's {target} differs from the base by {got.abs().max():.3g} at most, not by the "
+                f"adapter's delta (up to {delta.abs().max():.3g}): the merge did not carry the expert adapters"
+            )
+    return merged

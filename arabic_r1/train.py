@@ -39,13 +39,23 @@ from arabic_r1.digests import file_digest, text_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.manifest import PhaseRun, base_model_path, start_phase, upstream_artifact
-from arabic_r1.model_loading import ModelLoadError, config_dict, load_plan, quantization_of
+from arabic_r1.model_loading import (
+    ModelLoadError,
+    config_dict,
+    load_plan,
+    quantization_of,
+    write_adapter_provenance,
+)
 from arabic_r1.moe_lora import (
+    RoutedTokens,
     check_coverage,
+    check_experts_updated,
     coverage_of_adapter,
     coverage_of_model,
+    expert_layout,
     lora_config,
     lora_targets,
+    merge_checked,
 )
 from arabic_r1.params import CONFIGS_DIR, LAUNCHER_CONFIGS, SFT_OWNED, Params
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
@@ -683,19 +693,26 @@ def train_sft(
                            callbacks=[TrainLog(out_dir / "train_log.jsonl").callback])  # fmt: skip
     # one dict per step would flood papermill's output; TrainLog logs instead
     trainer.remove_callback(PrinterCallback)
+    routed = RoutedTokens(model)  # which experts the router fed during training
     if last is not None and finished(last):  # a re-run of a finished phase: no extra step
         load_finished(trainer, model, last)
     else:
         with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
             trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
+    # an expert that got tokens and kept lora_B = 0 never learned (a frozen or bypassed expert adapter): stop here
+    experts = (
+        check_experts_updated(model, routed.close()) if "routed_experts" in params.train.lora.targets else {}
+    )
     finish_tracking(params.train.report_to)
     inference_config(model)
     if ranks.main:
         summary = {"backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step,
                    "train_seconds": round(train_seconds, 1), "resumed_from": last, "launcher": params.train.launcher,
                    "processes": ranks.world, "global_batch": params.train.global_batch}  # fmt: skip
-        save_outputs(params, model, tokenizer, out_dir, data, cov_model, routing_before, probes, summary)
+        save_outputs(
+            params, model, tokenizer, out_dir, data, cov_model, experts, routing_before, probes, summary
+        )
     barrier()
     return load_result(out_dir)
 
@@ -723,7 +740,7 @@ def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bo
 
 
 def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data: Prepared, cov_model: dict[str, Any],
-                 routing_before: dict[str, Any], probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
+                 experts: dict[str, Any], routing_before: dict[str, Any], probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
     """What the phase outputs (rank 0 alone): adapter, merged model, routing after, coverage, composition, the loss
     mask of one example, the summary."""
     from arabic_r1.routing import routing_stats
@@ -732,11 +749,15 @@ def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data
     with no_v4_moe_remap(model):
         model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
+    base_loaded = model.peft_config[model.active_adapter].base_model_name_or_path
+    write_adapter_provenance(adapter_dir, {"base_requested": params.model.name_or_path, "base_loaded": base_loaded,
+                                           "backend": params.train.backend, "load_in_4bit": params.model.load_in_4bit,
+                                           "expert_layout": expert_layout(model)})  # fmt: skip
     cov_adapter = coverage_of_adapter(adapter_dir)
     check_coverage(cov_adapter, params.train.lora, f"saved adapter {adapter_dir}")
     trained = model
     if params.train.merge:
-        trained = model.merge_and_unload()
+        trained = merge_checked(model)
         trained.save_pretrained(str(out_dir / "merged"))
         tokenizer.save_pretrained(str(out_dir / "merged"))
     routing = {"before": routing_before, "after": routing_stats(trained, tokenizer, probes)}
@@ -749,8 +770,9 @@ def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data
         "final_loss_median": tail[len(tail) // 2] if tail else None, "peak_memory_mb": _peak_memory_mb(),
         "merged": params.train.merge, "lora": params.train.lora.model_dump(),
         "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
+        "expert_adapters": {k: v if isinstance(v, int) else len(v) for k, v in experts.items()},
     }  # fmt: skip
-    reports = {"routing.json": routing, "coverage.json": {"model": cov_model, "adapter": cov_adapter},
+    reports = {"routing.json": routing, "coverage.json": {"model": cov_model, "adapter": cov_adapter, "experts": experts},
                "composition.json": data.composition, "loss_mask.json": mask_example(tokenizer, data.examples[0]["messages"]),
                "train_summary.json": summary}  # fmt: skip
     for name, payload in reports.items():

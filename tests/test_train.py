@@ -190,6 +190,12 @@ def test_training_outputs_mask_and_merge_equivalence(setup, tmp_path: Path) -> N
         and r.composition["arabic_share"]["target"] == 0.8
     )
     assert set(r.routing) == {"before", "after"} and set(r.routing["after"]) == {"ar", "en"}
+    experts = json.loads((tmp_path / "run" / "coverage.json").read_text())["experts"]
+    # 3 MoE layers x (gate_up_proj, down_proj) x 8 experts, every one that got tokens updated
+    assert experts["expert_adapters"] == 48 and experts["updated"] + len(experts["never_routed"]) == 48
+    assert experts["untouched"] == []
+    provenance = json.loads((r.adapter_dir / "arabic_r1_adapter.json").read_text())
+    assert provenance["expert_layout"] == "fused" and provenance["backend"] == "transformers"
     # adapter save -> reload -> merge == the saved merged model
     tok = AutoTokenizer.from_pretrained(r.merged_dir)
     x = tok("ما عاصمة المغرب؟ Rabat", return_tensors="pt")
@@ -207,6 +213,56 @@ def test_training_outputs_mask_and_merge_equivalence(setup, tmp_path: Path) -> N
         and torch.allclose(b, c, atol=1e-4)
         and not torch.allclose(c, d, atol=1e-3)
     )
+
+
+def test_expert_adapters_left_out_of_the_optimizer_stop_the_phase(setup, tmp_path: Path, monkeypatch) -> None:
+    """Unsloth's MoE backends have shipped with the expert LoRA never updated while the log said LoRA was on
+    ("0/192 MoE LoRA tensors updated", unsloth_zoo #606; gpt-oss 4-bit experts frozen, unsloth #6936). Planted here:
+    the experts' LoRA parameters left out of the optimizer (still requires_grad, so the trainable-parameter coverage
+    counts them, as it did in those bugs). Before: the phase finished and reported expert LoRA."""
+    from transformers import Trainer
+
+    from arabic_r1.moe_lora import ExpertsNotUpdated
+
+    create = Trainer.create_optimizer
+
+    def without_experts(self):
+        optimizer = create(self)
+        frozen = {id(p) for n, p in self.model.named_parameters() if ".mlp.experts." in n and "lora_" in n}
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in frozen]
+        return optimizer
+
+    monkeypatch.setattr(Trainer, "create_optimizer", without_experts)
+    with pytest.raises(ExpertsNotUpdated, match=r"received tokens but kept lora_B = 0 .* in layers 1, 2, 3"):
+        _train(setup, tmp_path / "frozen", ["train.max_steps=2"])
+
+
+def test_a_merge_that_drops_the_expert_adapters_is_caught(setup) -> None:
+    from peft import get_peft_model
+    from peft.tuners.lora.layer import ParamWrapper
+    from transformers import AutoModelForCausalLM
+
+    from arabic_r1.moe_lora import ExpertsNotUpdated, lora_config, merge_checked
+
+    params = load_params(setup[3])
+
+    def adapted():
+        model = AutoModelForCausalLM.from_pretrained(setup[1])
+        with no_v4_moe_remap(model):
+            peft_model = get_peft_model(model, lora_config(model, params.train.lora))
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.02)  # a trained adapter: lora_B is no longer zero
+        return peft_model
+
+    merge_checked(adapted())  # the real merge carries the deltas
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            ParamWrapper, "merge", lambda self, *a, **k: None
+        )  # planted: the experts' merge is skipped
+        with pytest.raises(ExpertsNotUpdated, match=r"mlp.experts.* not by the adapter's delta"):
+            merge_checked(adapted())
 
 
 def test_assistant_only_labels_in_the_trainer_collator(setup) -> None:
