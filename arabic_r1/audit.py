@@ -29,6 +29,7 @@ from arabic_r1.trace_checks import Trace, Verdict, verify_trace
 
 AUDIT_FILE, AUDIT_CSV = "student_audit.json", "student_audit.csv"
 PARSED, FOUR_PHASE = "parsed", "four_phase"  # the two headline rates
+TRUNCATED = "truncated"  # no option named because the token budget ran out: counted apart from parse failures
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Output:
     labels: tuple[str, ...]  # the document's option labels
     lang: str = "ar"
     tokens: int | None = None  # output length in the model's tokens
+    truncated: bool = False  # stopped by the token budget, not by the model
 
 
 def as_trace(o: Output, fmt: ReasoningFormat) -> Trace:
@@ -73,8 +75,8 @@ def audit(
         t = as_trace(o, fmt)
         verdicts = verify_trace(t, vp)
         parsed = reasoning_answer(o.text, o.labels, fmt)[1] is None
-        rows.append({"id": o.id, "benchmark": o.benchmark, "tokens": o.tokens, "verdicts": verdicts,
-                     PARSED: parsed, FOUR_PHASE: parsed and not t.parsed.problems})  # fmt: skip
+        rows.append({"id": o.id, "benchmark": o.benchmark, "tokens": o.tokens, "verdicts": verdicts, PARSED: parsed,
+                     TRUNCATED: o.truncated and not parsed, FOUR_PHASE: parsed and not t.parsed.problems})  # fmt: skip
     return rows
 
 
@@ -89,6 +91,7 @@ def summarize(rows: list[dict[str, Any]], checks: list[str], top: int = 3) -> di
     if not n:
         return out
     out[PARSED] = round(sum(r[PARSED] for r in rows) / n, 4)
+    out[TRUNCATED] = round(sum(r[TRUNCATED] for r in rows) / n, 4)
     out[FOUR_PHASE] = round(sum(r[FOUR_PHASE] for r in rows) / n, 4)
     passes: dict[str, int] = defaultdict(int)
     reasons: dict[str, Counter] = defaultdict(Counter)
@@ -124,13 +127,23 @@ def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path
 
     write_json_atomic(out_dir / AUDIT_FILE, audit_result)
     checks = audit_result["checks"]
-    fields = ["model", "benchmark", "n", PARSED, FOUR_PHASE, "all_checks", *checks, "mean_output_tokens"]
+    fields = [
+        "model",
+        "benchmark",
+        "n",
+        PARSED,
+        TRUNCATED,
+        FOUR_PHASE,
+        "all_checks",
+        *checks,
+        "mean_output_tokens",
+    ]
     with (out_dir / AUDIT_CSV).open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for label, m in audit_result["models"].items():
             for b, s in [*m["benchmarks"].items(), ("all", m["overall"])]:
                 if s.get("n"):
-                    w.writerow({"model": label, "benchmark": b, "n": s["n"], PARSED: s[PARSED], FOUR_PHASE: s[FOUR_PHASE],
+                    w.writerow({"model": label, "benchmark": b, "n": s["n"], PARSED: s[PARSED], TRUNCATED: s[TRUNCATED], FOUR_PHASE: s[FOUR_PHASE],
                                 "all_checks": s["all_checks"], **s["pass_rate"], "mean_output_tokens": s["mean_output_tokens"]})  # fmt: skip
     return out_dir / AUDIT_FILE, out_dir / AUDIT_CSV

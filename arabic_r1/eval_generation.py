@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from arabic_r1.audit import Output, reasoning_answer
 from arabic_r1.completions import complete_all
@@ -27,8 +27,17 @@ from arabic_r1.teachers import TeacherError
 
 log = logging.getLogger(__name__)
 
+
 # ----------------------------------------------------------------------------------------- generation
-Generate = Callable[[list[str], int], list[str]]
+class Generation(NamedTuple):
+    """One greedy output, and whether the token budget stopped it (not the model's own stop token): a thinking model
+    cut off mid-thought has given no answer, which is a budget fact, not a parse failure."""
+
+    text: str
+    truncated: bool
+
+
+Generate = Callable[[list[str], int], list[Generation]]
 
 
 def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
@@ -45,12 +54,15 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
         llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
                   gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization)  # fmt: skip
 
-        def generate_vllm(prompts: list[str], max_new_tokens: int) -> list[str]:
+        def generate_vllm(prompts: list[str], max_new_tokens: int) -> list[Generation]:
             chats = [[{"role": "user", "content": p}] for p in prompts]
             # special tokens kept: <think> / harmony channel markers are what the answer parser reads
             sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=False)
             outs = llm.chat(chats, sampling, use_tqdm=False)
-            return [opened + o.outputs[0].text.strip() for o in outs]
+            return [
+                Generation(opened + o.outputs[0].text.strip(), o.outputs[0].finish_reason == "length")
+                for o in outs
+            ]
 
         opened = think_prefix(llm.get_tokenizer())
         return generate_vllm
@@ -63,8 +75,10 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    def generate_hf(prompts: list[str], max_new_tokens: int) -> list[str]:
-        out: list[str] = []
+    stop_ids = {tokenizer.eos_token_id, *_ids(model.generation_config.eos_token_id)} - {None}
+
+    def generate_hf(prompts: list[str], max_new_tokens: int) -> list[Generation]:
+        out: list[Generation] = []
         for i in range(0, len(prompts), ep.batch_size):
             batch = [[{"role": "user", "content": p}] for p in prompts[i : i + ep.batch_size]]
             enc = tokenizer.apply_chat_template(
@@ -75,17 +89,21 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
                     **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
                 )
             width = enc["input_ids"].shape[1]
-            out += [
-                opened
-                + tokenizer.decode(g[width:], skip_special_tokens=False)
-                .replace(tokenizer.pad_token, "")
-                .strip()
-                for g in gen
-            ]
+            for g in gen:
+                text = (
+                    tokenizer.decode(g[width:], skip_special_tokens=False)
+                    .replace(tokenizer.pad_token, "")
+                    .strip()
+                )
+                out.append(Generation(opened + text, not stop_ids.intersection(g[width:].tolist())))
         return out
 
     opened = think_prefix(tokenizer)
     return generate_hf
+
+
+def _ids(value: Any) -> list[int]:
+    return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
 def think_prefix(tokenizer: Any) -> str:
@@ -113,13 +131,15 @@ GENERATION_CHUNK = 256  # prompts per call between cache writes
 
 def cached_generations(generate: Generate, path: Path) -> Generate:
     """Greedy generations keyed by (prompt, token budget), appended as each chunk finishes: re-running phase 05, or
-    a Colab session resumed after a disconnect, generates only what is missing. A torn last line is cut off."""
+    a Colab session resumed after a disconnect, generates only what is missing. A torn last line is cut off; a row
+    written before truncation was recorded is generated again."""
 
-    done: dict[str, str] = {}
+    done: dict[str, Generation] = {}
     if path.is_file():
-        done = {row["key"]: row["output"] for row in read_jsonl(path, key="key", repair=True)}
+        rows = read_jsonl(path, key="key", repair=True)
+        done = {r["key"]: Generation(r["output"], r["truncated"]) for r in rows if "truncated" in r}
 
-    def generate_cached(prompts: list[str], max_new_tokens: int) -> list[str]:
+    def generate_cached(prompts: list[str], max_new_tokens: int) -> list[Generation]:
         keys = [text_digest(f"{max_new_tokens}\x00{p}", length=64) for p in prompts]
         todo = list(dict.fromkeys(k for k in keys if k not in done))
         first = {k: p for k, p in zip(keys, prompts, strict=True)}
@@ -129,7 +149,13 @@ def cached_generations(generate: Generate, path: Path) -> Generate:
         for start in range(0, len(todo), GENERATION_CHUNK):
             chunk = todo[start : start + GENERATION_CHUNK]
             outs = generate([first[k] for k in chunk], max_new_tokens)
-            append_jsonl(path, [{"key": k, "output": o} for k, o in zip(chunk, outs, strict=True)])
+            append_jsonl(
+                path,
+                [
+                    {"key": k, "output": o.text, "truncated": o.truncated}
+                    for k, o in zip(chunk, outs, strict=True)
+                ],
+            )
             done.update(zip(chunk, outs, strict=True))
         return [done[k] for k in keys]
 
@@ -144,24 +170,32 @@ def run_reasoning(
     fmt: ReasoningFormat = "think_tags",
     count_tokens: Callable[[str], int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The paper's scoring: generate, parse the answer after </think>, accuracy and parse-failure rate per task.
-    Every output lands in ``details_path`` with the document's labels and gold, which the student audit reads."""
+    """The paper's scoring: generate, parse the answer after </think>, accuracy per task, and the two ways an output
+    names no option counted apart: cut off by ``eval.reasoning_max_new_tokens`` (truncated) or finished without a
+    readable answer (parse failure). Every output lands in ``details_path`` with the document's labels and gold,
+    which the student audit reads."""
     out: dict[str, dict[str, Any]] = {}
+    budget = ep.reasoning_max_new_tokens
     with details_path.open("w", encoding="utf-8") as f:
         for c in configs:
             docs = _docs(c, ep.max_samples_per_task)
-            texts = generate([d.query for d in docs], ep.reasoning_max_new_tokens)
-            correct = failures = 0
-            for d, text in zip(docs, texts, strict=True):
-                choice, failure = reasoning_answer(text, list(d.choices), fmt)
+            outputs = generate([d.query for d in docs], budget)
+            correct = failures = truncated = 0
+            for d, g in zip(docs, outputs, strict=True):
+                choice, failure = reasoning_answer(g.text, list(d.choices), fmt)
+                cut = g.truncated and choice is None
+                failure = f"truncated at {budget} tokens" if cut else failure
                 gold = d.gold_index[0] if isinstance(d.gold_index, list) else d.gold_index
                 correct += choice == gold
-                failures += failure is not None
-                row = {"task": c.name, "id": d.id, "output": text, "choice": choice, "gold": gold, "failure": failure,
-                       "labels": list(d.choices), "tokens": count_tokens(text) if count_tokens else None, "query": d.query}  # fmt: skip
+                truncated += cut
+                failures += failure is not None and not cut
+                row = {"task": c.name, "id": d.id, "output": g.text, "choice": choice, "gold": gold, "failure": failure,
+                       "truncated": g.truncated, "labels": list(d.choices), "query": d.query,
+                       "tokens": count_tokens(g.text) if count_tokens else None}  # fmt: skip
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n = max(len(docs), 1)
-            out[c.name] = {"accuracy": correct / n, "parse_failure_rate": failures / n, "n": len(docs)}
+            out[c.name] = {"accuracy": correct / n, "parse_failure_rate": failures / n, "truncated_rate": truncated / n,
+                           "n": len(docs)}  # fmt: skip
     return out
 
 
@@ -171,9 +205,8 @@ def read_outputs(details_path: Path) -> list[Output]:
     for r in read_jsonl(details_path):
         labels = tuple(r["labels"])
         gold = labels[r["gold"]] if isinstance(r["gold"], int) and 0 <= r["gold"] < len(labels) else None
-        outs.append(
-            Output(str(r["id"]), benchmark_of(r["task"]), r["output"], gold, labels, tokens=r.get("tokens"))
-        )
+        outs.append(Output(str(r["id"]), benchmark_of(r["task"]), r["output"], gold, labels, tokens=r.get("tokens"),
+                           truncated=bool(r.get("truncated"))))  # fmt: skip
     return outs
 
 
@@ -199,7 +232,7 @@ def run_alrage(
     from lighteval.tasks.multilingual.tasks.arabic import judge_template
 
     docs = _docs(config, ep.max_samples_per_task)
-    outputs = generate([d.query for d in docs], ep.alrage_max_new_tokens)
+    outputs = [g.text for g in generate([d.query for d in docs], ep.alrage_max_new_tokens)]
     # the judge reads the answer, not the reasoning (an output with no closed reasoning is judged whole)
     answers = [parse_trace(to_think_tags(o, fmt)).answer or o for o in outputs]
     # as lighteval's own judge metric: the question is the whole prompt, the gold the only choice

@@ -86,7 +86,8 @@ def audit_table(audit_json: Path):
         for b, s in [*m["benchmarks"].items(), ("all", m["overall"])]:
             if s.get("n"):
                 rows.append({"model": model, "benchmark": BENCHMARKS[b].title if b in BENCHMARKS else b, "n": s["n"],
-                             "names an option": s["parsed"], "four-phase": s["four_phase"], "all checks": s["all_checks"],
+                             "names an option": s["parsed"], "cut off by the budget": s.get("truncated", 0.0),
+                             "four-phase": s["four_phase"], "all checks": s["all_checks"],
                              **s["pass_rate"], "mean output tokens": s["mean_output_tokens"]})  # fmt: skip
     return table(pd.DataFrame(rows).set_index(["model", "benchmark"]),
                  "Share of each model's reasoning outputs that pass (1.0 = all); n = outputs judged", max_rows=None)  # fmt: skip

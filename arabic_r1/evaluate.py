@@ -132,7 +132,8 @@ def _evaluate_model(
             for task, r in per_task.items():
                 by_b[benchmark_of(task)].append(r)
             ms.reasoning = {b: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
-                                "parse_failure_rate": sum(r["parse_failure_rate"] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)}
+                                **{rate: sum(r[rate] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)
+                                   for rate in ("parse_failure_rate", "truncated_rate")}}
                             for b, rs in by_b.items()}  # fmt: skip
         if alrage_config is not None:
             t0 = time.monotonic()
@@ -201,6 +202,14 @@ def tidy_rows(models: list[ModelScores]) -> list[dict[str, Any]]:
                     "benchmark": b,
                     "metric": "parse failure rate (reasoning)",
                     "value": round(r["parse_failure_rate"], 4),
+                }
+            )
+            rows.append(
+                {
+                    "model": m.label,
+                    "benchmark": b,
+                    "metric": "truncated rate (reasoning: cut off by eval.reasoning_max_new_tokens)",
+                    "value": round(r["truncated_rate"], 4),
                 }
             )
     return rows

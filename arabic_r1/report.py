@@ -332,7 +332,8 @@ def training_table(run: Run, params: Params) -> Table:
 
 # ----------------------------------------------------------------------------------------------- student
 STUDENT_METRICS = (  # (column, value of one audit summary): what the student writes, per benchmark
-    ("parse failures (%)", lambda s: 100 * (1 - s["parsed"])),
+    ("parse failures (%)", lambda s: 100 * (1 - s["parsed"] - s.get("truncated", 0))),
+    ("truncated (%)", lambda s: 100 * s.get("truncated", 0)),
     ("four-phase (%)", lambda s: 100 * s["four_phase"]),
     ("Arabic language (%)", lambda s: _pct(s["pass_rate"].get("language"))),
     ("norms (%)", lambda s: _pct(s["pass_rate"].get("norms"))),
@@ -362,11 +363,14 @@ def student_table(run: Run) -> Table:
                 cells.append(value(summary) if summary and summary.get("n") else None)
         rows.append(["All benchmarks" if b == "all" else BENCHMARKS[b].title, *cells])
     notes = ["Every reasoning output through phase 03's checks, same code and thresholds: *parse failure* = no option named "
-             "after the closing think tag (an unclosed block counts); *four-phase* = Analysis, Elimination, Linguistic "
+             "after the closing think tag in an output the model ended itself; *truncated* = cut off by the token budget "
+             "(eval.reasoning_max_new_tokens) before naming one; *four-phase* = Analysis, Elimination, Linguistic "
              "check and Synthesis in order in one closed think block, and an option named after it; *Arabic language* and "
              "*norms* = those checks passed. Per model and benchmark, with the top failure reasons, in "
              "05_oall_evaluation/student_audit.json."]  # fmt: skip
-    half = 1 + len(models) * 2  # parse failures and four-phase first; language, norms and length after
+    half = (
+        1 + len(models) * 3
+    )  # parse failures, truncated and four-phase first; language, norms and length after
     return Table("student", "What the student learned: the reasoning it writes", columns, rows, [path], notes,
                  decimals=1, parts=(("Format: the answer and the four phases", 1), ("Language, norms, length", half)))  # fmt: skip
 

@@ -178,12 +178,52 @@ def test_tidy_table_averages_benchmarks_not_tasks():
     m = ModelScores("m", "p", leaderboard={b: 0.5 for b in ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht",
                                                            "madinah_qa", "aratrust", "alghafa")},
                     lighteval_all=0.3, alrage={"score": 0.2, "judge": "openai:j"},
-                    reasoning={"aratrust": {"accuracy": 0.25, "parse_failure_rate": 0.5}})  # fmt: skip
+                    reasoning={"aratrust": {"accuracy": 0.25, "parse_failure_rate": 0.5, "truncated_rate": 0.25}})  # fmt: skip
     rows = {(r["benchmark"], r["metric"].split(" (")[0]): r for r in tidy_rows([m])}
     assert rows[("average", "mean of 7 benchmarks")]["value"] == round((6 * 0.5 + 0.2) / 7, 4)
     assert "not over benchmarks" in rows[("lighteval all", "lighteval's 'all': mean over every task, not over benchmarks")]["metric"]  # fmt: skip
     assert "openai:j" in next(r["metric"] for k, r in rows.items() if k[0] == "alrage")
     assert rows[("aratrust", "parse failure rate")]["value"] == 0.5
+    assert rows[("aratrust", "truncated rate")]["value"] == 0.25
+
+
+def test_outputs_cut_off_by_the_budget_are_counted_apart_from_parse_failures(tmp_path: Path):
+    """Before: a thinking model's outputs cut off by reasoning_max_new_tokens were parse failures, a budget artefact
+    reported as inability. Now: real generations of the tiny model with a 3-token budget are all flagged truncated
+    (the model's own stop token never came), the scores and the student audit count them apart."""
+    from arabic_r1.audit import audit_models
+    from arabic_r1.eval_generation import Generation, _docs, generator, read_outputs, run_reasoning
+    from arabic_r1.params import VerifyParams
+
+    ep = _ep(benchmarks=["aratrust"], max_samples_per_task=2, reasoning_max_new_tokens=3)
+    configs, _ = task_configs(ep, "aratrust", Warts())
+    real = generator(str(save_tiny_moe(tmp_path / "m")), ep, "float32")
+    out = run_reasoning(real, configs[:1], ep, tmp_path / "real.jsonl")
+    (task,) = out.values()
+    assert task["truncated_rate"] == 1.0 and task["parse_failure_rate"] == 0.0
+
+    ep3 = _ep(benchmarks=["arabic_exams"], max_samples_per_task=3)
+    exams, _ = task_configs(ep3, "arabic_exams", Warts())
+    label = _docs(exams[0], 3)[2].choices[0]
+    answers = iter(
+        [
+            Generation("<think>\nالتحليل: سؤال\n", True),  # cut off mid-thought
+            Generation("<think>\nالتحليل: سؤال\n", False),  # the model stopped without closing it
+            Generation(f"<think>\nالتحليل\n</think>\nالإجابة: {label}", True),
+        ]
+    )  # answered as the budget ran out
+    fake = lambda prompts, n: [next(answers) for _ in prompts]  # noqa: E731
+    out = run_reasoning(fake, exams, ep3, tmp_path / "fake.jsonl")
+    (task,) = out.values()
+    assert task["n"] == 3 and task["truncated_rate"] == pytest.approx(1 / 3)
+    assert task["parse_failure_rate"] == pytest.approx(1 / 3)
+    rows = [json.loads(x) for x in (tmp_path / "fake.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0]["failure"] == "truncated at 1024 tokens" and rows[1]["failure"] == "unclosed think block"
+    summary = audit_models({"m": read_outputs(tmp_path / "fake.jsonl")}, VerifyParams(), "think_tags")
+    overall = summary["models"]["m"]["overall"]
+    assert overall["truncated"] == pytest.approx(1 / 3, abs=1e-3) and overall["parsed"] == pytest.approx(
+        1 / 3, abs=1e-3
+    )
 
 
 # ------------------------------------------------------------------------------- against lighteval itself
@@ -436,26 +476,35 @@ def test_a_checkpoint_saved_with_router_logits_on_still_generates_in_batches(fam
 
 
 def test_generations_are_cached_and_resume_after_a_torn_write(tmp_path: Path):
-    from arabic_r1.eval_generation import cached_generations
+    from arabic_r1.eval_generation import Generation, cached_generations
 
     calls: list[list[str]] = []
 
-    def fake(prompts: list[str], max_new_tokens: int) -> list[str]:
+    def fake(prompts: list[str], max_new_tokens: int) -> list[Generation]:
         calls.append(list(prompts))
-        return [f"{p}|{max_new_tokens}" for p in prompts]
+        return [Generation(f"{p}|{max_new_tokens}", p == "b") for p in prompts]
+
+    def texts(outs: list[Generation]) -> list[str]:
+        return [o.text for o in outs]
 
     path = tmp_path / "generations.jsonl"
     gen = cached_generations(fake, path)
-    assert gen(["a", "b", "a"], 8) == ["a|8", "b|8", "a|8"] and calls == [["a", "b"]]
-    assert gen(["b", "c"], 8) == ["b|8", "c|8"] and calls[-1] == ["c"]
-    assert gen(["a"], 16) == ["a|16"] and calls[-1] == ["a"]  # another token budget is another generation
+    assert texts(gen(["a", "b", "a"], 8)) == ["a|8", "b|8", "a|8"] and calls == [["a", "b"]]
+    assert gen(["b", "c"], 8) == [Generation("b|8", True), Generation("c|8", False)] and calls[-1] == ["c"]
+    assert texts(gen(["a"], 16)) == ["a|16"] and calls[-1] == [
+        "a"
+    ]  # another token budget is another generation
     with path.open("a", encoding="utf-8") as f:
         f.write('{"key": "torn')  # a session killed mid-write
     calls.clear()
-    again = cached_generations(fake, path)  # a new session
-    assert again(["a", "b", "c", "d"], 8) == ["a|8", "b|8", "c|8", "d|8"] and calls == [["d"]]
+    again = cached_generations(fake, path)  # a new session: the truncation flag comes back from the file too
+    assert again(["a", "b", "c", "d"], 8) == [Generation("a|8", False), Generation("b|8", True),
+                                              Generation("c|8", False), Generation("d|8", False)]  # fmt: skip
+    assert calls == [["d"]]
     calls.clear()
-    assert cached_generations(fake, path)(["d"], 8) == ["d|8"] and calls == []  # written after the torn line
+    assert (
+        texts(cached_generations(fake, path)(["d"], 8)) == ["d|8"] and calls == []
+    )  # written after the torn line
 
 
 def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(tmp_path: Path):
@@ -479,7 +528,7 @@ def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(
     assert think_prefix(tok) == "<think>\n"
     tok.save_pretrained(path)
     outs = generator(str(path), _ep(batch_size=2), "float32")(["سؤال", "سؤال آخر"], 3)
-    assert all(o.startswith("<think>\n") for o in outs)
+    assert all(o.text.startswith("<think>\n") for o in outs)
     assert reasoning_answer("<think>\n" + "التحليل: الخيار ب", ["أ", "ب", "ج"]) == (
         None,
         "unclosed think block",
