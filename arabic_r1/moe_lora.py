@@ -10,6 +10,7 @@ PEFT would otherwise move DeepSeek-V3's shared-expert and dense-MLP targets onto
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections import defaultdict
@@ -49,6 +50,12 @@ def family_of(name: str) -> str:
     return "other"
 
 
+def full_shape(p: Any) -> tuple[int, ...]:
+    """A parameter's shape, also under DeepSpeed ZeRO-3, which partitions it (the local tensor is empty; the full
+    shape is kept in ``ds_shape``)."""
+    return tuple(getattr(p, "ds_shape", p.shape))
+
+
 def _linear_leaves(model: Any, family: str) -> set[tuple[str, int, int]]:
     import torch
 
@@ -82,9 +89,9 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
     params = []
     if "routed_experts" in lora.targets:
         experts = [
-            (n, tuple(p.shape))
+            (n, full_shape(p))
             for n, p in model.named_parameters()
-            if family_of(f".{n}") == "routed_experts" and p.dim() == 3
+            if family_of(f".{n}") == "routed_experts" and len(full_shape(p)) == 3
         ]
         # per-expert nn.Linear modules (transformers-4 layouts, Unsloth's 4-bit gpt-oss) are adapted as modules
         split = _linear_leaves(model, "routed_experts")
@@ -141,7 +148,9 @@ def coverage_from_names(names_and_sizes: list[tuple[str, int]]) -> dict[str, Any
 
 def coverage_of_model(model: Any) -> dict[str, Any]:
     """Trainable parameters per family after ``get_peft_model``."""
-    return coverage_from_names([(n, p.numel()) for n, p in model.named_parameters() if p.requires_grad])
+    return coverage_from_names(
+        [(n, math.prod(full_shape(p))) for n, p in model.named_parameters() if p.requires_grad]
+    )
 
 
 def coverage_of_adapter(adapter_dir: Path) -> dict[str, Any]:
@@ -200,8 +209,23 @@ def expert_layout(model: Any) -> str | None:
     ]
     if any(isinstance(m, torch.nn.Linear) for _, m in names):
         return "per_expert"
-    fused = any(p.dim() == 3 for n, p in model.named_parameters() if family_of(f".{n}") == "routed_experts")
+    fused = any(
+        len(full_shape(p)) == 3 for n, p in model.named_parameters() if family_of(f".{n}") == "routed_experts"
+    )
     return "fused" if fused else None
+
+
+@contextlib.contextmanager
+def gathered(param: Any):
+    """``param``'s whole value while inside: under DeepSpeed ZeRO-3 each rank holds a slice, so every rank gathers
+    it (a collective: all ranks call this in the same order); otherwise the tensor as it is."""
+    if hasattr(param, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            yield param.detach()
+        return
+    yield param.detach()
 
 
 def expert_lora_b(model: Any, adapter: str = "default") -> dict[tuple[int, str], dict[int, float]]:
@@ -213,17 +237,17 @@ def expert_lora_b(model: Any, adapter: str = "default") -> dict[tuple[int, str],
         lora_b = getattr(mod, "lora_B", None)
         if lora_b is None or adapter not in lora_b or family_of(f".{name}.") != "routed_experts":
             continue
-        weight = lora_b[adapter].weight.detach()
-        if hasattr(mod, "parameter_name") and getattr(mod, "num_experts", 1) > 1:  # a fused ParamWrapper
-            layer = int(_EXPERT_LAYER.search(name).group(1))
-            per = weight.float().reshape(weight.shape[0], -1, mod.num_experts).abs().amax(dim=(0, 1))
-            out[(layer, mod.parameter_name)] = {e: float(v) for e, v in enumerate(per)}
-        elif m := _PER_EXPERT.search(name):
-            layer = int(m.group(1))
-            expert, weight_name = (
-                (int(m.group(2)), m.group(3)) if m.group(2) else (int(m.group(5)), m.group(4))
-            )
-            out.setdefault((layer, weight_name), {})[expert] = float(weight.float().abs().max())
+        with gathered(lora_b[adapter].weight) as weight:
+            if hasattr(mod, "parameter_name") and getattr(mod, "num_experts", 1) > 1:  # a fused ParamWrapper
+                layer = int(_EXPERT_LAYER.search(name).group(1))
+                per = weight.float().reshape(weight.shape[0], -1, mod.num_experts).abs().amax(dim=(0, 1))
+                out[(layer, mod.parameter_name)] = {e: float(v) for e, v in enumerate(per)}
+            elif m := _PER_EXPERT.search(name):
+                layer = int(m.group(1))
+                expert, weight_name = (
+                    (int(m.group(2)), m.group(3)) if m.group(2) else (int(m.group(5)), m.group(4))
+                )
+                out.setdefault((layer, weight_name), {})[expert] = float(weight.float().abs().max())
     return out
 
 

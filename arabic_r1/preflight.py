@@ -180,6 +180,10 @@ def check_launcher(t: Target) -> list[Finding]:
     if t.gpu and tr.processes > t.hardware.count:
         found.append(Finding("launcher", "fail", f"{tr.processes} ranks (one GPU each) on {t.hardware.count} GPUs",
                              "train.num_gpus / train.num_machines"))  # fmt: skip
+    if tr.launcher in LAUNCHER_CONFIGS and tr.merge:
+        gib = sum(p.numel() for p in t.skeleton.parameters()) * 2 / 2**30
+        t.notes.append(f"train.merge with {tr.launcher}: no rank holds the whole model, so rank 0 reloads the base and "
+                       f"merges the saved adapter in host memory: ~{gib:,.0f} GiB of RAM on its machine")  # fmt: skip
     if tr.num_machines > 1:
         t.notes.append(f"train.num_machines={tr.num_machines}: phase 04 starts its own machine's ranks; the others "
                        "are started by your scheduler (srun) with MASTER_ADDR/MASTER_PORT")  # fmt: skip

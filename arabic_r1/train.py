@@ -19,6 +19,7 @@ same global batch (per-device batch x processes x accumulation) and seed, the lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -673,7 +674,8 @@ def train_sft(
     data = prepare(tokenizer, rows, max_length, params)
     lora_targets(model, params.train.lora)  # fails before training on missing families / too-large rank
     probes = probe_texts(params.train.probe_texts)
-    routing_before = routing_stats(model, tokenizer, probes)
+    sharded = params.train.launcher in LAUNCHER_CONFIGS  # ZeRO-3 / FSDP: no rank holds the whole model
+    routing_before = SHARDED_ROUTING if sharded else routing_stats(model, tokenizer, probes)
     model = add_lora(params, model)
     cov_model = coverage_of_model(model)
     check_coverage(cov_model, params.train.lora, "after get_peft_model")
@@ -700,21 +702,51 @@ def train_sft(
         with no_v4_moe_remap(model):  # resuming reloads the adapter from the checkpoint
             trainer.train(resume_from_checkpoint=last)
     train_seconds = time.monotonic() - t0
-    # an expert that got tokens and kept lora_B = 0 never learned (a frozen or bypassed expert adapter): stop here
-    experts = (
-        check_experts_updated(model, routed.close()) if "routed_experts" in params.train.lora.targets else {}
-    )
+    # an expert that got tokens and kept lora_B = 0 never learned (a frozen or bypassed expert adapter): stop here;
+    # every rank takes part (under ZeRO-3 each lora_B is gathered in turn)
+    counts = routed.close()
+    with full_parameters(trainer):
+        experts = (
+            check_experts_updated(model, counts) if "routed_experts" in params.train.lora.targets else {}
+        )
     finish_tracking(params.train.report_to)
     inference_config(model)
+    adapter_dir = out_dir / "adapter"
+    if sharded:  # every rank: ZeRO-3 consolidates the trainable (LoRA) weights on rank 0, which writes them
+        if getattr(
+            trainer, "is_fsdp_enabled", False
+        ):  # as PEFT's FSDP example does: a sharded state dict saves nothing
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        with no_v4_moe_remap(model):
+            trainer.save_model(str(adapter_dir))
     if ranks.main:
         summary = {"backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step,
                    "train_seconds": round(train_seconds, 1), "resumed_from": last, "launcher": params.train.launcher,
                    "processes": ranks.world, "global_batch": params.train.global_batch}  # fmt: skip
-        save_outputs(
-            params, model, tokenizer, out_dir, data, cov_model, experts, routing_before, probes, summary
-        )
+        if not sharded:
+            with no_v4_moe_remap(model):
+                model.save_pretrained(str(adapter_dir))
+        save_outputs(params, None if sharded else model, model_path, tokenizer, out_dir, data, cov_model, experts,
+                     routing_before, probes, summary)  # fmt: skip
     barrier()
     return load_result(out_dir)
+
+
+SHARDED_ROUTING = {"skipped": "under ZeRO-3 / FSDP no rank holds the whole model: routing is counted in phase 05's "
+                   "model or with train.launcher: single / torchrun"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def full_parameters(trainer: Any):
+    """The whole (trainable) parameters on every rank while inside: FSDP's summon_full_params; under DeepSpeed ZeRO-3
+    the expert check gathers each lora_B itself (moe_lora.gathered); a no-op otherwise."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(trainer.model_wrapped, writeback=False):
+            yield
+        return
+    yield
 
 
 def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bool = True) -> str | None:
@@ -739,20 +771,25 @@ def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bo
     return last
 
 
-def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data: Prepared, cov_model: dict[str, Any],
-                 experts: dict[str, Any], routing_before: dict[str, Any], probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
-    """What the phase outputs (rank 0 alone): adapter, merged model, routing after, coverage, composition, the loss
-    mask of one example, the summary."""
+def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, out_dir: Path, data: Prepared,
+                 cov_model: dict[str, Any], experts: dict[str, Any], routing_before: dict[str, Any],
+                 probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
+    """What the phase outputs (rank 0 alone, the adapter already saved): merged model, routing after, coverage,
+    composition, the loss mask of one example, the summary. ``model`` is None after a ZeRO-3 / FSDP launch, whose
+    weights no rank holds whole: the merge then loads the base from ``model_path`` into this process's memory and
+    puts the saved adapter on it (the same merge as one process's)."""
     from arabic_r1.routing import routing_stats
 
     adapter_dir = out_dir / "adapter"
-    with no_v4_moe_remap(model):
-        model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
-    base_loaded = model.peft_config[model.active_adapter].base_model_name_or_path
+    if model is None and params.train.merge:
+        model = reload_adapted(params, model_path, adapter_dir)
+    base_loaded = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))[
+        "base_model_name_or_path"
+    ]
     write_adapter_provenance(adapter_dir, {"base_requested": params.model.name_or_path, "base_loaded": base_loaded,
                                            "backend": params.train.backend, "load_in_4bit": params.model.load_in_4bit,
-                                           "expert_layout": expert_layout(model)})  # fmt: skip
+                                           "expert_layout": expert_layout(model) if model is not None else "fused"})  # fmt: skip
     cov_adapter = coverage_of_adapter(adapter_dir)
     check_coverage(cov_adapter, params.train.lora, f"saved adapter {adapter_dir}")
     trained = model
@@ -760,7 +797,8 @@ def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data
         trained = merge_checked(model)
         trained.save_pretrained(str(out_dir / "merged"))
         tokenizer.save_pretrained(str(out_dir / "merged"))
-    routing = {"before": routing_before, "after": routing_stats(trained, tokenizer, probes)}
+    after = routing_stats(trained, tokenizer, probes) if trained is not None else SHARDED_ROUTING
+    routing = {"before": routing_before, "after": after}
     losses = [r["loss"] for r in read_jsonl(out_dir / "train_log.jsonl") if r.get("loss") is not None]
     # one step's loss is one batch's: the median of the last tenth says more
     tail = sorted(losses[-max(1, len(losses) // 10) :])
@@ -777,6 +815,28 @@ def save_outputs(params: Params, model: Any, tokenizer: Any, out_dir: Path, data
                "train_summary.json": summary}  # fmt: skip
     for name, payload in reports.items():
         write_json_atomic(out_dir / name, payload, indent=1)
+
+
+def reload_adapted(params: Params, model_path: str, adapter_dir: Path) -> Any:
+    """The base from disk (transformers' own loading rules, no device placement: host memory) with the saved adapter:
+    what a sharded launch merges, since no rank holds the whole trained model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(params), torch.float32)
+    # the launch's TrainingArguments registered ZeRO-3 for the whole process: from_pretrained would partition the
+    # weights with a collective while the other ranks wait at a barrier (a deadlock, seen on 2 CPU ranks)
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, revision=params.model.revision,
+                                                    trust_remote_code=params.model.trust_remote_code)  # fmt: skip
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
+    with no_v4_moe_remap(base):
+        return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def load_result(out_dir: Path) -> TrainResult:
@@ -807,8 +867,10 @@ def launch_command(params: Params, run_dir: Path) -> list[str]:
         cmd = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nnodes", str(t.num_machines),
                "--nproc-per-node", str(t.num_gpus)]  # fmt: skip
     else:
+        # the precision the Trainer uses, so the engine's agrees (DeepSpeed refuses "ds bf16.enabled=True vs hf bf16=False")
+        mixed = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(params), "no")
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
-               "--num_processes", str(t.processes), "--num_machines", str(t.num_machines)]  # fmt: skip
+               "--num_processes", str(t.processes), "--num_machines", str(t.num_machines), "--mixed_precision", mixed]  # fmt: skip
     cmd += ["-m", "arabic_r1.train", "--params", str(params.source_file), "--run-dir", str(run_dir)]
     for item in params.overrides:
         cmd += ["-o", item]

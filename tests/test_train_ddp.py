@@ -289,3 +289,47 @@ def test_a_checkpoint_of_two_ranks_needs_each_ranks_random_state(one_process, tm
     assert checkpoint_problem(ckpts / "checkpoint-4", 2).startswith("rng_state_1.pth (the random state")
     assert Path(newest_complete_checkpoint(ckpts, 2)).name == "checkpoint-2"
     assert (ckpts / "broken-checkpoint-4").is_dir()
+
+
+ZERO3 = ["train.launcher=accelerate_deepspeed_zero3", "train.num_gpus=2", "train.per_device_batch_size=1",
+         "train.gradient_accumulation_steps=2", "train.merge=true"]  # fmt: skip
+
+
+def test_zero3_on_two_cpu_ranks_saves_the_whole_adapter_and_merges_it(
+    project, one_process, monkeypatch
+) -> None:
+    """DeepSpeed ZeRO-3 (the paper profile's launcher) runs on 2 CPU processes here: DeepSpeed's CPU accelerator,
+    gloo. Every parameter is partitioned, the LoRA weights too: before, rank 0 alone called save_pretrained (an
+    adapter of empty slices), the expert check read partitioned lora_B, and the accelerate config's bf16 clashed with
+    the Trainer's precision. Now every rank takes part in saving (Trainer.save_model consolidates the trainable
+    weights), the check gathers each lora_B, rank 0 merges the saved adapter into the base reloaded from disk - and
+    the adapter and losses are the 1-process run's, the merged model the adapter's."""
+    pytest.importorskip("deepspeed", reason="the dev extra installs deepspeed (pip install '.[dev]')")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arabic_r1.peft_compat import no_v4_moe_remap
+
+    params_file, model_dir, data, new_run = project
+    one, _ = one_process
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    run_dir = new_run("zero3")
+    launch(load_params(params_file, ZERO3), run_dir)
+    out = _phase_dir(run_dir)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["launcher"] == "accelerate_deepspeed_zero3"
+    _check_like_one_process(one, out, range(1, STEPS + 1))
+    experts = json.loads((out / "coverage.json").read_text())["experts"]
+    assert experts["expert_adapters"] == 48 and experts["untouched"] == []
+    tok = AutoTokenizer.from_pretrained(out / "merged")
+    x = tok("ما عاصمة المغرب؟", return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    with no_v4_moe_remap(base):
+        adapted = PeftModel.from_pretrained(base, out / "adapter")
+    with torch.no_grad():
+        gap = (
+            (adapted(**x).logits - AutoModelForCausalLM.from_pretrained(out / "merged")(**x).logits)
+            .abs()
+            .max()
+        )
+    assert gap < 1e-4
