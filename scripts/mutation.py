@@ -84,6 +84,19 @@ MUTATIONS = (
              'return row["Category"]', ("tests/test_benchmarks.py", "tests/test_evaluate.py", "-k", "mirror or aratrust")),
     Mutation("tampered-output-still-fresh", "arabic_r1/manifest.py", 'if path_digest(path) != out["digest"]:',
              "if False:", ("tests/test_pipeline.py", "-k", "modified_output")),
+    # ---- the guards of a first real run (issue 29)
+    Mutation("frozen-experts-pass", "arabic_r1/moe_lora.py", "    if untouched:\n", "    if False:\n",
+             ("tests/test_train.py", "-k", "left_out_of_the_optimizer")),
+    Mutation("merge-delta-unchecked", "arabic_r1/moe_lora.py", "if delta.abs().max() > 0 and not bool(",
+             "if False and not bool(", ("tests/test_train.py", "-k", "drops_the_expert")),
+    Mutation("reasoning-field-dropped", "arabic_r1/teachers.py",
+             'text=with_reasoning(choice.message.content or "", reasoning_field(choice.message)),',
+             'text=choice.message.content or "",', ("tests/test_distill.py", "-k", "reasoning_parser")),
+    Mutation("truncation-as-parse-failure", "arabic_r1/eval_generation.py", "cut = g.truncated and choice is None",
+             "cut = False", ("tests/test_evaluate.py", "-k", "cut_off")),
+    Mutation("fp8-dequantized-by-transformers", "arabic_r1/model_loading.py",
+             'if method in NEEDS_BF16_COPY and (purpose == "train" or not native):', "if False:",
+             ("tests/test_model_loading.py", "-k", "fp8")),
 )  # fmt: skip
 
 

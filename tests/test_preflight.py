@@ -65,21 +65,29 @@ def test_each_planted_defect_is_reported_with_its_key(case: str) -> None:
 def test_a_needed_package_that_no_set_up_installs_is_reported(monkeypatch) -> None:
     """The paper profile launches DeepSpeed ZeRO-3: with deepspeed in no extra (as before this issue), say so."""
     real = needs.extra_requirements()
-    monkeypatch.setattr(
-        needs, "extra_requirements", lambda: {k: v for k, v in real.items() if k != "deepspeed"}
-    )
+    without = {k: {d: r for d, r in v.items() if d != "deepspeed"} for k, v in real.items()}
+    monkeypatch.setattr(needs, "extra_requirements", lambda: without)
     assert any("packages: train.launcher: accelerate_deepspeed_zero3 needs deepspeed, which no extra" in line
                for line in _failures("paper", []))  # fmt: skip
 
 
-def test_doctor_fails_a_profile_whose_packages_are_missing_here() -> None:
-    """Before: ``vllm: ok, not installed (optional)`` for a profile that generates with it. This machine has neither
-    vLLM nor DeepSpeed; the smoke profile needs neither."""
+def test_doctor_fails_a_profile_whose_packages_are_missing_here(monkeypatch) -> None:
+    """Before: ``vllm: ok, not installed (optional)`` for a profile that generates with it. This machine has no vLLM
+    (a GPU build); DeepSpeed is installed by the dev extra, and an out-of-range version fails too."""
+    from importlib import metadata
+
+    import arabic_r1.doctor as doctor
+
     rows = {r.name: r for r in run_doctor(load_params("single_gpu"))}
     assert rows["vllm"].status == "fail" and "not installed (pip install '.[vllm]')" in rows["vllm"].value
     assert "needed by eval.backend: vllm" in rows["vllm"].hint
-    paper = {r.name: r for r in run_doctor(load_params("paper"))}
+    paper = {r.name: r for r in doctor.check_profile_packages(load_params("paper"))}
+    assert paper["deepspeed"].status == "ok"
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "0.9.0" if d == "deepspeed" else real(d))
+    paper = {r.name: r for r in doctor.check_profile_packages(load_params("paper"))}
     assert paper["deepspeed"].status == "fail"
+    assert "0.9.0 installed, the 'deepspeed' extra asks for" in paper["deepspeed"].value
     smoke = {r.name: r for r in run_doctor(load_params("smoke"))}
     assert smoke["profile packages"].status == "ok"
 

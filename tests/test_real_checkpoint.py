@@ -152,12 +152,19 @@ def test_lighteval_log_likelihoods_equal_the_models_own(trained, template: str) 
     """lighteval's transformers model around phase 05's loaded model: each choice's log-likelihood is the sum of the
     continuation tokens' log-probabilities after the context, computed here from the same merged model, with the
     chat template (the leaderboard's rule: SmolLM2 has one) and without."""
+    _, r = trained
+    with torch.set_grad_enabled(
+        torch.is_grad_enabled()
+    ):  # lighteval switches autograd off for the whole process
+        _compare_log_likelihoods(r, template)
+
+
+def _compare_log_likelihoods(r, template: str) -> None:
     from arabic_r1.eval_generation import _docs
     from arabic_r1.eval_models import lighteval_model, load_causal_lm
     from arabic_r1.oall_tasks import Warts, task_configs
     from arabic_r1.params import EvalParams
 
-    _, r = trained
     ep = EvalParams(source="mirror", mirror_dir=fixture_mirror_dir(), benchmarks=["arabic_exams"], batch_size=4,
                     loglikelihood_chat_template=template)  # fmt: skip
     (config,), _ = task_configs(ep, "arabic_exams", Warts())
