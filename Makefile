@@ -23,16 +23,16 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 GPU_EXTRAS ?= gpu,deepspeed
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test test-slow mutation quality lab doctor clean slurm-up slurm-down slurm-status
+.PHONY: install reproduce test test-slow mutation quality lab doctor gpu-bundle clean slurm-up slurm-down slurm-status
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 ifeq ($(HAS_GPU),1)
-	$(PIP) install -q -e ".[$(GPU_EXTRAS),dev,ray]"
+	$(PIP) install -q -e ".[$(GPU_EXTRAS),lab,dev,ray]"
 else
 	$(PIP) install -q $(TORCH_CPU)
-	$(PIP) install -q -e ".[dev,unsloth-cpu,ray]"
+	$(PIP) install -q -e ".[lab,dev,hosted,ray]"
 	$(PIP) install -q --no-deps $(UNSLOTH)
 endif
 	$(PIP) install -q --no-deps $(TEST_MODEL)
@@ -54,6 +54,10 @@ test-slow: install
 ## Plant the listed bugs in phases 01-05 one at a time and run the tests that cover each (opt-in, ~10 min).
 mutation: install
 	$(PY) scripts/mutation.py
+
+## What benchmarks/gpu_check.sh needs on a GPU machine without network, in .gpu_bundle/ (fails over 64 MiB with the repo).
+gpu-bundle: install
+	$(PY) scripts/gpu_bundle.py
 
 quality: install
 	$(PY) -m ruff check arabic_r1 tests benchmarks scripts

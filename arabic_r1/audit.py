@@ -14,6 +14,7 @@ output as phase 03 reads a teacher's.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -147,3 +148,37 @@ def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path
                     w.writerow({"model": label, "benchmark": b, "n": s["n"], PARSED: s[PARSED], TRUNCATED: s[TRUNCATED], FOUR_PHASE: s[FOUR_PHASE],
                                 "all_checks": s["all_checks"], **s["pass_rate"], "mean_output_tokens": s["mean_output_tokens"]})  # fmt: skip
     return out_dir / AUDIT_FILE, out_dir / AUDIT_CSV
+
+
+# The smoke student's bars (what the CPU smoke run meets; tests/test_student.py and the GPU check hold every run to
+# them): on the six multiple-choice benchmarks (>= 10 reasoning prompts each) the fine-tuned student names an option
+# after its reasoning in >= 90% of its outputs (>= 75% on each benchmark) and writes the four phases in order with a
+# parseable answer in >= 80%; the unadapted base does the latter in <= 10%.
+MC = ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht", "madinah_qa", "aratrust", "alghafa")
+BAR_PARSED, BAR_PARSED_EACH, BAR_FOUR_PHASE, BAR_BASE_FOUR_PHASE = 0.90, 0.75, 0.80, 0.10
+
+
+def shortfalls(audit_result: dict[str, Any]) -> list[str]:
+    """Every threshold the run misses, in words (empty: the student learned the format)."""
+    ft, base = audit_result["models"]["finetuned"], audit_result["models"]["base"]
+    out = [f"{b}: {ft['benchmarks'].get(b, {}).get('n', 0)} reasoning prompts < 10" for b in MC
+           if ft["benchmarks"].get(b, {}).get("n", 0) < 10]  # fmt: skip
+    if ft["overall"]["parsed"] < BAR_PARSED:
+        out.append(
+            f"fine-tuned names an option in {ft['overall']['parsed']:.0%} of its outputs < {BAR_PARSED:.0%}"
+        )
+    out += [f"fine-tuned names an option in {ft['benchmarks'][b]['parsed']:.0%} of {b} < {BAR_PARSED_EACH:.0%}"
+            for b in MC if b in ft["benchmarks"] and ft["benchmarks"][b]["parsed"] < BAR_PARSED_EACH]  # fmt: skip
+    if ft["overall"]["four_phase"] < BAR_FOUR_PHASE:
+        out.append(
+            f"fine-tuned writes four phases + an answer in {ft['overall']['four_phase']:.0%} < {BAR_FOUR_PHASE:.0%}"
+        )
+    if base["overall"]["four_phase"] > BAR_BASE_FOUR_PHASE:
+        out.append(
+            f"the base writes four phases in {base['overall']['four_phase']:.0%} > {BAR_BASE_FOUR_PHASE:.0%}"
+        )
+    if out:
+        out.append(
+            f"fine-tuned's top failures: {json.dumps(ft['overall'].get('top_failures', {}), ensure_ascii=False)}"
+        )
+    return out

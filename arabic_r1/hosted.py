@@ -2,8 +2,8 @@
 that outlives the session.
 
 Every notebook has a setup cell right after its parameters cell. On a laptop, a workstation or under papermill it
-does nothing. On Colab or Kaggle it clones the repository (notebooks opened from GitHub arrive alone), installs it
-with the ``gpu`` extra, then calls :func:`setup`, which returns the params file and overrides the rest of the
+does nothing. On Colab or Kaggle it clones ``repo_url`` (notebooks opened from GitHub arrive alone), installs it
+without touching the runtime's own packages (:mod:`arabic_r1.hosted_install`), then calls :func:`setup`, which returns the params file and overrides the rest of the
 notebook uses: the profile chosen for the GPU it finds, and ``run.root`` on Google Drive or Kaggle's working folder,
 so a disconnected session re-opened later finds every finished phase (and phase 04's last checkpoint) in place.
 """
@@ -23,26 +23,29 @@ from arabic_r1.errors import ExplainedError
 
 log = logging.getLogger(__name__)
 
-# the repository the Colab/Kaggle cell clones; a fork: set ARABIC_R1_REPO
-REPO_URL = os.environ.get("ARABIC_R1_REPO", "https://github.com/arabic-r1/arabic_r1")
-CLONE_DIR = "arabic_r1_repo"
+REPO_URL = (
+    "https://github.com/arabic-r1/arabic_r1"  # the project's canonical repository: the default of repo_url
+)
 PIPELINE_ENV = "ARABIC_R1_PIPELINE"  # set by `arabic-r1 reproduce` for its notebooks: their params are final
-# The setup cell of every notebook (tests check each notebook carries it verbatim). It cannot import this module
-# before the package is installed, so it repeats clone_command / install_command (tests check they agree).
+# The setup cell of every notebook (tests check each notebook carries it verbatim). It runs before the package is
+# installed: it clones `repo_url` (a parameters-cell knob, so a fork's notebook takes one edit) and imports the
+# stdlib-only installer from the clone (arabic_r1/hosted_install.py).
 SETUP_CELL = """\
 #@title Colab / Kaggle setup (elsewhere this cell does nothing)
-# On Colab or Kaggle: installs the package from the repository, picks the profile from the GPU (the `profile`
-# parameter) and keeps runs on Google Drive / Kaggle's working folder, so a new session resumes where one stopped.
+# On Colab or Kaggle: clones `repo_url` and installs the package without replacing the runtime's own torch, numpy or
+# Jupyter stack (if something already imported had to be replaced, the runtime restarts: run this cell again), picks
+# the profile from the GPU (the `profile` parameter) and keeps runs on Google Drive / Kaggle's working folder.
 import os, subprocess, sys  # noqa: E401,E402
 
 if ("COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ) and "ARABIC_R1_PIPELINE" not in os.environ:
-    try:
-        import arabic_r1  # noqa: F401
-    except ImportError:
-        repo = os.environ.get("ARABIC_R1_REPO", "https://github.com/arabic-r1/arabic_r1")
-        subprocess.run(["git", "clone", "--depth", "1", repo, "arabic_r1_repo"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "arabic_r1_repo[gpu]"], check=True)
-        sys.path.insert(0, os.path.abspath("arabic_r1_repo"))
+    if not os.path.isdir("arabic_r1_repo"):
+        subprocess.run(["git", "clone", "--depth", "1", repo_url, "arabic_r1_repo"], check=True)
+    sys.path.insert(0, os.path.abspath("arabic_r1_repo"))
+    from arabic_r1.hosted_install import ensure_installed, restart_runtime
+
+    installed = ensure_installed("arabic_r1_repo")
+    if installed.replaced:
+        restart_runtime(installed.replaced)
     from arabic_r1.hosted import setup
 
     hosted = setup(params_path, overrides, profile)
@@ -53,6 +56,10 @@ SETUP_CELL_METADATA = {"tags": ["hosted-setup"], "jupyter": {"source_hidden": Tr
 PROFILE_PARAMETER = (
     'profile = "auto"  # Colab/Kaggle only: auto (from the GPU) | smoke | colab_t4 | single_gpu'
 )
+REPO_PARAMETER = (
+    f'repo_url = "{REPO_URL}"  # Colab/Kaggle only: the repository the setup cell installs (a fork: its URL)'
+)
+
 Runtime = Literal["colab", "kaggle", "local"]
 # where each hosted runtime keeps files across sessions
 STORAGE = {"colab": Path("/content/drive/MyDrive/arabic_r1"), "kaggle": Path("/kaggle/working/arabic_r1")}
@@ -75,15 +82,6 @@ def detect_runtime(environ: Mapping[str, str] | None = None, modules: Sequence[s
     if "KAGGLE_KERNEL_RUN_TYPE" in env or "KAGGLE_URL_BASE" in env:
         return "kaggle"
     return "local"
-
-
-def install_command(repo_dir: str | Path = CLONE_DIR, python: str = sys.executable) -> list[str]:
-    """pip install of the clone with the GPU extra; the runtime's own CUDA torch is kept (torch is a range)."""
-    return [python, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[gpu]"]
-
-
-def clone_command(repo_dir: str | Path = CLONE_DIR, url: str = REPO_URL) -> list[str]:
-    return ["git", "clone", "--depth", "1", url, str(repo_dir)]
 
 
 def gpu_memory_gib() -> float | None:

@@ -316,8 +316,8 @@ def check_experts_updated(model: Any, routed: dict[int, list[int]] | None) -> di
     return report
 
 
-def merge_checked(model: Any, sample: int = 3) -> Any:
-    """``merge_and_unload``, checked on up to ``sample`` routed-expert adapters (first, middle, last): the merged weight
+def merge_checked(model: Any, sample: int = 3) -> tuple[Any, dict[str, Any]]:
+    """(``merge_and_unload``'s model, what was checked and the largest error), checked on up to ``sample`` routed-expert adapters (first, middle, last): the merged weight
     minus the base weight is PEFT's own delta (``get_delta_weight``), to the rounding of the weight's dtype. A merge
     that drops the expert adapters (the base weights come back unchanged) raises :class:`ExpertsNotUpdated`."""
     import torch
@@ -340,8 +340,10 @@ def merge_checked(model: Any, sample: int = 3) -> Any:
         before.append((target, base, delta))
     merged = model.merge_and_unload()
     params = dict(merged.named_parameters())
+    worst = 0.0
     for target, base, delta in before:
         got = params[target].detach().float() - base.float()
+        worst = max(worst, float((got - delta.float()).abs().max()))
         eps = torch.finfo(base.dtype).eps if base.is_floating_point() else 0.0
         allowed = eps * (base.float().abs() + delta.float().abs()) + 1e-12
         if delta.abs().max() > 0 and not bool(((got - delta.float()).abs() <= allowed).all()):
@@ -349,4 +351,4 @@ def merge_checked(model: Any, sample: int = 3) -> Any:
                 f"the merged model's {target} differs from the base by {got.abs().max():.3g} at most, not by the "
                 f"adapter's delta (up to {delta.abs().max():.3g}): the merge did not carry the expert adapters"
             )
-    return merged
+    return merged, {"experts_checked": [t for t, _, _ in before], "max_abs_error": worst}

@@ -3,7 +3,8 @@ package that installs it), read by ``arabic-r1 doctor`` on the machine that runs
 and by ``arabic-r1 preflight`` on a laptop (does the set-up install it at all?).
 
 The set-ups: ``make install`` on a GPU machine installs :data:`GPU_SETUP_EXTRAS` (``make install
-EXTRAS=gpu,deepspeed,vllm`` adds vLLM); the Colab/Kaggle setup cell installs the ``gpu`` extra. Version ranges are the
+EXTRAS=gpu,deepspeed,vllm`` adds vLLM); the Colab/Kaggle setup cell installs the ``gpu`` extra's pins with --no-deps
+(:mod:`arabic_r1.hosted_install`). Version ranges are the
 extras' own (``pyproject.toml``), read from this package's installed metadata, so there is one place to change them.
 """
 

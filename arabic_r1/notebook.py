@@ -6,6 +6,8 @@ overrides, then calls :func:`open_phase`.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -16,9 +18,27 @@ from arabic_r1.params import Params
 from arabic_r1.params_loading import apply_overrides, load_params, profile_path, read_yaml
 from arabic_r1.progress import configure_output
 
+log = logging.getLogger(__name__)
+
+
+def auto_threads(sample_s: float = 0.5, busy_percent: float = 60.0) -> int:
+    """The cores this process may use (its CPU affinity) that no other work keeps busy right now, at least 1: torch
+    threads sharing a core with a busy neighbour wait on each other at every parallel region (phase 00 of the smoke
+    run: 64 s quiet, 782 s with two threads beside one busy process)."""
+    import psutil
+
+    cores = (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )
+    load = psutil.cpu_percent(interval=sample_s, percpu=True)
+    busy = [c for c in cores if c < len(load) and load[c] > busy_percent]
+    return max(1, len(cores) - len(busy))
+
 
 def apply_runtime(params: Params) -> None:
-    """Seed and thread settings from params (1 torch thread is fastest for the tiny MoE on 2 cores)."""
+    """Seed and thread settings from params (``run.torch_threads``; ``auto``: :func:`auto_threads`)."""
     random.seed(params.run.seed)
     try:
         import numpy as np
@@ -29,8 +49,12 @@ def apply_runtime(params: Params) -> None:
     import torch
 
     torch.manual_seed(params.run.seed)
-    if params.run.torch_threads:
-        torch.set_num_threads(params.run.torch_threads)
+    threads = params.run.torch_threads
+    if threads == "auto":
+        threads = auto_threads()
+        log.info("torch threads: %d (run.torch_threads: auto)", threads)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 # the phases that can run through Unsloth, and the key that says whether they do

@@ -115,10 +115,19 @@ class RunParams(_Section):
         description="the machine the profile is written for, [COUNTx]GPU:GIB per GPU (T4:15, H100:80, 64xH100:80); what "
         "`arabic-r1 plan` and `preflight` judge it against. null: the machine it runs on",
     )
-    torch_threads: PositiveInt | None = Field(
-        None, description="torch.set_num_threads; 1 is fastest for tiny models on 2 cores"
+    torch_threads: PositiveInt | Literal["auto"] | None = Field(
+        None,
+        description="torch.set_num_threads; auto: the cores this process may use that other work is not keeping "
+        "busy when the phase starts (a busy neighbour on a shared core slows torch's threads 4-12x); null: torch's own",
     )
-    notebook_timeout_s: PositiveInt = Field(1800, description="wall-clock limit per notebook (and per cell)")
+    stall_timeout_s: PositiveInt = Field(
+        1800,
+        description="stop a notebook after this long with no new output and no CPU work in its processes (a hang); "
+        "a slow or busy machine keeps working and is not stopped",
+    )
+    notebook_timeout_s: PositiveInt | None = Field(
+        None, description="optional wall-clock cap per notebook; null: none (the stall limit still applies)"
+    )
     kernel_startup_timeout_s: PositiveInt = 120
 
     @field_validator("root", mode="before")
@@ -642,6 +651,11 @@ class TrainParams(_Section):
     packing: bool = False
     save_steps: Steps = Field(
         50, description="checkpoint every N optimizer steps (a killed run resumes from the last)"
+    )
+    save_minutes: PositiveFloat | None = Field(
+        None,
+        description="also checkpoint after this many minutes of training since the last checkpoint, so a killed, "
+        "timed-out or disconnected run loses at most that much on any machine speed",
     )
     save_total_limit: PositiveInt = 2
     chat_template: Path | None = Field(

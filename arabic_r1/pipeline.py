@@ -5,7 +5,8 @@ runs under a watchdog that ends papermill, the kernel and whatever the kernel st
 however it dies. This process also watches papermill, because papermill alone can hang when the kernel is
 OOM-killed and can exit 0 after an IOPub timeout that trimmed the run. The guards:
 - a kernel that disappears while papermill is still running ends the run after a short grace period;
-- a wall-clock limit per notebook (``run.notebook_timeout_s``, also papermill's per-cell limit);
+- a stall limit (``run.stall_timeout_s``): no output and no CPU work for that long ends the notebook as hung,
+  while a slow or busy machine, still working, goes on; a wall-clock cap (``run.notebook_timeout_s``) only if set;
 - success means papermill exited 0 *and* the phase wrote a complete manifest during this execution;
 - on failure the executed notebook is read to name the failing cell and its error.
 """
@@ -167,7 +168,7 @@ def execute_notebook(
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = out_dir / nb.name
-    timeout = params.run.notebook_timeout_s
+    timeout, stall = params.run.notebook_timeout_s, params.run.stall_timeout_s
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
         yaml.safe_dump(papermill_parameters(params, run_dir), f, allow_unicode=True)
         injected = f.name
@@ -176,9 +177,10 @@ def execute_notebook(
         "-f", injected,
         "--cwd", str(nb.parent),
         "-k", "python3",
-        "--execution-timeout", str(timeout),
         "--start-timeout", str(params.run.kernel_startup_timeout_s),
     ]  # fmt: skip
+    if timeout is not None:
+        cmd += ["--execution-timeout", str(timeout)]
     if not sys.stderr.isatty():
         cmd.append(
             "--no-progress-bar"
@@ -187,13 +189,18 @@ def execute_notebook(
     stderr_path = out_dir / f"{nb.stem}.stderr.log"
     try:
         with stderr_path.open("w", encoding="utf-8") as err:
-            outcome, peak = _watch(
-                cmd, err, wall_limit=timeout + params.run.kernel_startup_timeout_s + 60, lock=lock
-            )
+            wall = None if timeout is None else timeout + params.run.kernel_startup_timeout_s + 60
+            outcome, peak = _watch(cmd, err, wall_limit=wall, stall_s=stall, lock=lock, outputs=(out_nb,))
     finally:
         os.unlink(injected)
     fold_injected_parameters(out_nb)
     stderr_tail = _tail(stderr_path)
+    if outcome == "stalled":
+        raise PhaseFailed(
+            f"phase {phase.slug}: {nb.name} wrote no output and did no CPU work for run.stall_timeout_s={stall}s "
+            f"and was stopped as hung{_cell_hint(out_nb)}; if it was waiting on something slow, raise the limit "
+            f"with -o run.stall_timeout_s=... Executed notebook: {out_nb}"
+        )
     if outcome == "timeout":
         raise PhaseFailed(
             f"phase {phase.slug}: {nb.name} ran past run.notebook_timeout_s={timeout}s and was stopped"
@@ -241,11 +248,21 @@ def fold_injected_parameters(out_nb: Path) -> None:
     out_nb.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) -> tuple[int | str, float]:
-    """Run papermill under the run's watchdog: (exit code, or "timeout" / "kernel_died" after ending the run's
-    processes; peak memory MB).
+def _watch(
+    cmd: list[str],
+    err,
+    wall_limit: float | None,
+    stall_s: float | None = None,
+    lock: RunLock | None = None,
+    outputs: Sequence[Path] = (),
+) -> tuple[int | str, float]:
+    """Run papermill under the run's watchdog: (exit code, or "timeout" / "stalled" / "kernel_died" after ending
+    the run's processes; peak memory MB).
 
-    Peak memory = resident set of this runner + papermill + the kernel and its children, sampled every POLL_S."""
+    A stall is ``stall_s`` seconds in which neither the log ``err`` nor any of ``outputs`` (papermill saves the
+    executed notebook as cells print) changed and the processes used less than STALL_CPU_S of CPU: a hang, not a
+    slow machine, whose work still shows as CPU time. Peak memory = resident set of this runner + papermill + the
+    kernel and its children, sampled every POLL_S."""
     import psutil
 
     token = lock.token if lock else new_token()
@@ -257,12 +274,15 @@ def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) 
     kernels: set[int] = set()
     gone_since: float | None = None
     peak = 0.0
+    watched = [Path(err.name), *outputs]
+    activity = Activity(start, _mtimes(watched))
     try:
         while True:
             rc = proc.poll()
             if rc is not None:
                 return rc, peak
-            if time.monotonic() - start > wall_limit:
+            now = time.monotonic()
+            if wall_limit is not None and now - start > wall_limit:
                 _end(proc, token)
                 return "timeout", peak
             try:
@@ -271,6 +291,10 @@ def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) 
             except psutil.NoSuchProcess:
                 tree, children = [], []
             peak = max(peak, sum(_rss(p) for p in tree + children) / 2**20)
+            activity.update(now, _mtimes(watched), {p.pid: _cpu_s(p) for p in tree[1:] + children})
+            if stall_s is not None and now - activity.last > stall_s:
+                _end(proc, token)
+                return "stalled", peak
             live = {c.pid for c in children if is_kernel(c)}
             kernels |= live
             if kernels and not live:
@@ -284,6 +308,47 @@ def _watch(cmd: list[str], err, wall_limit: float, lock: RunLock | None = None) 
     except BaseException:
         _end(proc, token)
         raise
+
+
+STALL_CPU_S = 2.0  # CPU seconds that count as work since the last sign of activity
+
+
+@dataclass
+class Activity:
+    """When the watched run last showed a sign of life: a file it writes changed, or STALL_CPU_S of CPU work."""
+
+    last: float
+    mtimes: tuple[float, ...]
+    cpu: dict[int, float] = field(
+        default_factory=dict
+    )  # per process, kept after it exits: the sum only grows
+    cpu_mark: float = 0.0
+
+    def update(self, now: float, mtimes: tuple[float, ...], cpu_by_pid: dict[int, float]) -> None:
+        for pid, t in cpu_by_pid.items():
+            self.cpu[pid] = max(t, self.cpu.get(pid, 0.0))
+        total = sum(self.cpu.values())
+        if mtimes != self.mtimes or total - self.cpu_mark >= STALL_CPU_S:
+            self.last, self.mtimes, self.cpu_mark = now, mtimes, total
+
+
+def _mtimes(paths: Sequence[Path]) -> tuple[float, ...]:
+    out = []
+    for p in paths:
+        try:
+            out.append(p.stat().st_mtime)
+        except OSError:
+            out.append(0.0)
+    return tuple(out)
+
+
+def _cpu_s(p) -> float:
+    """CPU seconds of one process and its reaped children (user + system)."""
+    try:
+        t = p.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+    except Exception:  # the process vanished between listing and inspection
+        return 0.0
 
 
 def _rss(p) -> int:

@@ -509,6 +509,27 @@ class TrainLog:
         self.callback = _Callback()
 
 
+def save_on_time(minutes: float):
+    """A TrainerCallback asking for a checkpoint once ``minutes`` of training passed since the last one, on top of
+    ``save_steps``: on a slow or busy machine, or a Colab session that disconnects, steps-based saving alone can
+    leave hours unsaved. Rank 0's clock decides for every rank (a save is collective under a launch)."""
+    from transformers import TrainerCallback
+
+    class _SaveOnTime(TrainerCallback):
+        def __init__(self):
+            self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            due = time.monotonic() - self.last >= minutes * 60
+            if from_rank0(due):
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+
+    return _SaveOnTime()
+
+
 def _peak_memory_mb() -> float:
     import torch
 
@@ -691,8 +712,11 @@ def train_sft(
             Path(last).relative_to(out_dir) if Path(last).is_relative_to(out_dir) else last,
         )
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in data.examples])
+    callbacks = [TrainLog(out_dir / "train_log.jsonl").callback]
+    if params.train.save_minutes:
+        callbacks.append(save_on_time(params.train.save_minutes))
     trainer = make_trainer(shards, model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                           callbacks=[TrainLog(out_dir / "train_log.jsonl").callback])  # fmt: skip
+                           callbacks=callbacks)  # fmt: skip
     # one dict per step would flood papermill's output; TrainLog logs instead
     trainer.remove_callback(PrinterCallback)
     routed = RoutedTokens(model)  # which experts the router fed during training
@@ -792,9 +816,9 @@ def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, ou
                                            "expert_layout": expert_layout(model) if model is not None else "fused"})  # fmt: skip
     cov_adapter = coverage_of_adapter(adapter_dir)
     check_coverage(cov_adapter, params.train.lora, f"saved adapter {adapter_dir}")
-    trained = model
+    trained, merge_check = model, None
     if params.train.merge:
-        trained = merge_checked(model)
+        trained, merge_check = merge_checked(model)
         trained.save_pretrained(str(out_dir / "merged"))
         tokenizer.save_pretrained(str(out_dir / "merged"))
     after = routing_stats(trained, tokenizer, probes) if trained is not None else SHARDED_ROUTING
@@ -806,7 +830,7 @@ def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, ou
         "examples": len(data.examples), "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"],
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "final_loss_median": tail[len(tail) // 2] if tail else None, "peak_memory_mb": _peak_memory_mb(),
-        "merged": params.train.merge, "lora": params.train.lora.model_dump(),
+        "merged": params.train.merge, "merge_check": merge_check, "lora": params.train.lora.model_dump(),
         "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
         "expert_adapters": {k: v if isinstance(v, int) else len(v) for k, v in experts.items()},
     }  # fmt: skip

@@ -1,7 +1,7 @@
 """MoE LoRA training speed: Unsloth vs plain transformers+PEFT on the same MoE, same LoRA (experts included).
 
     python benchmarks/bench_moe_lora.py                       # CPU: the embedded tiny MoE, both backends
-    python benchmarks/bench_moe_lora.py --gpu-size --steps 20 # GPU: a larger random Qwen3-MoE (benchmarks/gpu_check.sh)
+    python benchmarks/bench_moe_lora.py --shape gpu --steps 8  # GPU: real layer sizes (benchmarks/gpu_check.sh)
 
 Each backend runs in its own subprocess (importing unsloth patches transformers for the whole process; each
 UNSLOTH_MOE_BACKEND needs a fresh one). A run builds the model from a saved folder, adds LoRA with
@@ -25,16 +25,41 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def build_model(out: Path, family: str, gpu_size: bool) -> Path:
+# --shape gpu: layers the size of the real models' (Qwen3-30B-A3B: hidden 2048, 128 experts of 768, top-8;
+# DeepSeek-V3: 256 experts, top-8, one shared expert, dense first layer), three of them (DeepSeek-V3: one dense + two
+# MoE), so that each backend loads and runs 8 steps within the GPU check's 8 minutes.
+SHAPES = {
+    "tiny": {},
+    "gpu": dict(num_layers=3, hidden_size=2048, num_heads=16, num_experts=64, experts_per_token=8,
+                expert_intermediate_size=768, dense_intermediate_size=6144, shared_experts=1, dense_layers=1),
+}  # fmt: skip
+
+
+def shape_of(name: str):
     from arabic_r1.params import TinyMoEParams
+
+    return TinyMoEParams(**SHAPES[name])
+
+
+def build_model(out: Path, family: str, shape: str) -> Path:
     from arabic_r1.tiny_model import save_tiny_moe
 
-    shape = (
-        TinyMoEParams(num_layers=8, hidden_size=1024, num_heads=16, num_experts=32, experts_per_token=4,
-                      expert_intermediate_size=512, dense_intermediate_size=2048, shared_experts=1, dense_layers=1)
-        if gpu_size else TinyMoEParams()
-    )  # fmt: skip
-    return save_tiny_moe(out, family, shape, seed=0)
+    return save_tiny_moe(out, family, shape_of(shape), seed=0)
+
+
+def describe(family: str, shape: str) -> str:
+    """The model a run would build, counted on the meta device (nothing allocated): --dry-run's check."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from arabic_r1.tiny_model import build_config, build_tokenizer
+
+    s = shape_of(shape)
+    config = build_config(family, s, build_tokenizer(s.vocab_size))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    return f"{family} {shape}: {config.model_type}, {n / 1e6:.0f}M parameters, {s.num_experts} experts top-{s.experts_per_token}"
 
 
 def one_run(model_dir: str, backend: str, steps: int, batch: int, seq: int, threads: int | None) -> dict:
@@ -93,7 +118,9 @@ def one_run(model_dir: str, backend: str, steps: int, batch: int, seq: int, thre
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    steady = times[2:] or times
+    steady = (
+        times[2:] or times
+    )  # the first two include compiling (Triton kernels, torch.compile): reported apart
     sec = sum(steady) / len(steady)
     import resource
 
@@ -105,6 +132,7 @@ def one_run(model_dir: str, backend: str, steps: int, batch: int, seq: int, thre
     return {
         "backend": backend, "moe_backend": os.environ.get("UNSLOTH_MOE_BACKEND", "-") if backend.startswith("unsloth") else "-",
         "device": torch.cuda.get_device_name(0) if cuda else "cpu", "seconds_per_step": round(sec, 4),
+        "warmup_seconds": round(sum(times[:2]), 3),
         "tokens_per_s": round(batch * seq / sec, 1), "peak_memory_mb": round(peak, 1), "last_loss": round(float(loss), 4),
         "expert_lora_B_grad_norms": expert_grad, "expert_grads_nonzero": bool(expert_grad) and all(v > 0 for v in expert_grad.values()),
     }  # fmt: skip
@@ -114,9 +142,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="qwen3_moe", choices=["qwen3_moe", "deepseek_v3", "mixtral"])
     ap.add_argument(
-        "--gpu-size",
+        "--shape",
+        choices=sorted(SHAPES),
+        default="tiny",
+        help="tiny: the embedded MoE; gpu: real layer sizes",
+    )
+    ap.add_argument(
+        "--dry-run",
         action="store_true",
-        help="a larger random MoE (8 layers, hidden 1024, 32 experts top-4)",
+        help="build the model's config on the meta device and print the runs",
     )
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4)
@@ -144,10 +178,14 @@ def main() -> None:
             flush=True,
         )
         return
+    if args.dry_run:
+        print(
+            describe(args.family, args.shape)
+            + f"; backends {args.backends}, {args.steps} steps of {args.batch}x{args.seq}"
+        )
+        return
     args.out.mkdir(parents=True, exist_ok=True)
-    model_dir = build_model(
-        args.out / f"model_{args.family}{'_gpu' if args.gpu_size else ''}", args.family, args.gpu_size
-    )
+    model_dir = build_model(args.out / f"model_{args.family}_{args.shape}", args.family, args.shape)
     results = []
     for spec in args.backends.split(","):
         backend, _, moe = spec.partition("@")
@@ -180,7 +218,7 @@ def main() -> None:
         for r in ok:
             r["speed_vs_transformers"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
             print(f"{r['backend']}: {r['speed_vs_transformers']}x transformers+PEFT")
-    (args.out / "results.json").write_text(json.dumps({"family": args.family, "gpu_size": args.gpu_size, "steps": args.steps,
+    (args.out / "results.json").write_text(json.dumps({"family": args.family, "shape": args.shape, "steps": args.steps,
                                                        "batch": args.batch, "seq": args.seq, "results": results}, indent=1))  # fmt: skip
 
 

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import arabic_r1.hosted as hosted
+import arabic_r1.hosted_install as hosted_install
 from arabic_r1.hosted import (
     PROFILE_PARAMETER,
+    REPO_PARAMETER,
+    REPO_URL,
     SETUP_CELL,
     SETUP_CELL_METADATA,
     HostedSetupError,
     choose_profile,
-    clone_command,
     detect_runtime,
-    install_command,
     setup,
 )
 from arabic_r1.params import REPO_DIR
@@ -44,15 +43,6 @@ NOTEBOOKS = sorted((REPO_DIR / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 )
 def test_runtime_detection(env, modules, want):
     assert detect_runtime(env, modules) == want
-
-
-def test_install_and_clone_commands():
-    assert install_command("arabic_r1_repo", "/usr/bin/python3") == [
-        "/usr/bin/python3", "-m", "pip", "install", "-q", "-e", "arabic_r1_repo[gpu]",
-    ]  # fmt: skip
-    assert clone_command("x", "https://example.org/r.git") == [
-        "git", "clone", "--depth", "1", "https://example.org/r.git", "x",
-    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -104,31 +94,55 @@ def test_every_notebook_carries_the_setup_cell_after_its_parameters(path: Path):
     assert "".join(cells[i + 1]["source"]) == SETUP_CELL
     assert cells[i + 1]["metadata"] == SETUP_CELL_METADATA  # collapsed in JupyterLab, a titled form in Colab
     assert PROFILE_PARAMETER in "".join(cells[i]["source"])  # one parameters cell holds every knob
+    assert REPO_PARAMETER in "".join(cells[i]["source"])  # a fork's notebook: one edit before Run all
 
 
-def test_setup_cell_on_a_fresh_colab_installs_then_configures(tmp_path: Path, monkeypatch):
-    """The cell as Colab runs it: arabic_r1 missing -> clone + pip install (the commands hosted.py defines),
-    then profile from the GPU and runs on Drive."""
+def _colab(monkeypatch, tmp_path: Path, replaced: list[str]) -> tuple[list, list, dict]:
+    """A Colab kernel in tmp_path: git clone recorded (it makes the folder), the installer recorded."""
     ran: list[list[str]] = []
+    calls: list = []
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20261120")
     monkeypatch.delenv("ARABIC_R1_PIPELINE", raising=False)
-    monkeypatch.setattr(subprocess, "run", lambda cmd, check: ran.append(cmd))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: (ran.append(cmd), Path(cmd[-1]).mkdir()))
+    monkeypatch.setattr(
+        hosted_install, "ensure_installed",
+        lambda repo: calls.append(("install", repo)) or hosted_install.Outcome({}, replaced),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        hosted_install, "restart_runtime", lambda names: calls.append(("restart", list(names)))
+    )
     monkeypatch.setattr(hosted, "gpu_memory_gib", lambda: 15.0)  # a T4
     monkeypatch.setattr(hosted, "mount_storage", lambda runtime: tmp_path / "drive")
-    real_import, missing = builtins.__import__, {"arabic_r1"}
+    ns = {
+        "params_path": "../params/smoke.yaml",
+        "overrides": [],
+        "profile": "auto",
+        "repo_url": "https://x/fork.git",
+    }
+    return ran, calls, ns
 
-    def fake_import(name, *args, **kwargs):  # the package is not installed yet the first time
-        if name in missing:
-            missing.discard(name)
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    ns = {"params_path": "../params/smoke.yaml", "overrides": [], "profile": "auto"}
+def test_setup_cell_on_a_fresh_colab_clones_the_parameter_url_installs_then_configures(tmp_path, monkeypatch):
+    """The cell as Colab runs it: the clone comes from the parameters cell's repo_url, the install is the
+    stdlib-only installer from that clone, then the profile follows the GPU and runs go to Drive."""
+    ran, calls, ns = _colab(monkeypatch, tmp_path, replaced=[])
     exec(compile(SETUP_CELL, "setup-cell", "exec"), ns)
-    assert ran == [clone_command(), install_command(python=sys.executable)]
+    assert ran == [["git", "clone", "--depth", "1", "https://x/fork.git", "arabic_r1_repo"]]
+    assert calls == [("install", "arabic_r1_repo")]  # nothing imported was replaced: no restart
     assert ns["params_path"] == "colab_t4"
     assert f"run.root={tmp_path / 'drive' / 'runs'}" in ns["overrides"]
+    exec(
+        compile(SETUP_CELL, "setup-cell", "exec"), ns
+    )  # the next notebook: the clone is there, no second clone
+    assert len(ran) == 1
+    assert REPO_URL in REPO_PARAMETER
+
+
+def test_setup_cell_restarts_the_runtime_when_an_imported_package_was_replaced(tmp_path, monkeypatch):
+    ran, calls, ns = _colab(monkeypatch, tmp_path, replaced=["pyarrow 18.1.0 -> 22.0.0"])
+    exec(compile(SETUP_CELL, "setup-cell", "exec"), ns)
+    assert calls[:2] == [("install", "arabic_r1_repo"), ("restart", ["pyarrow 18.1.0 -> 22.0.0"])]
 
 
 def test_setup_cell_is_a_no_op_under_the_runner_and_locally(monkeypatch):

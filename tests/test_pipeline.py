@@ -200,6 +200,27 @@ def test_watchdog_wall_limit(tmp_path) -> None:
     assert outcome == "timeout"
 
 
+def test_watchdog_stops_a_silent_idle_run_but_not_a_silent_busy_one(tmp_path) -> None:
+    """A hang (no output, no CPU) is stopped after stall_s; a run that prints nothing but computes is not."""
+    t0 = time.monotonic()
+    with (tmp_path / "log").open("w") as err:
+        outcome, _ = pipeline._watch(
+            [sys.executable, "-c", "import time; time.sleep(600)"], err, None, stall_s=2
+        )
+    assert outcome == "stalled" and time.monotonic() - t0 < 20
+    busy = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 8: pass\n"  # 8 s of CPU, silent
+    with (tmp_path / "log2").open("w") as err:
+        outcome, _ = pipeline._watch([sys.executable, "-c", busy], err, None, stall_s=3)
+    assert outcome == 0
+
+
+def test_stall_limit_from_params_names_the_hang(setup) -> None:
+    params_file, nbs = setup
+    write_notebook(nbs / "00_alpha.ipynb", "import time\ntime.sleep(120)")
+    with pytest.raises(pipeline.PhaseFailed, match="no CPU work for run.stall_timeout_s=4s.*hung"):
+        _run(params_file, nbs, ["run.stall_timeout_s=4"])
+
+
 def test_cell_timeout_from_params(setup) -> None:
     params_file, nbs = setup
     write_notebook(nbs / "00_alpha.ipynb", "import time\ntime.sleep(60)")

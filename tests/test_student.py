@@ -10,44 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import read_jsonl
 
-from arabic_r1.audit import Output, audit, audit_models
+from arabic_r1.audit import BAR_FOUR_PHASE, MC, Output, audit, audit_models, shortfalls
 from arabic_r1.eval_generation import read_outputs
 from arabic_r1.evaluate import evaluate_model
 from arabic_r1.oall_tasks import Warts
-
-MC = ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht", "madinah_qa", "aratrust", "alghafa")
-PARSED, PARSED_EACH, FOUR_PHASE, BASE_FOUR_PHASE = 0.90, 0.75, 0.80, 0.10
-
-
-def shortfalls(audit_result: dict[str, Any]) -> list[str]:
-    """Every threshold the run misses, in words (empty: the student learned the format)."""
-    ft, base = audit_result["models"]["finetuned"], audit_result["models"]["base"]
-    out = [f"{b}: {ft['benchmarks'].get(b, {}).get('n', 0)} reasoning prompts < 10" for b in MC
-           if ft["benchmarks"].get(b, {}).get("n", 0) < 10]  # fmt: skip
-    if ft["overall"]["parsed"] < PARSED:
-        out.append(
-            f"fine-tuned names an option in {ft['overall']['parsed']:.0%} of its outputs < {PARSED:.0%}"
-        )
-    out += [f"fine-tuned names an option in {ft['benchmarks'][b]['parsed']:.0%} of {b} < {PARSED_EACH:.0%}"
-            for b in MC if b in ft["benchmarks"] and ft["benchmarks"][b]["parsed"] < PARSED_EACH]  # fmt: skip
-    if ft["overall"]["four_phase"] < FOUR_PHASE:
-        out.append(
-            f"fine-tuned writes four phases + an answer in {ft['overall']['four_phase']:.0%} < {FOUR_PHASE:.0%}"
-        )
-    if base["overall"]["four_phase"] > BASE_FOUR_PHASE:
-        out.append(
-            f"the base writes four phases in {base['overall']['four_phase']:.0%} > {BASE_FOUR_PHASE:.0%}"
-        )
-    if out:
-        out.append(
-            f"fine-tuned's top failures: {json.dumps(ft['overall'].get('top_failures', {}), ensure_ascii=False)}"
-        )
-    return out
 
 
 def test_the_fine_tuned_student_writes_the_four_phases(smoke_run) -> None:
@@ -144,6 +114,6 @@ def test_a_planted_break_between_training_and_generation_is_caught(smoke_run, tm
         {defect: read_outputs(tmp_path / f"reasoning_{defect}.jsonl")}, params.verify, "think_tags"
     )
     overall = result["models"][defect]["overall"]
-    assert overall["four_phase"] < FOUR_PHASE, overall
+    assert overall["four_phase"] < BAR_FOUR_PHASE, overall
     top = overall["top_failures"]["structure"]
     assert any(k.startswith(reason) for k in top), top

@@ -256,7 +256,8 @@ def test_a_merge_that_drops_the_expert_adapters_is_caught(setup) -> None:
                 torch.nn.init.normal_(p, std=0.02)  # a trained adapter: lora_B is no longer zero
         return peft_model
 
-    merge_checked(adapted())  # the real merge carries the deltas
+    _, check = merge_checked(adapted())  # the real merge carries the deltas
+    assert len(check["experts_checked"]) >= 2 and check["max_abs_error"] < 1e-5, check
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
             ParamWrapper, "merge", lambda self, *a, **k: None
