@@ -163,6 +163,13 @@ def execute_notebook(
     nb: Path, params: Params, run_dir: Path, phase: Phase, lock: RunLock
 ) -> tuple[Path, float]:
     """Execute one notebook under the guards above: (executed notebook, peak memory in MB), or raise PhaseFailed."""
+    import importlib.util
+
+    if importlib.util.find_spec("papermill") is None or importlib.util.find_spec("ipykernel") is None:
+        raise PhaseFailed(
+            "the runner executes the notebooks with papermill and an ipykernel kernel, which are the `lab` extra: "
+            "pip install -e '.[lab]' (make install has it)"
+        )
     if params.source_file is None:
         raise PhaseFailed("the runner needs params loaded from a file (notebooks re-load them by path)")
     out_dir = run_dir / "notebooks"

@@ -221,6 +221,18 @@ def test_stall_limit_from_params_names_the_hang(setup) -> None:
         _run(params_file, nbs, ["run.stall_timeout_s=4"])
 
 
+def test_runner_without_the_lab_extra_says_how_to_install_it(setup, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "papermill" else real(name, *a)
+    )
+    params_file, nbs = setup
+    with pytest.raises(pipeline.PhaseFailed, match=r"papermill.*the `lab` extra: pip install -e '.\[lab\]'"):
+        _run(params_file, nbs)
+
+
 def test_cell_timeout_from_params(setup) -> None:
     params_file, nbs = setup
     write_notebook(nbs / "00_alpha.ipynb", "import time\ntime.sleep(60)")
