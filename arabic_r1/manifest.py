@@ -82,8 +82,11 @@ def device_summary() -> dict[str, Any]:
     """CPU/GPU facts; torch is consulted only if the phase already imported it."""
     info: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if torch is not None:
+        # CPU results depend on it (float sums in another order): the smoke student differs between 1 and 2 threads
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
 
 

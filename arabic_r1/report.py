@@ -590,7 +590,10 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
              f"- git commit: `{commit}`" + (f" (phase 00 ran at `{commit_00}`)" if commit_00 and commit_00 != commit else ""),
              f"- params file: `{rel(src) if src else 'inline'}`" + (f" (sha256 {file_digest(src)[:16]})" if src else "")
              + f", overrides: {', '.join(params.overrides) or 'none'}",
-             "- device: " + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items()),
+             "- device: " + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items() if k != "torch_threads"),
+             "- torch threads by phase (CPU results depend on them): " + (", ".join(
+                 f"{p.slug[:2]} {m['device']['torch_threads']}" for p in PHASES
+                 if (m := run.manifests.get(p.name)) and "torch_threads" in m.get("device", {})) or MISSING),
              "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()), "",
              "| phase | wall time (s) | peak RSS (MB) | finished | code (notebook + modules) |",
              "|---|---:|---:|---|---|"]  # fmt: skip
