@@ -3,9 +3,10 @@ that outlives the session.
 
 Every notebook has a setup cell right after its parameters cell. On a laptop, a workstation or under papermill it
 does nothing. On Colab or Kaggle it clones ``repo_url`` (notebooks opened from GitHub arrive alone), installs it
-without touching the runtime's own packages (:mod:`arabic_r1.hosted_install`), then calls :func:`setup`, which returns the params file and overrides the rest of the
-notebook uses: the profile chosen for the GPU it finds, and ``run.root`` on Google Drive or Kaggle's working folder,
-so a disconnected session re-opened later finds every finished phase (and phase 04's last checkpoint) in place.
+without touching the runtime's own packages (:mod:`arabic_r1.hosted_install`), then calls :func:`setup`, which
+returns the params file and overrides the rest of the notebook uses: the profile chosen for the GPU it finds, and
+``run.root`` on Google Drive or Kaggle's working folder, so a disconnected session re-opened later finds every
+finished phase (and phase 04's last checkpoint) in place.
 """
 
 from __future__ import annotations

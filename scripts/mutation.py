@@ -97,6 +97,12 @@ MUTATIONS = (
     Mutation("fp8-dequantized-by-transformers", "arabic_r1/model_loading.py",
              'if method in NEEDS_BF16_COPY and (purpose == "train" or not native):', "if False:",
              ("tests/test_model_loading.py", "-k", "fp8")),
+    Mutation("stall-ignores-cpu-work", "arabic_r1/pipeline.py",
+             "if mtimes != self.mtimes or total - self.cpu_mark >= STALL_CPU_S:", "if mtimes != self.mtimes:",
+             ("tests/test_pipeline.py", "-k", "silent_busy")),
+    Mutation("hosted-install-unconstrained", "arabic_r1/hosted_install.py",
+             "constraints = runtime_constraints(versions)", "constraints = []",
+             ("tests/test_hosted_install.py", "-k", "plan_installs")),
 )  # fmt: skip
 
 
