@@ -486,7 +486,16 @@ class DistillParams(_Section):
     max_retries: NonNegInt = 5
     backoff_initial_s: PositiveFloat = 1.0
     backoff_max_s: PositiveFloat = 60.0
-    request_timeout_s: PositiveFloat = 300.0
+    request_timeout_s: PositiveFloat = Field(
+        300.0,
+        description="seconds one HTTP attempt may take before it counts as a timeout; each retry gets its own, so one "
+        "item can take up to (max_retries + 1) x this, plus the backoff",
+    )
+    max_consecutive_connection_failures: PositiveInt = Field(
+        8,
+        description="stop the phase, naming the endpoint, after this many items in a row failed to connect or timed "
+        "out (retries exhausted): an unreachable server; the items not sent stay unsent for the next run",
+    )
     max_items: PositiveInt | None = Field(
         None, description="distil only the first N pool items (a trial run)"
     )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from arabic_r1.errors import ExplainedError
 from arabic_r1.params import DistillParams
 from arabic_r1.reasoning_format import with_reasoning
 
@@ -41,6 +42,10 @@ class Result:
     attempts: int = 1
 
 
+class TeacherUnreachable(ExplainedError, RuntimeError):
+    """Several items in a row could not reach the endpoint: the run stops instead of failing every item."""
+
+
 class TeacherError(Exception):
     """A request that failed for good; ``kind`` is what the summary counts (http_429, server_error, timeout, ...)."""
 
@@ -51,6 +56,7 @@ class TeacherError(Exception):
 
 
 OnResult = Callable[[Request, "Result | TeacherError"], None]
+UNREACHABLE = ("connection", "timeout")  # failure kinds that say the endpoint itself is not answering
 Reserve = Callable[[Request], bool]  # False: the budget is spent, send nothing more
 
 
@@ -101,6 +107,7 @@ class OpenAITeacher:
         client = self._client()
         queue = list(requests)
         stop = asyncio.Event()
+        in_a_row = [0]  # items that could not reach the endpoint, since the last one that did
 
         async def worker() -> None:
             while queue and not stop.is_set():
@@ -109,14 +116,26 @@ class OpenAITeacher:
                     stop.set()
                     return
                 try:
-                    on_result(req, await self._one(client, req))
+                    outcome: Result | TeacherError = await self._one(client, req)
                 except TeacherError as err:
-                    on_result(req, err)
+                    outcome = err
+                unreachable = isinstance(outcome, TeacherError) and outcome.kind in UNREACHABLE
+                in_a_row[0] = in_a_row[0] + 1 if unreachable else 0
+                on_result(req, outcome)
+                if in_a_row[0] >= self.p.max_consecutive_connection_failures:
+                    stop.set()
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.p.concurrency, len(queue)) or 1)))
         finally:
             await client.close()
+        if in_a_row[0] >= self.p.max_consecutive_connection_failures:
+            raise TeacherUnreachable(
+                f"{in_a_row[0]} items in a row could not reach {self.p.base_url} (connection refused or no answer "
+                f"within distill.request_timeout_s={self.p.request_timeout_s:g}s, {self.p.max_retries + 1} attempts "
+                f"each): stopped, {len(queue)} items not sent (they are sent by the next run). Is the server up at "
+                "distill.base_url?"
+            )
 
     async def _one(self, client, req: Request) -> Result:
         import openai

@@ -65,10 +65,11 @@ class FlakyProxy:
 
     def __init__(
         self, upstream: str, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
-        reasoning_field: str | None = None, answer: str = "",
+        reasoning_field: str | None = None, answer: str = "", delay_s: float = 0.0,
     ):  # fmt: skip
         """``reasoning_field``: answer as a server with a reasoning parser does: the model's text moved into
-        ``message.<reasoning_field>``, ``answer`` as the content."""
+        ``message.<reasoning_field>``, ``answer`` as the content. ``delay_s``: wait that long before answering (a
+        slow server, for the client's timeout)."""
         self.upstream = upstream.rstrip("/")
         self.plan = list(statuses) if statuses is not None else [status] * fail_first
         self.requests = 0
@@ -87,6 +88,7 @@ class FlakyProxy:
                     proxy.requests += 1
                     proxy.auth_headers.append(self.headers.get("Authorization", ""))
                     fail = proxy.plan.pop(0) if proxy.plan else None
+                time.sleep(delay_s)
                 if fail is not None:
                     payload = json.dumps({"error": {"message": f"injected {fail}", "type": "test"}}).encode()
                     self.send_response(fail)

@@ -16,7 +16,7 @@ from teacher_server import FlakyProxy
 from arabic_r1.completions import ResponseCache
 from arabic_r1.distill import TRACES_FILE, distill
 from arabic_r1.params_loading import validate_params
-from arabic_r1.teachers import TeacherError
+from arabic_r1.teachers import TeacherError, TeacherUnreachable
 from arabic_r1.tiny_model import save_tiny_moe
 
 POOL = [
@@ -144,6 +144,43 @@ def test_exhausted_retries_are_counted_by_kind_and_retried_next_run(server, proj
     )
     ok = distill(_params(project, server.url, server.model), project / "pool.jsonl", project / "out")
     assert ok.summary["traces_ok"] == N
+
+
+def test_a_slow_server_times_out_per_attempt_after_request_timeout_s(server, project: Path) -> None:
+    """request_timeout_s bounds each attempt (a retry gets its own): 0.3 s against a server that answers in 1.5 s."""
+    proxy = FlakyProxy(server.url, delay_s=1.5)
+    t0 = time.monotonic()
+    try:
+        r = distill(_params(project, proxy.url, server.model, request_timeout_s=0.3, max_retries=1, concurrency=1,
+                            max_items=2, max_consecutive_connection_failures=10), project / "pool.jsonl", project / "out")  # fmt: skip
+    finally:
+        proxy.close()
+    assert r.summary["failures_this_run"] == {"timeout": 2} and proxy.requests == 4  # 2 items x 2 attempts
+    assert (
+        time.monotonic() - t0 < 4 * 1.5
+    )  # the client gave up on each attempt; it did not wait for the answers
+
+
+def test_an_unreachable_endpoint_stops_the_phase_naming_it_and_leaves_the_rest_unsent(
+    server, project: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    p = _params(
+        project, dead, server.model, max_retries=0, concurrency=1, max_consecutive_connection_failures=2
+    )
+    with pytest.raises(
+        TeacherUnreachable,
+        match=r"2 items in a row could not reach http://127.0.0.1:\d+/v1.*4 items not sent",
+    ):
+        distill(p, project / "pool.jsonl", project / "out")
+    recs = [json.loads(x) for x in (project / "out" / TRACES_FILE).read_text(encoding="utf-8").splitlines()]
+    assert [r["error_kind"] for r in recs] == ["connection", "connection"]  # the other 4 were never sent
+    ok = distill(_params(project, server.url, server.model), project / "pool.jsonl", project / "out")
+    assert ok.summary["traces_ok"] == N  # the next run sends all of them
 
 
 def test_killed_run_resumes_with_exactly_n_unique_traces(server, project: Path) -> None:
