@@ -91,12 +91,13 @@ def xformers_for(torch_version: str) -> str | None:
     return XFORMERS.get(mm)
 
 
-def gpu_pins(repo_dir: Path) -> list[str]:
-    """The ``gpu`` extra's requirements, read from the clone's pyproject.toml (one place for the versions)."""
+def pyproject_extra(repo_dir: Path, extra: str) -> list[str]:
+    """An extra's requirements, read from the clone's pyproject.toml (one place for the versions; nothing is
+    installed yet, so not from the package's metadata)."""
     import tomllib  # Python 3.11+: every current Colab and Kaggle image
 
-    extras = tomllib.loads((repo_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return list(extras["optional-dependencies"]["gpu"])
+    project = tomllib.loads((repo_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return list(project["optional-dependencies"][extra])
 
 
 @dataclass
@@ -123,7 +124,7 @@ def install_plan(
         notes.append(
             f"xformers left out: no build is listed for torch {torch}; Unsloth uses torch's attention"
         )
-    no_deps = [*gpu_pins(repo_dir), *NO_DEPS_EXTRA, *([f"xformers=={xf}"] if xf else [])]
+    no_deps = [*pyproject_extra(repo_dir, "gpu"), *NO_DEPS_EXTRA, *([f"xformers=={xf}"] if xf else [])]
     reports = [work_dir / "pip-report-gpu.json", work_dir / "pip-report-project.json"]
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", str(cfile)]
     commands = [

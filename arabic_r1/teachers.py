@@ -107,9 +107,10 @@ class OpenAITeacher:
         client = self._client()
         queue = list(requests)
         stop = asyncio.Event()
-        in_a_row = [0]  # items that could not reach the endpoint, since the last one that did
+        in_a_row = 0  # items that could not reach the endpoint, since the last one that did
 
         async def worker() -> None:
+            nonlocal in_a_row
             while queue and not stop.is_set():
                 req = queue.pop(0)
                 if not reserve(req):
@@ -120,18 +121,18 @@ class OpenAITeacher:
                 except TeacherError as err:
                     outcome = err
                 unreachable = isinstance(outcome, TeacherError) and outcome.kind in UNREACHABLE
-                in_a_row[0] = in_a_row[0] + 1 if unreachable else 0
+                in_a_row = in_a_row + 1 if unreachable else 0
                 on_result(req, outcome)
-                if in_a_row[0] >= self.p.max_consecutive_connection_failures:
+                if in_a_row >= self.p.max_consecutive_connection_failures:
                     stop.set()
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.p.concurrency, len(queue)) or 1)))
         finally:
             await client.close()
-        if in_a_row[0] >= self.p.max_consecutive_connection_failures:
+        if in_a_row >= self.p.max_consecutive_connection_failures:
             raise TeacherUnreachable(
-                f"{in_a_row[0]} items in a row could not reach {self.p.base_url} (connection refused or no answer "
+                f"{in_a_row} items in a row could not reach {self.p.base_url} (connection refused or no answer "
                 f"within distill.request_timeout_s={self.p.request_timeout_s:g}s, {self.p.max_retries + 1} attempts "
                 f"each): stopped, {len(queue)} items not sent (they are sent by the next run). Is the server up at "
                 "distill.base_url?"

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from arabic_r1.hosted_install import NO_DEPS_EXTRA, gpu_pins  # noqa: E402  (one place for the GPU stack's pins)
+from arabic_r1.hosted_install import NO_DEPS_EXTRA, norm, pyproject_extra  # noqa: E402  (one place for the pins)
 
 BUNDLE = REPO / ".gpu_bundle"
 WHEELS, SITE, RUN_TGZ = BUNDLE / "wheels", BUNDLE / "site", BUNDLE / "run.tgz"
@@ -94,10 +95,6 @@ print(json.dumps(dists))
 """
 
 
-def norm(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def closure() -> dict[str, str]:
     """{distribution: version} imported by CLOSURE_MODULES here (a fresh interpreter, no GPU needed)."""
     out = subprocess.run(
@@ -116,13 +113,8 @@ def hosted_extra() -> list[str]:
     """The ``hosted`` extra at the versions installed here: what Unsloth imports when installed --no-deps."""
     from importlib import metadata
 
-    import tomllib
-
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-        "optional-dependencies"
-    ]
     out = []
-    for name in deps["hosted"]:
+    for name in pyproject_extra(REPO, "hosted"):
         try:
             out.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -137,9 +129,9 @@ def to_carry() -> list[str]:
     have = device_has() | {norm(n) for n in NOT_CARRIED} | {"arabic-r1"}
     found = {d: v for d, v in sorted(closure().items()) if norm(d) not in have}
     reqs = [f"{d}=={v}" for d, v in found.items()]
-    for req in [*gpu_pins(REPO), *NO_DEPS_EXTRA, *hosted_extra()]:
-        name = re.split(r"[<>=!~ ;\[]", req, maxsplit=1)[0]
-        if norm(name) not in {norm(d) for d in found} | have:
+    covered = {norm(d) for d in found} | have
+    for req in [*pyproject_extra(REPO, "gpu"), *NO_DEPS_EXTRA, *hosted_extra()]:
+        if norm(Requirement(req).name) not in covered:
             reqs.append(req)
     return reqs
 

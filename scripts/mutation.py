@@ -101,7 +101,7 @@ MUTATIONS = (
              "if mtimes != self.mtimes or total - self.cpu_mark >= STALL_CPU_S:", "if mtimes != self.mtimes:",
              ("tests/test_pipeline.py", "-k", "silent_busy")),
     Mutation("unreachable-teacher-not-stopped", "arabic_r1/teachers.py",
-             "                if in_a_row[0] >= self.p.max_consecutive_connection_failures:\n                    stop.set()",
+             "                if in_a_row >= self.p.max_consecutive_connection_failures:\n                    stop.set()",
              "                pass", ("tests/test_distill.py", "-k", "unreachable")),
     Mutation("hosted-install-unconstrained", "arabic_r1/hosted_install.py",
              "constraints = runtime_constraints(versions)", "constraints = []",
