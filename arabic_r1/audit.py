@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arabic_r1.arabic_text import normalized_words
+from arabic_r1.benchmarks import AnswerKind, spec
 from arabic_r1.cot import named_option, parse_trace
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import VerifyParams
@@ -53,17 +55,34 @@ def as_trace(o: Output, fmt: ReasoningFormat) -> Trace:
 
 
 def reasoning_answer(
-    text: str, labels: list[str] | tuple[str, ...], fmt: ReasoningFormat = "think_tags"
+    text: str,
+    labels: list[str] | tuple[str, ...],
+    fmt: ReasoningFormat = "think_tags",
+    answers: AnswerKind = "labels",
 ) -> tuple[int | None, str | None]:
     """The option a reasoning output names after its reasoning (``</think>``, or harmony's final channel), and why
-    there is none: an unclosed reasoning block is no answer (a truncated output must not be read as one)."""
+    there is none: an unclosed reasoning block is no answer (a truncated output must not be read as one).
+    ``answers`` is the benchmark's kind of choices: option labels (أ, B, 1) or answer texts (صح / خطأ)."""
     parsed = parse_trace(to_think_tags(text, fmt))
     if "unclosed think block" in parsed.problems:
         return None, "unclosed think block"
     if parsed.answer is None:
         return None, "no final answer"
-    choice = named_option(parsed.answer, labels)
+    choice = named_option(parsed.answer, labels) if answers == "labels" else named_text(parsed.answer, labels)
     return choice, None if choice is not None else "answer names no option"
+
+
+def named_text(answer: str, choices: list[str] | tuple[str, ...]) -> int | None:
+    """The choice an answer states in words, for benchmarks whose choices are texts: the choice whose folded words
+    run whole inside the answer's; the longest wins ("غير صحيح" over "صحيح"), then the first stated."""
+    said = f" {' '.join(normalized_words(answer))} "
+    found = []
+    for i, choice in enumerate(choices):
+        words = normalized_words(choice)
+        at = said.find(f" {' '.join(words)} ") if words else -1
+        if at >= 0:
+            found.append((-len(words), at, i))
+    return min(found)[2] if found else None
 
 
 def audit(
@@ -75,7 +94,7 @@ def audit(
     for o in outputs:
         t = as_trace(o, fmt)
         verdicts = verify_trace(t, vp)
-        parsed = reasoning_answer(o.text, o.labels, fmt)[1] is None
+        parsed = reasoning_answer(o.text, o.labels, fmt, spec(o.benchmark).answers)[1] is None
         rows.append({"id": o.id, "benchmark": o.benchmark, "tokens": o.tokens, "verdicts": verdicts, PARSED: parsed,
                      TRUNCATED: o.truncated and not parsed, FOUR_PHASE: parsed and not t.parsed.problems})  # fmt: skip
     return rows

@@ -1,335 +1,144 @@
-"""The seven OALL v2 benchmarks: where they live, their subsets, and local mirrors of them.
+"""The benchmark registry: one :class:`BenchmarkSpec` per benchmark, and every list of benchmarks derived from it.
 
-A *mirror* is a folder per hub repo, ``<mirror_dir>/<org>/<name>/<subset>/<split>.jsonl`` plus a ``README.md``
-whose ``configs:`` block keeps the subset and split names, so ``datasets.load_dataset(<folder>, <subset>)`` and
-lighteval (with ``hf_repo`` pointed at the folder) read it exactly as they read the hub. The decontamination of
-phase 01 and the evaluation of phase 05 read the same mirrors.
+A benchmark is added here and nowhere else (README, "Extending"): the params whitelist (``eval.benchmarks``,
+``decontamination.benchmarks``), the task configs of phase 05, the row fixes, the planner's document counts, the
+row order of every table, the paper column of Table 1 and the average all read :data:`BENCHMARKS`.
+``tests/test_benchmarks.py::test_every_view_covers_the_registry`` fails when a derived view misses an entry.
+
+Mirrors of the benchmarks' rows (the folders phases 01 and 05 read) are in :mod:`arabic_r1.benchmark_mirrors`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
-from arabic_r1.digests import path_digest
-
-log = logging.getLogger(__name__)
+RowFix = Callable[[dict[str, Any]], tuple[dict[str, Any], list[tuple[str, str]]]]
+Scoring = Literal["loglikelihood", "judged"]
+AnswerKind = Literal["labels", "text"]
 
 
-@dataclass(frozen=True)
+def keep_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The row fix of a benchmark whose rows lighteval reads as they are."""
+    return row, []
+
+
+def one_subset(row: dict[str, Any]) -> str:
+    """The subset of a flat-dump row of a benchmark with a single configuration."""
+    return "default"
+
+
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkSpec:
+    """Everything the project knows about one benchmark; fields with defaults are what a new benchmark rarely sets."""
+
     key: str  # our name, as in params (eval.benchmarks)
-    title: str  # as the paper and the leaderboard print it
-    task: str  # lighteval task prefix
+    title: str  # as tables and the leaderboard print it
+    task: str  # lighteval task prefix (``task:subset``)
     hf_repo: str
     eval_split: str
     splits: tuple[str, ...]  # every split the repo has (few-shot splits included)
     text_fields: tuple[str, ...]  # what a model reads, question first: indexed for decontamination
+    docs: int  # evaluation documents over the subsets phase 05 runs: the planner's estimate without a mirror
+    lighteval_tasks: Callable[
+        [], list[Any]
+    ]  # lighteval task configs, one per subset (the prompt function inside)
     id_field: str | None = None
-
-
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    s.key: s
-    for s in (
-        BenchmarkSpec(
-            "arabic_mmlu", "ArabicMMLU", "arabic_mmlu", "MBZUAI/ArabicMMLU", "test", ("test", "dev"),
-            ("Question", "Context", "Option 1", "Option 2", "Option 3", "Option 4", "Option 5"), "ID",
-        ),
-        BenchmarkSpec(
-            "arabic_exams", "Arabic EXAMS", "arabic_exams", "OALL/Arabic_EXAMS", "test", ("test", "validation"),
-            ("question", "A", "B", "C", "D"), "id",
-        ),
-        BenchmarkSpec(
-            "arabic_mmlu_ht", "ArabicMMLU-HT", "arabic_mmlu_ht", "MBZUAI/human_translated_arabic_mmlu", "test", ("test",),
-            ("question", "choices"),
-        ),
-        BenchmarkSpec(
-            "madinah_qa", "MadinahQA", "madinah_qa", "MBZUAI/MadinahQA", "test", ("test", "dev"),
-            ("Question", "Context", "Option 1", "Option 2", "Option 3", "Option 4", "Option 5"), "ID",
-        ),
-        BenchmarkSpec(
-            "aratrust", "AraTrust", "aratrust", "asas-ai/AraTrust-categorized", "train", ("train",),
-            ("Question", "A", "B", "C"),
-        ),
-        BenchmarkSpec(
-            "alghafa", "AlGhafa", "alghafa", "OALL/AlGhafa-Arabic-LLM-Benchmark-Native", "test", ("test", "validation"),
-            ("query", "sol1", "sol2", "sol3", "sol4", "sol5"),
-        ),
-        BenchmarkSpec(
-            # the retrieved candidate passages are Wikipedia text, not the item: they are not indexed
-            "alrage", "ALRAGE", "alrage_qa", "OALL/ALRAGE", "train", ("train",), ("question", "gold_answer"), "id",
-        ),
+    subsets: tuple[str, ...] | None = None  # None: the subsets the OALL v2 task list runs
+    fix_row: RowFix = (
+        keep_row  # a row as its prompt function can read it, and what was changed (kind, detail)
     )
-}  # fmt: skip
-
-FIXTURE_MIRROR = "oall_mirror"  # the package's own small synthetic mirror (resources/oall_mirror)
-
-
-def oall_v2_tasks() -> list[str]:
-    """The 117 OALL v2 task specs in lighteval 0.13 syntax (``task:subset|0``)."""
-    text = resources.files("arabic_r1").joinpath("resources", "oall_v2_tasks.txt").read_text(encoding="utf-8")
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
-def oall_subsets(key: str) -> list[str]:
-    """The subsets the leaderboard runs for one benchmark (``default`` for single-config repos)."""
-    spec = BENCHMARKS[key]
-    out = []
-    for task in oall_v2_tasks():
-        name = task.split("|")[0]
-        prefix, _, subset = name.partition(":")
-        if prefix == spec.task:
-            out.append(subset or "default")
-    return out
-
-
-def fixture_mirror_dir() -> Path:
-    return Path(str(resources.files("arabic_r1").joinpath("resources", FIXTURE_MIRROR)))
-
-
-# -------------------------------------------------------------------------------------------- mirrors
-@dataclass(frozen=True)
-class BenchmarkRow:
-    benchmark: str
-    subset: str
-    split: str
-    index: int
-    row: dict[str, Any]
-
-    @property
-    def item_id(self) -> str:
-        """Stable id of the item: the native id where the dataset has one, else subset/split/row index."""
-        spec = BENCHMARKS[self.benchmark]
-        native = self.row.get(spec.id_field) if spec.id_field else None
-        return f"{self.benchmark}:{self.subset}:{self.split}:{native if native is not None else self.index}"
-
-    def question(self) -> str:
-        """The question (the first text field): matched whole when short, unlike options."""
-        value = self.row.get(BENCHMARKS[self.benchmark].text_fields[0])
-        return "" if value in (None, "") else str(value)
-
-    def options(self) -> list[str]:
-        """The answer options (or gold answer): every text field after the question but a reading passage."""
-        return self.segments(skip=("Context",))[1 if self.question() else 0 :]
-
-    def segments(self, skip: tuple[str, ...] = ()) -> list[str]:
-        """The texts of the item a model reads (question, context, options), one string each."""
-        out: list[str] = []
-        for field in BENCHMARKS[self.benchmark].text_fields:
-            if field in skip:
-                continue
-            value = self.row.get(field)
-            if isinstance(value, list):
-                out.extend(str(v) for v in value if v)
-            elif value not in (None, ""):
-                out.append(str(value))
-        return out
-
-
-def repo_dir(mirror_dir: Path, key: str) -> Path:
-    return Path(mirror_dir) / BENCHMARKS[key].hf_repo
-
-
-def write_mirror_readme(repo: Path) -> Path:
-    """(Re)write the README from the ``<subset>/<split>.jsonl`` files present: ``configs`` keeps the subset and
-    split names, ``dataset_info`` declares column types (a column that is null in one split must not make
-    ``datasets`` guess a different schema per file)."""
-    configs: dict[str, list[dict[str, str]]] = defaultdict(list)
-    columns: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for f in sorted(repo.glob("*/*.jsonl")):
-        configs[f.parent.name].append({"split": f.stem, "path": f"{f.parent.name}/{f.name}"})
-        with f.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    for key, value in json.loads(line).items():
-                        columns[f.parent.name][key].add(_dtype(value))
-    meta = {
-        "configs": [{"config_name": name, "data_files": files} for name, files in sorted(configs.items())],
-        "dataset_info": [
-            {"config_name": name, "features": [_feature(col, kinds) for col, kinds in columns[name].items()]}
-            for name in sorted(configs)
-        ],
-    }
-    header = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False)
-    readme = repo / "README.md"
-    readme.write_text(
-        f"---\n{header}---\n\nLocal mirror of `{repo.relative_to(repo.parent.parent)}` for arabic_r1.\n",
-        encoding="utf-8",
+    subset_of: Callable[[dict[str, Any]], str] = one_subset  # the subset of a row of a flat export
+    paper_title: str | None = (
+        None  # its row in the paper's Table 1 (resources/paper_table1.csv); None: not there
     )
-    return readme
+    in_average: bool = (
+        False  # counted in the leaderboard average (the OALL seven are; an added benchmark is shown beside)
+    )
+    scoring: Scoring = "loglikelihood"  # or "judged": generated and scored by eval.judge (ALRAGE)
+    answers: AnswerKind = "labels"  # Doc.choices are option labels (أ, B, 1) or answer texts (صح / خطأ)
 
 
-def _dtype(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, list):
-        return "list"
-    return "string"
+# ---------------------------------------------------------------------------------------- task configs
+def lighteval_arabic(attribute: str) -> Callable[[], list[Any]]:
+    """lighteval's own Arabic task configs (``lighteval.tasks.multilingual.tasks.arabic.<attribute>``), imported
+    only when phase 05 asks: the import is slow and downloads at import unless prepared (oall_tasks)."""
+
+    def configs() -> list[Any]:
+        from arabic_r1.oall_tasks import prepare_lighteval_offline
+
+        prepare_lighteval_offline()
+        from lighteval.tasks.multilingual.tasks import arabic
+
+        value = getattr(arabic, attribute)
+        return list(value) if isinstance(value, list | tuple) else [value]
+
+    configs.__name__ = f"lighteval_arabic_{attribute}"
+    return configs
 
 
-def _feature(name: str, kinds: set[str]) -> dict[str, str]:
-    kinds = kinds - {"null"}
-    if kinds == {"list"}:
-        return {"name": name, "sequence": "string"}
-    if kinds == {"int64"} or kinds == {"bool"}:
-        return {"name": name, "dtype": kinds.pop()}
-    if kinds <= {"int64", "float64"} and kinds:
-        return {"name": name, "dtype": "float64"}
-    return {"name": name, "dtype": "string"}
+# -------------------------------------------------------------------------------------------- row fixes
+def _upper_answer(row: dict[str, Any], field: str, notes: list[tuple[str, str]]) -> None:
+    value = row.get(field)
+    if isinstance(value, str) and value != value.strip().upper():
+        notes.append(("answer_normalised", f"{field} {value!r} -> {value.strip().upper()!r}"))
+        row[field] = value.strip().upper()
 
 
-def check_subset_name(key: str, subset: str, n_rows: int) -> None:
-    """A subset is one folder of the mirror: an empty, padded or path-like name would put its rows where neither
-    the README nor lighteval looks (they would be silently lost), so it is refused naming the rows."""
-    if not subset or subset != subset.strip() or "/" in subset or "\\" in subset or subset in (".", ".."):
-        raise ValueError(
-            f"{key}: {n_rows} row(s) have the subset name {subset!r}; expected a non-empty folder name without "
-            f"slashes or surrounding spaces (for a flat export, check the field subset_of reads)"
+def fix_mmlu_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """ArabicMMLU / MadinahQA: a padded or lower-case answer key; empty options are reported (lighteval skips them)."""
+    row, notes = dict(row), []
+    _upper_answer(row, "Answer Key", notes)
+    empty = [i for i in range(1, 6) if row.get(f"Option {i}") == ""]
+    if empty:
+        notes.append(("empty_option", f"Option {empty[0]} is empty (lighteval skips it)"))
+    return row, notes
+
+
+def fix_madinah_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    row, notes = fix_mmlu_row(row)
+    if row.get("Context") is None:
+        notes.append(
+            ("null_context", "Context is null: lighteval's prompt prints 'None' (kept, as the leaderboard)")
         )
+    return row, notes
 
 
-def write_mirror(mirror_dir: Path, key: str, rows: dict[tuple[str, str], list[dict[str, Any]]]) -> Path:
-    """Write ``{(subset, split): rows}`` of one benchmark as a mirror repo folder."""
-    repo = repo_dir(mirror_dir, key)
-    for (subset, split), items in rows.items():
-        check_subset_name(key, subset, len(items))
-        folder = repo / subset
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(item, ensure_ascii=False) + "\n")
-    write_mirror_readme(repo)
-    return repo
+def fix_aratrust_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """AraTrust answers written with a bare alif, a trailing space or ``ه`` for the option letter ``هـ``."""
+    row, notes = dict(row), []
+    ans = row.get("Answer")
+    fixed = (ans or "").strip().replace("ا", "أ") if isinstance(ans, str) else ans
+    if fixed == "ه":
+        fixed = "هـ"
+    if fixed != ans:
+        notes.append(("answer_normalised", f"Answer {ans!r} -> {fixed!r}"))
+        row["Answer"] = fixed
+    return row, notes
 
 
-def mirror_configs(repo: Path) -> dict[str, dict[str, str]]:
-    """``{subset: {split: relative path}}`` from a mirror README."""
-    readme = repo / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    if not text.startswith("---"):
-        raise ValueError(f"{readme}: no YAML header with 'configs:'")
-    meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    out: dict[str, dict[str, str]] = {}
-    for cfg in meta.get("configs", []):
-        files = cfg.get("data_files", [])
-        out[cfg["config_name"]] = {f["split"]: f["path"] for f in files} if isinstance(files, list) else {}
-    return out
+def fix_exams_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Arabic EXAMS: padded answers; rows without a subject (its prompt prints it) take it from their id."""
+    row, notes = dict(row), []
+    _upper_answer(row, "answer", notes)
+    if not row.get("subject") and row.get("id"):
+        row["subject"] = str(row["id"]).rsplit("-", 1)[0]
+        notes.append(("subject_from_id", f"subject taken from id {row['id']!r}"))
+    return row, notes
 
 
-def check_mirror(mirror_dir: Path, keys: Iterable[str] | None = None) -> list[str]:
-    """Problems that would stop decontamination or evaluation; subsets missing vs OALL v2 are listed too."""
-    problems = []
-    for key in keys or BENCHMARKS:
-        spec, repo = BENCHMARKS[key], repo_dir(mirror_dir, key)
-        if not (repo / "README.md").is_file():
-            problems.append(
-                f"{key}: no mirror at {repo} (expected README.md with configs and <subset>/<split>.jsonl)"
-            )
-            continue
-        try:
-            configs = mirror_configs(repo)
-        except (ValueError, yaml.YAMLError) as exc:
-            problems.append(f"{key}: unreadable README.md ({exc})")
-            continue
-        listed = {(repo / path).resolve() for splits in configs.values() for path in splits.values()}
-        stray = [f for f in sorted(repo.rglob("*.jsonl")) if f.resolve() not in listed]
-        if stray:
-            problems.append(
-                f"{key}: {len(stray)} row file(s) outside the README's subsets, never read or scored "
-                f"(e.g. {stray[0].relative_to(repo)}; expected <subset>/<split>.jsonl)"
-            )
-        missing = [s for s in oall_subsets(key) if s not in configs]
-        if missing:
-            problems.append(
-                f"{key}: {len(missing)} OALL v2 subsets missing from the mirror (e.g. {missing[0]!r})"
-            )
-        for subset, splits in configs.items():
-            if spec.eval_split not in splits:
-                problems.append(f"{key}:{subset}: no '{spec.eval_split}' split")
-            for split, path in splits.items():
-                if not (repo / path).is_file():
-                    problems.append(f"{key}:{subset}:{split}: file {repo / path} is missing")
-    return problems
+def fix_alghafa_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    row, notes = dict(row), []
+    if not isinstance(row.get("label"), str):
+        row["label"] = str(row.get("label"))
+        notes.append(("label_to_string", "label given as a number"))
+    return row, notes
 
 
-def iter_mirror_rows(
-    mirror_dir: Path, key: str, splits: Iterable[str] | None = None
-) -> Iterator[BenchmarkRow]:
-    """Rows of one benchmark from a mirror; a malformed line raises with file and line number."""
-    repo = repo_dir(mirror_dir, key)
-    if not (repo / "README.md").is_file():
-        raise FileNotFoundError(
-            f"benchmark mirror for {key} not found: {repo} (run `arabic-r1 benchmarks check`)"
-        )
-    wanted = set(splits) if splits else None
-    for subset, split_files in sorted(mirror_configs(repo).items()):
-        for split, rel in sorted(split_files.items()):
-            if wanted is not None and split not in wanted:
-                continue
-            path = repo / rel
-            with path.open(encoding="utf-8") as f:
-                for i, line in enumerate(f):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{i + 1}: not valid JSON ({exc.msg})") from None
-                    yield BenchmarkRow(key, subset, split, i, row)
-
-
-def iter_hub_rows(
-    key: str, splits: Iterable[str] | None = None, subsets: Iterable[str] | None = None
-) -> Iterator[BenchmarkRow]:
-    """Rows streamed from the hub (needs network); same shape as :func:`iter_mirror_rows`."""
-    from datasets import load_dataset
-
-    spec = BENCHMARKS[key]
-    for subset in subsets or oall_subsets(key):
-        for split in splits or spec.splits:
-            ds = load_dataset(spec.hf_repo, subset, split=split, streaming=True)
-            for i, row in enumerate(ds):
-                yield BenchmarkRow(key, subset, split, i, dict(row))
-
-
-def mirror_digests(mirror_dir: Path | None, keys: Iterable[str]) -> dict[str, str]:
-    """The content digest of each benchmark's mirror folder: phase 01 indexes, and phase 05 scores, exactly the rows
-    with this digest (both manifests record it, so a refreshed mirror shows as a mismatch)."""
-
-    if mirror_dir is None:
-        return {}
-    return {
-        k: path_digest(repo_dir(mirror_dir, k))
-        for k in keys
-        if (repo_dir(mirror_dir, k) / "README.md").is_file()
-    }
-
-
-def iter_benchmark_rows(
-    key: str, source: str, mirror_dir: Path | None, splits: Iterable[str] | None = None
-) -> Iterator[BenchmarkRow]:
-    if source == "mirror":
-        if mirror_dir is None:
-            raise ValueError("benchmark source 'mirror' needs a mirror folder (eval.mirror_dir)")
-        return iter_mirror_rows(mirror_dir, key, splits)
-    return iter_hub_rows(key, splits)
-
-
-# ------------------------------------------------------------------------ flat dumps (e.g. CSV exports)
+# ------------------------------------------------------------------------ subsets of flat dumps (CSV exports)
 LEVEL_SUFFIX = {
     "High": " (High School)",
     "Univ": " (University)",
@@ -338,18 +147,168 @@ LEVEL_SUFFIX = {
 }
 
 
-def subset_of(key: str, row: dict[str, Any]) -> str:
-    """The hub subset a flat row belongs to (flat exports drop the config name)."""
-    if key == "arabic_mmlu":
-        return row["Subject"] + LEVEL_SUFFIX.get(row.get("Level") or "", "")
-    if key == "madinah_qa":
-        return (
-            row["Subject"]
-            if "(" in row["Subject"]
-            else row["Subject"] + LEVEL_SUFFIX.get(row.get("Level") or "", "")
+def mmlu_subset(row: dict[str, Any]) -> str:
+    return row["Subject"] + LEVEL_SUFFIX.get(row.get("Level") or "", "")
+
+
+def madinah_subset(row: dict[str, Any]) -> str:
+    return row["Subject"] if "(" in row["Subject"] else mmlu_subset(row)
+
+
+def aratrust_subset(row: dict[str, Any]) -> str:
+    return row["Category"].replace(" ", "")
+
+
+def mmlu_ht_subset(row: dict[str, Any]) -> str:
+    return row["subject"]
+
+
+# ------------------------------------------------------------------------------------------- registry
+MMLU_FIELDS = ("Question", "Context", "Option 1", "Option 2", "Option 3", "Option 4", "Option 5")
+# Table 1's row order, as the paper prints it: every table of benchmarks follows the registry's order.
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    s.key: s
+    for s in (
+        BenchmarkSpec(
+            key="arabic_mmlu", title="ArabicMMLU", in_average=True, paper_title="ArabicMMLU", task="arabic_mmlu",
+            hf_repo="MBZUAI/ArabicMMLU", eval_split="test", splits=("test", "dev"), text_fields=MMLU_FIELDS,
+            id_field="ID", docs=14_455, lighteval_tasks=lighteval_arabic("ARABIC_MMLU_TASKS"),
+            fix_row=fix_mmlu_row, subset_of=mmlu_subset,
+        ),
+        BenchmarkSpec(
+            key="madinah_qa", title="MadinahQA", in_average=True, paper_title="MadinahQA", task="madinah_qa",
+            hf_repo="MBZUAI/MadinahQA", eval_split="test", splits=("test", "dev"), text_fields=MMLU_FIELDS,
+            id_field="ID", docs=1_200, lighteval_tasks=lighteval_arabic("MADINAH_QA_TASKS"),
+            fix_row=fix_madinah_row, subset_of=madinah_subset,
+        ),
+        BenchmarkSpec(
+            key="aratrust", title="AraTrust", in_average=True, paper_title="AraTrust", task="aratrust",
+            hf_repo="asas-ai/AraTrust-categorized", eval_split="train", splits=("train",),
+            text_fields=("Question", "A", "B", "C"), docs=522, lighteval_tasks=lighteval_arabic("ARATRUST_TASKS"),
+            fix_row=fix_aratrust_row, subset_of=aratrust_subset,
+        ),
+        BenchmarkSpec(
+            key="arabic_exams", title="Arabic EXAMS", in_average=True, paper_title="Arabic EXAMS", task="arabic_exams",
+            hf_repo="OALL/Arabic_EXAMS", eval_split="test", splits=("test", "validation"),
+            text_fields=("question", "A", "B", "C", "D"), id_field="id", docs=537,
+            lighteval_tasks=lighteval_arabic("arabic_exams_task"), fix_row=fix_exams_row,
+        ),
+        BenchmarkSpec(
+            key="arabic_mmlu_ht", title="ArabicMMLU-HT", in_average=True, paper_title="ArabicMMLU-HT", task="arabic_mmlu_ht",
+            hf_repo="MBZUAI/human_translated_arabic_mmlu", eval_split="test", splits=("test",),
+            text_fields=("question", "choices"), docs=14_042, lighteval_tasks=lighteval_arabic("ARABIC_MMLU_HT_TASKS"),
+            subset_of=mmlu_ht_subset,
+        ),
+        BenchmarkSpec(
+            # the retrieved candidate passages are Wikipedia text, not the item: they are not indexed
+            key="alrage", title="ALRAGE", in_average=True, paper_title="ALRAGE", task="alrage_qa", hf_repo="OALL/ALRAGE",
+            eval_split="train", splits=("train",), text_fields=("question", "gold_answer"), id_field="id",
+            docs=2_106, lighteval_tasks=lighteval_arabic("alrage_qa_task"), scoring="judged", answers="text",
+        ),
+        BenchmarkSpec(
+            key="alghafa", title="AlGhafa", in_average=True, paper_title="AlGhafa", task="alghafa",
+            hf_repo="OALL/AlGhafa-Arabic-LLM-Benchmark-Native", eval_split="test", splits=("test", "validation"),
+            text_fields=("query", "sol1", "sol2", "sol3", "sol4", "sol5"), docs=22_700,
+            lighteval_tasks=lighteval_arabic("ALGHAFA_TASKS"), fix_row=fix_alghafa_row,
+        ),
+    )
+}  # fmt: skip
+
+
+class BenchmarkError(ValueError):
+    """A benchmark name or spec the registry cannot take."""
+
+
+def register(spec: BenchmarkSpec, registry: dict[str, BenchmarkSpec] = BENCHMARKS) -> BenchmarkSpec:
+    """Add a benchmark to the registry (for a plugin or a test; a benchmark of the project is an entry above)."""
+    if spec.key in registry:
+        raise BenchmarkError(f"benchmark {spec.key!r} is already registered")
+    if any(s.task == spec.task for s in registry.values()):
+        raise BenchmarkError(f"benchmark {spec.key!r}: lighteval task prefix {spec.task!r} is already taken")
+    if spec.scoring == "judged" and judged():
+        raise BenchmarkError(f"benchmark {spec.key!r}: one judged benchmark is supported ({judged()[0]} is)")
+    registry[spec.key] = spec
+    return spec
+
+
+# ------------------------------------------------------------------------------------------ derived views
+def keys() -> tuple[str, ...]:
+    """Every benchmark, in table order (the default of ``eval.benchmarks``)."""
+    return tuple(BENCHMARKS)
+
+
+def spec(key: str) -> BenchmarkSpec:
+    """One benchmark's spec; an unknown name says which names exist."""
+    try:
+        return BENCHMARKS[key]
+    except KeyError:
+        raise BenchmarkError(f"unknown benchmark {key!r}; registered: {', '.join(BENCHMARKS)}") from None
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    """The params validator of a list of benchmark names."""
+    names = list(names)
+    for name in names:
+        spec(name)
+    return names
+
+
+def loglikelihood_scored() -> tuple[str, ...]:
+    return tuple(k for k, s in BENCHMARKS.items() if s.scoring == "loglikelihood")
+
+
+def judged() -> tuple[str, ...]:
+    return tuple(k for k, s in BENCHMARKS.items() if s.scoring == "judged")
+
+
+def in_table_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the registry's (Table 1's) order; a name outside the registry is an error, never dropped."""
+    wanted = set(check_names(names))
+    return [k for k in BENCHMARKS if k in wanted]
+
+
+def average(scores: Mapping[str, float | None], over: Iterable[str]) -> float | None:
+    """The leaderboard average: the plain mean over the benchmarks of ``over`` that count in it (``in_average``),
+    each benchmark weighing the same whatever its number of subsets. A missing score makes the average missing —
+    never a mean over fewer benchmarks presented as the same number."""
+    values = [scores.get(k) for k in counted_in_average(over)]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
+
+
+def counted_in_average(over: Iterable[str]) -> list[str]:
+    """The benchmarks of ``over`` that the average counts, in table order."""
+    return [k for k in in_table_order(over) if BENCHMARKS[k].in_average]
+
+
+@functools.cache
+def oall_v2_tasks() -> tuple[str, ...]:
+    """The 117 OALL v2 task specs in lighteval 0.13 syntax (``task:subset|0``)."""
+    text = resources.files("arabic_r1").joinpath("resources", "oall_v2_tasks.txt").read_text(encoding="utf-8")
+    return tuple(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
+def oall_subsets(key: str) -> list[str]:
+    """The subsets phase 05 runs for one benchmark (``default`` for single-config repos): the spec's own list, or
+    the ones the OALL v2 task list names."""
+    s = spec(key)
+    if s.subsets is not None:
+        return list(s.subsets)
+    out = []
+    for task in oall_v2_tasks():
+        prefix, _, subset = task.split("|")[0].partition(":")
+        if prefix == s.task:
+            out.append(subset or "default")
+    return out
+
+
+def benchmark_of(task_name: str) -> str:
+    """The benchmark a lighteval task name (``prefix:subset``) belongs to."""
+    prefix = task_name.split(":", 1)[0]
+    found = next((k for k, s in BENCHMARKS.items() if s.task == prefix), None)
+    if found is None:
+        raise BenchmarkError(
+            f"task {task_name!r} belongs to no registered benchmark (task prefix {prefix!r})"
         )
-    if key == "aratrust":
-        return row["Category"].replace(" ", "")
-    if key == "arabic_mmlu_ht":
-        return row["subject"]
-    return "default"
+    return found

@@ -146,7 +146,7 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
         counts = write_mirror_from_hub(args.out, list(params.eval.benchmarks))
         print("\n".join(f"{k}: {n} rows" for k, n in counts.items()))
         return 0
-    from arabic_r1.benchmarks import check_mirror
+    from arabic_r1.benchmark_mirrors import check_mirror
 
     mirror = args.mirror or params.eval.mirror_dir
     if mirror is None:

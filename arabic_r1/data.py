@@ -46,7 +46,7 @@ from arabic_r1.arabic_text import (
     ArabicWordTokenizer,
     normalized_text,
 )
-from arabic_r1.benchmarks import iter_benchmark_rows, mirror_digests
+from arabic_r1.benchmark_mirrors import iter_benchmark_rows, mirror_digests
 from arabic_r1.budget import Cell, cell_targets, select_to_budget
 from arabic_r1.data_executors import datatrove_logs_to, make_executor
 from arabic_r1.data_filters import (

@@ -40,7 +40,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from arabic_r1.arabic_text import STOP_WORDS, normalized_words
-from arabic_r1.benchmarks import BenchmarkRow
+from arabic_r1.benchmark_mirrors import BenchmarkRow
 
 log = logging.getLogger(__name__)
 

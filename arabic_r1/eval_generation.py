@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from arabic_r1.audit import Output, reasoning_answer
+from arabic_r1.benchmarks import benchmark_of, spec
 from arabic_r1.completions import complete_all
 from arabic_r1.cot import parse_trace
 from arabic_r1.digests import text_digest
 from arabic_r1.eval_models import adapter_base, load_causal_lm, require_vllm
 from arabic_r1.jsonl import append_jsonl, read_jsonl
-from arabic_r1.oall_tasks import EvalSetupError, benchmark_of
+from arabic_r1.oall_tasks import EvalSetupError
 from arabic_r1.params import DistillParams, EvalParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
 from arabic_r1.teachers import TeacherError
@@ -180,9 +181,10 @@ def run_reasoning(
         for c in configs:
             docs = _docs(c, ep.max_samples_per_task)
             outputs = generate([d.query for d in docs], budget)
+            answers = spec(benchmark_of(c.name)).answers
             correct = failures = truncated = 0
             for d, g in zip(docs, outputs, strict=True):
-                choice, failure = reasoning_answer(g.text, list(d.choices), fmt)
+                choice, failure = reasoning_answer(g.text, list(d.choices), fmt, answers)
                 cut = g.truncated and choice is None
                 failure = f"truncated at {budget} tokens" if cut else failure
                 gold = d.gold_index[0] if isinstance(d.gold_index, list) else d.gold_index

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.benchmarks import BENCHMARKS
-from arabic_r1.reference import TABLE1_ORDER
+from arabic_r1.benchmarks import BENCHMARKS, in_table_order
 from arabic_r1.views import table
 
-_ROW_ORDER = {b: i for i, b in enumerate([*TABLE1_ORDER, "average", "lighteval all"])}
 _METRIC_ORDER = ("acc_norm", "judge score", "accuracy", "parse failure", "mean of")
 
 
@@ -18,7 +16,10 @@ def scores_table(scores_csv: Path):
     import pandas as pd
 
     df = pd.read_csv(scores_csv)
-    df["order"] = df["benchmark"].map(_ROW_ORDER).fillna(len(_ROW_ORDER))
+    row_order = {
+        b: i for i, b in enumerate([*BENCHMARKS, "average", "lighteval all"])
+    }  # the registry's order
+    df["order"] = df["benchmark"].map(row_order).fillna(len(row_order))
     df["metric order"] = df["metric"].map(lambda m: next((i for i, p in enumerate(_METRIC_ORDER) if m.startswith(p)),
                                                           len(_METRIC_ORDER)))  # fmt: skip
     df["benchmark"] = df["benchmark"].map(lambda b: BENCHMARKS[b].title if b in BENCHMARKS else b)
@@ -46,14 +47,12 @@ def plot_leaderboard(models: list[Any]):
     """Grouped bars: acc_norm per benchmark (ALRAGE: judge score), one bar per model."""
     import matplotlib.pyplot as plt
 
-    keys = [
-        b for b in TABLE1_ORDER if any(b in m.leaderboard or (b == "alrage" and m.alrage) for m in models)
-    ]
+    keys = in_table_order({b for m in models for b in m.board()})
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / max(len(models), 1)
     palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"]
     for i, m in enumerate(models):
-        vals = [m.alrage["score"] if b == "alrage" and m.alrage else m.leaderboard.get(b, 0.0) for b in keys]
+        vals = [m.board().get(b, 0.0) for b in keys]
         ax.bar(
             [k + i * width for k in range(len(keys))],
             vals,

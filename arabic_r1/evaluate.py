@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.audit import audit_models, write_audit
-from arabic_r1.benchmarks import mirror_digests
+from arabic_r1.benchmark_mirrors import mirror_digests
+from arabic_r1.benchmarks import average, benchmark_of, counted_in_average, spec
 from arabic_r1.eval_generation import cached_generations, generator, read_outputs, run_alrage, run_reasoning
 from arabic_r1.eval_models import model_cache_dir, run_lighteval, subset_scores
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.manifest import PhaseRun, base_model_path, upstream_outputs
-from arabic_r1.oall_tasks import (
-    ACC_NORM,
-    LEADERBOARD_BENCHMARKS,
-    EvalSetupError,
-    Warts,
-    benchmark_of,
-    task_configs,
-)
+from arabic_r1.oall_tasks import ACC_NORM, EvalSetupError, Warts, task_configs
 from arabic_r1.params import DistillParams, EvalParams, Params
 from arabic_r1.reasoning_format import ReasoningFormat
 from arabic_r1.trace_checks import morphology_cache
@@ -52,8 +46,15 @@ class ModelScores:
     reasoning: dict[str, dict[str, float]] = field(
         default_factory=dict
     )  # benchmark -> accuracy, parse failures
-    alrage: dict[str, Any] | None = None
+    judged: dict[str, Any] | None = (
+        None  # the judged benchmark (ALRAGE): its key, judge score /10 as a share, counts
+    )
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def board(self) -> dict[str, float]:
+        """Every benchmark's leaderboard score: acc_norm, and the judge score of the judged benchmark."""
+        judged = {self.judged["benchmark"]: self.judged["score"]} if self.judged else {}
+        return {**self.leaderboard, **judged}
 
 
 def evaluate_model(
@@ -86,7 +87,7 @@ def _evaluate_model(
     reasoning_format: ReasoningFormat,
 ) -> ModelScores:
     ms = ModelScores(label, model_path)
-    mc_configs, alrage_config = [], None
+    mc_configs, judged_config, judged_key = [], None, None
     for b in ep.benchmarks:
         configs, missing = task_configs(ep, b, warts)
         if missing and warts.add(
@@ -98,12 +99,12 @@ def _evaluate_model(
                 len(missing),
                 missing[0],
             )
-        if b == "alrage":
-            alrage_config = configs[0] if configs else None
+        if spec(b).scoring == "judged":
+            judged_config, judged_key = (configs[0] if configs else None), b
         else:
             mc_configs += configs
-    if alrage_config is not None and judge is None:
-        raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
+    if judged_config is not None and judge is None:
+        raise EvalSetupError(f"{judged_key} is judged by an LLM: set eval.judge")
     if "loglikelihood" in ep.scoring and mc_configs:
         t0 = time.monotonic()
         results = run_lighteval(
@@ -117,7 +118,7 @@ def _evaluate_model(
         for task, v in ms.subsets.items():
             by[benchmark_of(task)].append(v)
         ms.leaderboard = {b: sum(v) / len(v) for b, v in by.items()}
-    if ("reasoning" in ep.scoring and mc_configs) or alrage_config is not None:
+    if ("reasoning" in ep.scoring and mc_configs) or judged_config is not None:
         cache = model_cache_dir(out_dir / "lighteval_cache", model_path) / f"generations.{ep.backend}.jsonl"
         generate = cached_generations(generator(model_path, ep, dtype), cache)
         if "reasoning" in ep.scoring and mc_configs:
@@ -135,12 +136,20 @@ def _evaluate_model(
                                 **{rate: sum(r[rate] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)
                                    for rate in ("parse_failure_rate", "truncated_rate")}}
                             for b, rs in by_b.items()}  # fmt: skip
-        if alrage_config is not None:
+        if judged_config is not None:
             t0 = time.monotonic()
-            ms.alrage = run_alrage(
-                generate, alrage_config, ep, judge, out_dir / f"alrage_{label}.jsonl", reasoning_format
-            )
-            ms.seconds["alrage"] = round(time.monotonic() - t0, 2)
+            ms.judged = {
+                "benchmark": judged_key,
+                **run_alrage(
+                    generate,
+                    judged_config,
+                    ep,
+                    judge,
+                    out_dir / f"{judged_key}_{label}.jsonl",
+                    reasoning_format,
+                ),
+            }
+            ms.seconds[judged_key] = round(time.monotonic() - t0, 2)
     return ms
 
 
@@ -157,25 +166,24 @@ def tidy_rows(models: list[ModelScores]) -> list[dict[str, Any]]:
                     "value": round(v, 4),
                 }
             )
-        if m.alrage:
+        if m.judged:
             rows.append(
                 {
                     "model": m.label,
-                    "benchmark": "alrage",
-                    "metric": f"judge score /10 ({m.alrage['judge']})",
-                    "value": round(m.alrage["score"], 4),
+                    "benchmark": m.judged["benchmark"],
+                    "metric": f"judge score /10 ({m.judged['judge']})",
+                    "value": round(m.judged["score"], 4),
                 }
             )
-        board = [m.leaderboard[b] for b in LEADERBOARD_BENCHMARKS if b in m.leaderboard] + (
-            [m.alrage["score"]] if m.alrage else []
-        )
-        if board:
+        board = m.board()
+        mean = average(board, board)
+        if mean is not None:
             rows.append(
                 {
                     "model": m.label,
                     "benchmark": "average",
-                    "metric": f"mean of {len(board)} benchmarks",
-                    "value": round(sum(board) / len(board), 4),
+                    "metric": f"mean of {len(counted_in_average(board))} benchmarks",
+                    "value": round(mean, 4),
                 }
             )
         if m.lighteval_all is not None:
@@ -252,8 +260,9 @@ class EvalResult:
 def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
     """Phase 05 entry point for the notebook: every model of eval.models on every selected benchmark."""
     ep = params.eval
-    if "alrage" in ep.benchmarks and ep.judge is None:
-        raise EvalSetupError("alrage is judged by an LLM: set eval.judge")
+    judged = [b for b in ep.benchmarks if spec(b).scoring == "judged"]
+    if judged and ep.judge is None:
+        raise EvalSetupError(f"{judged[0]} is judged by an LLM: set eval.judge")
     judge = ep.judge
     if judge is not None and judge.teacher == "embedded":
         judge = judge.model_copy(

@@ -4,7 +4,8 @@ pointed at the local benchmark mirror, with the leaderboard rows lighteval choke
 Lighteval's traps handled here, in code:
 - its task registry downloads ``tinyBenchmarks.pkl`` at import: an empty placeholder is written first;
 - mirror mode: copies of its configs with ``hf_repo`` pointed at the local mirror folder (subset/split names kept);
-- real rows it chokes on (bare alif answers, trailing spaces, ...) are normalised or reported, never fatal;
+- real rows it chokes on (bare alif answers, trailing spaces, ...) are normalised by the benchmark's row fix
+  (``BenchmarkSpec.fix_row``) or reported, never fatal;
 - 0-shot only, ``few_shots_split`` cleared (its list value crashes ArabicMMLU/MadinahQA).
 """
 
@@ -17,16 +18,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.benchmarks import BENCHMARKS, mirror_configs, oall_subsets, repo_dir, write_mirror
+from arabic_r1.benchmark_mirrors import mirror_configs, repo_dir, write_mirror
+from arabic_r1.benchmarks import oall_subsets, spec
 from arabic_r1.digests import path_digest
 from arabic_r1.errors import ExplainedError
 from arabic_r1.params import EvalParams
-from arabic_r1.reference import OALL_BENCHMARKS
 
 log = logging.getLogger(__name__)
 
 ACC_NORM = "acc:logprob_normalization=LogProbCharNorm(name='norm', ignore_first_space=False)"
-LEADERBOARD_BENCHMARKS = tuple(b for b in OALL_BENCHMARKS if b != "alrage")  # scored by log-likelihood
 
 
 class EvalSetupError(ExplainedError, ValueError):
@@ -38,10 +38,10 @@ def prepare_lighteval_offline() -> Path:
     """An empty ``tinyBenchmarks.pkl`` next to lighteval's task module, so importing its registry downloads nothing."""
     import importlib.util
 
-    spec = importlib.util.find_spec("lighteval")
-    if spec is None or spec.origin is None:
+    found = importlib.util.find_spec("lighteval")
+    if found is None or found.origin is None:
         raise EvalSetupError("lighteval is not installed: pip install lighteval==0.13.0")
-    pkl = Path(spec.origin).parent / "tasks" / "tasks" / "tinyBenchmarks.pkl"
+    pkl = Path(found.origin).parent / "tasks" / "tasks" / "tinyBenchmarks.pkl"
     if not pkl.exists():
         try:
             pkl.touch()
@@ -95,48 +95,9 @@ class Warts:
         return {"counts": dict(by), "rows": self.rows}
 
 
-def fix_row(benchmark: str, row: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The row lighteval's prompt function can read, and what was changed (kind, detail)."""
-    row, notes = dict(row), []
-    if benchmark == "aratrust":
-        ans = row.get("Answer")
-        fixed = (ans or "").strip().replace("ا", "أ") if isinstance(ans, str) else ans
-        if fixed == "ه":
-            fixed = "هـ"
-        if fixed != ans:
-            notes.append(("answer_normalised", f"Answer {ans!r} -> {fixed!r}"))
-            row["Answer"] = fixed
-    elif benchmark in ("arabic_mmlu", "madinah_qa"):
-        key = row.get("Answer Key")
-        if isinstance(key, str) and key != key.strip().upper():
-            notes.append(("answer_normalised", f"Answer Key {key!r} -> {key.strip().upper()!r}"))
-            row["Answer Key"] = key.strip().upper()
-        empty = [i for i in range(1, 6) if row.get(f"Option {i}") == ""]
-        if empty:
-            notes.append(("empty_option", f"Option {empty[0]} is empty (lighteval skips it)"))
-        if benchmark == "madinah_qa" and row.get("Context") is None:
-            notes.append(
-                (
-                    "null_context",
-                    "Context is null: lighteval's prompt prints 'None' (kept, as the leaderboard)",
-                )
-            )
-    elif benchmark == "arabic_exams":
-        ans = row.get("answer")
-        if isinstance(ans, str) and ans != ans.strip().upper():
-            notes.append(("answer_normalised", f"answer {ans!r} -> {ans.strip().upper()!r}"))
-            row["answer"] = ans.strip().upper()
-        if not row.get("subject") and row.get("id"):
-            row["subject"] = str(row["id"]).rsplit("-", 1)[0]
-            notes.append(("subject_from_id", f"subject taken from id {row['id']!r}"))
-    elif benchmark == "alghafa" and not isinstance(row.get("label"), str):
-        row["label"] = str(row.get("label"))
-        notes.append(("label_to_string", "label given as a number"))
-    return row, notes
-
-
 class GuardedPrompt:
-    """lighteval's prompt function behind :func:`fix_row`: a row it cannot format is reported and skipped."""
+    """lighteval's prompt function behind the benchmark's row fix (``BenchmarkSpec.fix_row``): a row it cannot
+    format is reported and skipped."""
 
     def __init__(self, benchmark: str, original, warts: Warts):
         self.benchmark, self.original, self.warts = benchmark, original, warts
@@ -144,7 +105,7 @@ class GuardedPrompt:
 
     def __call__(self, line: dict[str, Any], task_name: str | None = None):
         index = line.get("__index")
-        row, notes = fix_row(self.benchmark, {k: v for k, v in line.items() if not k.startswith("__")})
+        row, notes = spec(self.benchmark).fix_row({k: v for k, v in line.items() if not k.startswith("__")})
         for kind, detail in notes:
             self.warts.add(task_name or self.benchmark, index, kind, detail)
         try:
@@ -164,12 +125,12 @@ def write_mirror_from_hub(out: Path, benchmarks: list[str], hub_root: str | None
 
     counts = {}
     for key in benchmarks:
-        spec = BENCHMARKS[key]
-        source = spec.hf_repo if hub_root is None else str(mirror_view(Path(hub_root) / spec.hf_repo))
+        b = spec(key)
+        source = b.hf_repo if hub_root is None else str(mirror_view(Path(hub_root) / b.hf_repo))
         subsets = oall_subsets(key) if hub_root is None else sorted(mirror_configs(Path(source)))
         rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for subset in subsets:
-            for split in spec.splits:
+            for split in b.splits:
                 try:
                     ds = load_dataset(
                         source, None if subset == "default" and hub_root is None else subset, split=split
@@ -184,17 +145,10 @@ def write_mirror_from_hub(out: Path, benchmarks: list[str], hub_root: str | None
 
 # ---------------------------------------------------------------------------------------------- tasks
 def lighteval_configs(benchmark: str) -> list[Any]:
-    """lighteval 0.13's own task configs for one benchmark, restricted to the OALL v2 subsets."""
-    prepare_lighteval_offline()
-    from lighteval.tasks.multilingual.tasks import arabic as A
-
-    table = {
-        "arabic_mmlu": A.ARABIC_MMLU_TASKS, "arabic_mmlu_ht": A.ARABIC_MMLU_HT_TASKS, "alghafa": A.ALGHAFA_TASKS,
-        "madinah_qa": A.MADINAH_QA_TASKS, "aratrust": A.ARATRUST_TASKS, "arabic_exams": [A.arabic_exams_task],
-        "alrage": [A.alrage_qa_task],
-    }[benchmark]  # fmt: skip
+    """The benchmark's lighteval task configs (``BenchmarkSpec.lighteval_tasks``), restricted to the subsets phase 05
+    runs (the OALL v2 task list for the leaderboard's seven)."""
     wanted = set(oall_subsets(benchmark))
-    return [c for c in table if (c.hf_subset or "default") in wanted]
+    return [c for c in spec(benchmark).lighteval_tasks() if (c.hf_subset or "default") in wanted]
 
 
 def task_configs(ep: EvalParams, benchmark: str, warts: Warts) -> tuple[list[Any], list[str]]:
@@ -257,8 +211,3 @@ def mirror_view(repo: Path) -> Path:
 
 def task_string(configs: list[Any]) -> str:
     return ",".join(f"{c.name}|0" for c in configs)
-
-
-def benchmark_of(task_name: str) -> str:
-    prefix = task_name.split(":", 1)[0]
-    return next(b for b, s in BENCHMARKS.items() if s.task == prefix)

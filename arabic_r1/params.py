@@ -29,9 +29,11 @@ from pydantic import (
     model_validator,
 )
 
+from arabic_r1.benchmarks import check_names as check_benchmark_names
+from arabic_r1.benchmarks import keys as benchmark_keys
+from arabic_r1.benchmarks import spec as benchmark_spec
 from arabic_r1.digests import json_digest
 from arabic_r1.errors import ExplainedError, redacted
-from arabic_r1.reference import OALL_BENCHMARKS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -97,6 +99,8 @@ Tokens = Annotated[int, Field(gt=0), _at_most(MAX_TOKENS, "more tokens than any 
                                               "several times FineWeb's 15T, the largest public corpus)")]  # fmt: skip
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+# names from the benchmark registry (arabic_r1/benchmarks.py), which may grow after this module is imported
+BenchmarkNames = Annotated[list[str], AfterValidator(check_benchmark_names)]
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -298,9 +302,7 @@ class DedupParams(_Section):
 
 
 class DecontaminationParams(_Section):
-    benchmarks: list[Literal[OALL_BENCHMARKS]] = Field(
-        default_factory=lambda: list(OALL_BENCHMARKS), min_length=1
-    )  # type: ignore[valid-type]
+    benchmarks: BenchmarkNames = Field(default_factory=lambda: list(benchmark_keys()), min_length=1)
     ngram: PositiveInt = 13
     min_short_words: PositiveInt = Field(
         8,
@@ -739,9 +741,7 @@ class EvalParams(_Section):
         min_length=1,
         description="'base' (phase 00's backbone), 'finetuned' (phase 04's merged model), or hub ids / local folders",
     )
-    benchmarks: list[Literal[OALL_BENCHMARKS]] = Field(
-        default_factory=lambda: list(OALL_BENCHMARKS), min_length=1
-    )  # type: ignore[valid-type]
+    benchmarks: BenchmarkNames = Field(default_factory=lambda: list(benchmark_keys()), min_length=1)
     subsets: dict[str, list[str]] = Field(default_factory=dict, description="benchmark -> only these subsets")
     source: Literal["hub", "mirror"] = "hub"
     mirror_dir: Path | None = None
@@ -797,9 +797,10 @@ class EvalParams(_Section):
             raise ValueError(
                 "load_in_4bit is for the transformers and unsloth backends; vLLM quantizes with `quantization`"
             )
-        if "alrage" in self.benchmarks and self.judge is None and "benchmarks" in self.model_fields_set:
+        judged = [b for b in self.benchmarks if benchmark_spec(b).scoring == "judged"]
+        if judged and self.judge is None and "benchmarks" in self.model_fields_set:
             raise ValueError(
-                "alrage is judged by an LLM: set eval.judge (e.g. backend: transformers, teacher: embedded)"
+                f"{judged[0]} is judged by an LLM: set eval.judge (e.g. backend: transformers, teacher: embedded)"
             )
         return self
 

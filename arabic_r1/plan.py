@@ -82,8 +82,6 @@ ASSUMED_ANSWER_TOKENS = (
 # dense fp16/bf16 tensor-core peaks (vendor data sheets), TFLOP/s; T4 has no bf16
 GPU_PEAK_TFLOPS = {"T4": 65, "L4": 121, "A10G": 125, "A100": 312, "H100": 989, "H200": 989, "B200": 2250}
 # Full OALL v2 eval-split sizes: approximate, from the datasets' cards (MadinahQA's is a guess).
-OALL_DOCS = {"arabic_mmlu": 14_455, "arabic_mmlu_ht": 14_042, "arabic_exams": 537, "madinah_qa": 1_200,
-             "aratrust": 522, "alghafa": 22_700, "alrage": 2_106}  # fmt: skip
 OALL_DOC_WORK = {"choices": 3.53, "prompt_chars": 242}  # measured on the real rows (benchmarks/bench_eval.py)
 
 
@@ -291,29 +289,30 @@ def pool_items(params: Params, run_dir: Path | None) -> tuple[float, float, str]
 
 
 def eval_docs(params: Params) -> tuple[float, float]:
-    """(log-likelihood documents, ALRAGE documents) per model, honouring subsets and max_samples_per_task: counted
-    in the mirror when the profile reads one, else from the benchmarks' published sizes."""
+    """(log-likelihood documents, judged documents) per model, honouring subsets and max_samples_per_task: counted
+    in the mirror when the profile reads one, else from the benchmarks' published sizes (``BenchmarkSpec.docs``)."""
     from collections import Counter
 
-    from arabic_r1.benchmarks import BENCHMARKS, iter_mirror_rows, oall_subsets
+    from arabic_r1.benchmark_mirrors import iter_mirror_rows
+    from arabic_r1.benchmarks import oall_subsets, spec
 
     ep = params.eval
-    ll = alrage = 0.0
+    ll = judged = 0.0
     for b in ep.benchmarks:
         subsets = oall_subsets(b)
         wanted = set(ep.subsets.get(b, []) or subsets)
         if ep.source == "mirror":
-            rows = Counter(r.subset for r in iter_mirror_rows(ep.mirror_dir, b, [BENCHMARKS[b].eval_split]))
+            rows = Counter(r.subset for r in iter_mirror_rows(ep.mirror_dir, b, [spec(b).eval_split]))
             sizes = [n for subset, n in rows.items() if subset in wanted]
         else:
-            sizes = [OALL_DOCS[b] / len(subsets)] * len(wanted)
+            sizes = [spec(b).docs / len(subsets)] * len(wanted)
         cap = ep.max_samples_per_task or math.inf
         docs = sum(min(n, cap) for n in sizes)
-        if b == "alrage":
-            alrage += docs
+        if spec(b).scoring == "judged":
+            judged += docs
         else:
             ll += docs
-    return ll, alrage
+    return ll, judged
 
 
 def launch_layout(params: Params) -> dict[str, Any]:

@@ -18,26 +18,6 @@ PAPER_CATEGORY_KEYS = {
 }
 CATEGORY_LABELS = {v: k for k, v in PAPER_CATEGORY_KEYS.items()}
 PAPER_CATEGORIES = tuple(PAPER_CATEGORY_KEYS.values())  # the six data categories (data.category_shares keys)
-# The seven benchmarks of the Open Arabic LLM Leaderboard v2 (eval.benchmarks); ALRAGE is judged, the rest multiple choice
-OALL_BENCHMARKS = (
-    "arabic_mmlu",
-    "arabic_exams",
-    "arabic_mmlu_ht",
-    "madinah_qa",
-    "aratrust",
-    "alghafa",
-    "alrage",
-)
-# Table 1's row order, as the paper prints it: every table of benchmarks follows it, the average last
-TABLE1_ORDER = (
-    "arabic_mmlu",
-    "madinah_qa",
-    "aratrust",
-    "arabic_exams",
-    "arabic_mmlu_ht",
-    "alrage",
-    "alghafa",
-)
 
 
 def _rows(name: str) -> list[dict[str, str]]:

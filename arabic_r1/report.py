@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1 import figures
-from arabic_r1.benchmarks import BENCHMARKS
+from arabic_r1.benchmarks import BENCHMARKS, average, counted_in_average, in_table_order, spec
 from arabic_r1.code_digest import code_digests
 from arabic_r1.digests import file_digest, json_digest
 from arabic_r1.errors import ExplainedError
@@ -27,7 +27,7 @@ from arabic_r1.jsonl import read_jsonl
 from arabic_r1.manifest import PhaseRun, completed_manifest, git_commit
 from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
-from arabic_r1.reference import TABLE1_ORDER, paper_table1
+from arabic_r1.reference import paper_table1
 
 MISSING = "—"
 REPORTED = "reported in the paper"
@@ -175,6 +175,9 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------------ OALL
+_NUMBER_WORDS = {7: "seven"}  # how the notes name the leaderboard's size
+
+
 def read_scores(path: Path) -> dict[tuple[str, str, str], float]:
     """scores.csv as {(model, benchmark, kind): value in [0, 1]}, kind = leaderboard | reasoning | parse_failure."""
     out = {}
@@ -189,13 +192,9 @@ def read_scores(path: Path) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def _mean7(values: list[float | None]) -> float | None:
-    """The paper's average: over all seven benchmarks, or not at all."""
-    return None if any(v is None for v in values) else sum(values) / len(values)
-
-
 def oall_table(run: Run) -> Table:
-    """Table 1: the seven benchmarks + average, this run's models and the paper's columns (percent)."""
+    """Table 1: the benchmarks (the paper's, and any other this run scored) + the leaderboard average, this run's
+    models and the paper's columns (percent)."""
     path = run.artifact("oall_evaluation", "scores")
     scores = read_scores(path)
     models = list(dict.fromkeys(m for m, _, _ in scores))
@@ -204,14 +203,16 @@ def oall_table(run: Run) -> Table:
         for m in models:
             if any(k == (m, b, kind) for k in scores for b in BENCHMARKS):
                 cols.append((f"{m} ({label})", m, kind))
+    shown = [b for b in BENCHMARKS if spec(b).paper_title or any(k[1] == b for k in scores)]
+    counted = counted_in_average(
+        BENCHMARKS
+    )  # the paper's average is over the whole leaderboard, or it is missing
     per_col: dict[str, list[float | None]] = {}
     for header, m, kind in cols:
-        vals = []
-        for b in TABLE1_ORDER:
-            # ALRAGE is generated and judged under both scorings: the same judge score
-            v = scores.get((m, b, "leaderboard" if b == "alrage" else kind))
-            vals.append(None if v is None else 100 * v)
-        per_col[header] = vals + [_mean7(vals)]
+        # a judged benchmark (ALRAGE) is generated and judged under both scorings: the same judge score
+        vals = {b: scores.get((m, b, "leaderboard" if spec(b).scoring == "judged" else kind)) for b in shown}
+        mean = average(vals, counted)
+        per_col[header] = [None if v is None else 100 * v for v in (*vals.values(), mean)]
     deltas = {}
     for kind in ("leaderboard", "reasoning"):
         base, ft = per_col.get(f"base ({kind})"), per_col.get(f"finetuned ({kind})")
@@ -229,16 +230,20 @@ def oall_table(run: Run) -> Table:
         "OALL category leader model",
     ]
     rows = []
-    for i, b in enumerate([*TABLE1_ORDER, "average"]):
-        title = "Average" if b == "average" else BENCHMARKS[b].title
-        ref = paper["rows"][title]
+    for i, b in enumerate([*shown, "average"]):
+        title = "Average" if b == "average" else spec(b).title
+        ref = (
+            paper["rows"]["Average" if b == "average" else spec(b).paper_title]
+            if b == "average" or spec(b).paper_title
+            else {}
+        )
         rows.append([title, *(v[i] for v in per_col.values()), *(v[i] for v in deltas.values()),
-                     *(ref[c] for c in paper_cols), ref["OALL category leader model"]])  # fmt: skip
+                     *(ref.get(c) for c in paper_cols), ref.get("OALL category leader model")])  # fmt: skip
     notes = [
         "Scores in percent. Leaderboard scoring: lighteval's normalised log-likelihood accuracy, a benchmark's score "
         "being the mean over its subsets; reasoning scoring: the answer parsed after the closing think tag. ALRAGE: LLM-judge "
-        "score /10 (the same number under both scorings; judge named in scores.csv). Average: mean of the seven rows, "
-        "or — when one is missing.",
+        "score /10 (the same number under both scorings; judge named in scores.csv). Average: mean of the "
+        f"{_NUMBER_WORDS.get(len(counted), len(counted))} leaderboard rows, or — when one is missing.",
         f"Columns marked '{REPORTED}' are the paper's Table 1 (its own model scored by parsing the answer after its reasoning; the "
         "open baselines by log-likelihood); the category leader's Average is the average leader's, not the column mean.",
     ]
@@ -350,7 +355,7 @@ def student_table(run: Run) -> Table:
     path = run.artifact("oall_evaluation", "student_audit")
     audit = run.json("oall_evaluation", "student_audit")
     models = list(audit["models"])
-    benches = [b for b in TABLE1_ORDER if any(b in m["benchmarks"] for m in audit["models"].values())]
+    benches = in_table_order({b for m in audit["models"].values() for b in m["benchmarks"]})
     columns = ["benchmark", *(f"{m}: {name}" for name, _ in STUDENT_METRICS for m in models)]
     rows = []
     for b in [*benches, "all"]:
@@ -448,11 +453,12 @@ def compare_runs(run_dirs: Sequence[Path], overrides: dict[str, Sequence[str]] |
         sources += [path, run.artifact("moe_lora_sft", file="train_summary.json")]
         per_run.append((run, scores, summary))
         benches += [b for (m, b, k) in scores if k == "leaderboard" and b not in benches]
-    benches = [b for b in TABLE1_ORDER if b in benches]
+    benches = in_table_order(benches)
+    counted = counted_in_average(benches)
 
     def mean(scores: dict, model: str) -> float | None:
-        vals = [scores.get((model, b, "leaderboard")) for b in benches]
-        return None if any(v is None for v in vals) else 100 * sum(vals) / len(vals)
+        value = average({b: scores.get((model, b, "leaderboard")) for b in benches}, benches)
+        return None if value is None else 100 * value
 
     for run, scores, summary in per_run:
         ft, base = mean(scores, "finetuned"), mean(scores, "base")
@@ -462,11 +468,12 @@ def compare_runs(run_dirs: Sequence[Path], overrides: dict[str, Sequence[str]] |
                      *(None if (v := scores.get(("finetuned", b, "leaderboard"))) is None else 100 * v for b in benches),
                      ft, None if ft is None or base is None else ft - base, summary["last_loss"]])  # fmt: skip
     columns = ["run", "overrides", "LoRA r / alpha", *(BENCHMARKS[b].title for b in benches),
-               f"mean of {len(benches)}", "Δ vs base (mean)", "final loss"]  # fmt: skip
+               f"mean of {len(counted)}", "Δ vs base (mean)", "final loss"]  # fmt: skip
+    leaderboard = counted_in_average(BENCHMARKS)
     over = (
-        "the paper's seven benchmarks"
-        if len(benches) == len(TABLE1_ORDER)
-        else f"the {len(benches)} benchmarks these runs evaluated, not the paper's seven"
+        f"the paper's {_NUMBER_WORDS.get(len(leaderboard), len(leaderboard))} benchmarks"
+        if counted == leaderboard
+        else f"the {len(counted)} leaderboard benchmarks these runs evaluated, not the paper's {len(leaderboard)}"
     )
     notes = [
         "Fine-tuned model, leaderboard scoring (normalised log-likelihood accuracy, mean over subsets), percent. "

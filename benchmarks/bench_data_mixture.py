@@ -35,7 +35,8 @@ SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
 from arabic_r1.arabic_text import SPELLING_VARIANTS, STOP_WORDS, normalized_words  # noqa: E402
-from arabic_r1.benchmarks import BenchmarkRow, fixture_mirror_dir, iter_mirror_rows, subset_of, write_mirror  # noqa: E402
+from arabic_r1.benchmark_mirrors import BenchmarkRow, fixture_mirror_dir, iter_mirror_rows, write_mirror  # noqa: E402
+from arabic_r1.benchmarks import spec  # noqa: E402
 from arabic_r1.decontam import content_words, segment_words  # noqa: E402
 from arabic_r1.params import DecontaminationParams, validate_params  # noqa: E402
 
@@ -57,7 +58,7 @@ def build_mirror(root: Path) -> list[BenchmarkRow]:
         rows = defaultdict(list)
         for file_split, hub_split in splits.items():
             for row in read_jsonl(SHARED / "oall" / key / f"{file_split}.jsonl"):
-                rows[(subset_of(key, row), hub_split)].append(row)
+                rows[(spec(key).subset_of(row), hub_split)].append(row)
         write_mirror(root, key, rows)
     for key in ("alghafa", "arabic_mmlu_ht", "alrage"):
         shutil.copytree(fixture_mirror_dir() / iter_repo(key), root / iter_repo(key), dirs_exist_ok=True)
@@ -65,9 +66,7 @@ def build_mirror(root: Path) -> list[BenchmarkRow]:
 
 
 def iter_repo(key: str) -> str:
-    from arabic_r1.benchmarks import BENCHMARKS
-
-    return BENCHMARKS[key].hf_repo
+    return spec(key).hf_repo
 
 
 def sentences() -> tuple[list[str], list[str]]:

@@ -29,20 +29,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "oall"
 sys.path.insert(0, str(REPO))
 
-from arabic_r1.benchmarks import subset_of, write_mirror  # noqa: E402
+from arabic_r1.benchmark_mirrors import write_mirror  # noqa: E402
+from arabic_r1.benchmarks import BENCHMARKS, spec  # noqa: E402
 from arabic_r1.eval_generation import _docs  # noqa: E402
 from arabic_r1.evaluate import evaluate_model  # noqa: E402
 from arabic_r1.oall_tasks import ACC_NORM, Warts, lighteval_configs, task_configs  # noqa: E402
 from arabic_r1.params import EvalParams  # noqa: E402
-from arabic_r1.plan import OALL_DOCS  # noqa: E402
 from arabic_r1.tiny_model import save_tiny_moe  # noqa: E402
 
 SPLITS = {"arabic_mmlu": {"test": "test"}, "madinah_qa": {"test": "test"}, "aratrust": {"test": "train"},
           "arabic_exams": {"test": "test"}}  # fmt: skip
 
 # Full OALL v2 eval-split sizes: ASSUMED, approximate, from the datasets' cards (not measurable offline); the
-# planner (arabic-r1 plan) uses the same table.
-FULL_SUITE_DOCS = OALL_DOCS
+# planner (arabic-r1 plan) uses the same numbers (BenchmarkSpec.docs).
+FULL_SUITE_DOCS = {k: s.docs for k, s in BENCHMARKS.items()}
 H100 = {
     "active_params": 3.3e9,  # 30B-A3B: ~3.3B parameters active per token
     "peak_bf16_flops": 989e12,  # H100 SXM dense bf16
@@ -65,7 +65,7 @@ def real_mirror(out: Path) -> int:
                 row = json.loads(line)
                 if key == "arabic_exams":
                     row["subject"] = row["id"].rsplit("-", 1)[0]
-                subset = subset_of(key, row)
+                subset = spec(key).subset_of(row)
                 try:
                     configs[subset].prompt_function(row, configs[subset].name)
                 except (ValueError, KeyError):

@@ -122,7 +122,8 @@ def real_mirror(shared_data: Path, tmp_path_factory) -> Path:
     """A mirror (hub layout) of the real benchmark rows in ../shared/data/oall, built in a temp folder."""
     from collections import defaultdict
 
-    from arabic_r1.benchmarks import subset_of, write_mirror
+    from arabic_r1.benchmark_mirrors import write_mirror
+    from arabic_r1.benchmarks import spec
 
     root = tmp_path_factory.mktemp("real_mirror")
     for key, splits in FLAT_SPLITS.items():
@@ -131,7 +132,7 @@ def real_mirror(shared_data: Path, tmp_path_factory) -> Path:
             for row in read_jsonl(shared_data / "oall" / key / f"{file_split}.jsonl"):
                 if key == "arabic_exams":
                     row = {**row, "subject": row["id"].rsplit("-", 1)[0]}
-                rows[(subset_of(key, row), hub_split)].append(row)
+                rows[(spec(key).subset_of(row), hub_split)].append(row)
         write_mirror(root, key, rows)
     return root
 

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from arabic_r1.benchmarks import (
-    BENCHMARKS,
+from arabic_r1.benchmark_mirrors import (
     check_mirror,
     fixture_mirror_dir,
     iter_mirror_rows,
     mirror_configs,
-    oall_subsets,
-    oall_v2_tasks,
     repo_dir,
     write_mirror,
 )
+from arabic_r1.benchmarks import BENCHMARKS, oall_subsets, oall_v2_tasks
 
 
 def test_task_list_has_the_117_oall_v2_tasks() -> None:

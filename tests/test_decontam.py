@@ -9,7 +9,7 @@ import pytest
 from conftest import FLAT_SPLITS, read_jsonl
 
 from arabic_r1.arabic_text import SPELLING_VARIANTS, add_tashkeel, normalized_words
-from arabic_r1.benchmarks import BenchmarkRow, iter_mirror_rows
+from arabic_r1.benchmark_mirrors import BenchmarkRow, iter_mirror_rows
 from arabic_r1.decontam import build_index, content_words, segment_words
 
 

@@ -16,12 +16,8 @@ from conftest import FLAT_SPLITS, read_jsonl
 from teacher_server import FlakyProxy
 
 from arabic_r1.audit import reasoning_answer
-from arabic_r1.benchmarks import (
-    check_mirror,
-    fixture_mirror_dir,
-    iter_mirror_rows,
-    subset_of,
-)
+from arabic_r1.benchmark_mirrors import check_mirror, fixture_mirror_dir, iter_mirror_rows
+from arabic_r1.benchmarks import spec
 from arabic_r1.eval_generation import parse_judge_score
 from arabic_r1.eval_models import model_cache_dir
 from arabic_r1.evaluate import ModelScores, evaluate_model, tidy_rows
@@ -66,7 +62,7 @@ def test_prompts_equal_lighteval_and_gold_right_on_real_rows(shared_data: Path, 
     warts, clean, warty = Warts(), 0, 0
     for split in FLAT_SPLITS[benchmark]:
         for i, row in enumerate(read_jsonl(shared_data / "oall" / benchmark / f"{split}.jsonl")):
-            config = configs[subset_of(benchmark, row)]
+            config = configs[spec(benchmark).subset_of(row)]
             hub_row = dict(row)
             if benchmark == "arabic_exams":  # OALL's copy carries `subject`; the rows here do not
                 hub_row["subject"] = row["id"].rsplit("-", 1)[0]
@@ -177,7 +173,7 @@ def test_judge_rubric(text, score):
 def test_tidy_table_averages_benchmarks_not_tasks():
     m = ModelScores("m", "p", leaderboard={b: 0.5 for b in ("arabic_mmlu", "arabic_exams", "arabic_mmlu_ht",
                                                            "madinah_qa", "aratrust", "alghafa")},
-                    lighteval_all=0.3, alrage={"score": 0.2, "judge": "openai:j"},
+                    lighteval_all=0.3, judged={"benchmark": "alrage", "score": 0.2, "judge": "openai:j"},
                     reasoning={"aratrust": {"accuracy": 0.25, "parse_failure_rate": 0.5, "truncated_rate": 0.25}})  # fmt: skip
     rows = {(r["benchmark"], r["metric"].split(" (")[0]): r for r in tidy_rows([m])}
     assert rows[("average", "mean of 7 benchmarks")]["value"] == round((6 * 0.5 + 0.2) / 7, 4)
@@ -270,7 +266,7 @@ def _direct_lighteval(model_dir: Path, out: Path) -> dict:
 
 
 def _present(repo: Path) -> set[str]:
-    from arabic_r1.benchmarks import mirror_configs
+    from arabic_r1.benchmark_mirrors import mirror_configs
 
     return set(mirror_configs(repo))
 
@@ -354,7 +350,8 @@ def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path,
              judge=_judge(server.url, server.model, tmp_path / "jc"))  # fmt: skip
     ms = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge)
     n_rows = sum(1 for _ in iter_mirror_rows(fixture_mirror_dir(), "alrage"))
-    a = ms.alrage
+    a = ms.judged
+    assert a["benchmark"] == "alrage"
     served = "/".join(Path(server.model).parts[-2:]) if Path(server.model).is_absolute() else server.model
     assert (
         a["n"] == n_rows >= 3 and a["judge"] == f"openai:{served}" and a["judge_errors"] == 0
@@ -371,7 +368,7 @@ def test_alrage_judge_outage_scores_zero_and_is_counted(server, tiny: Path, tmp_
     try:
         ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=4,
                  judge=_judge(proxy.url, server.model, tmp_path / "jc", max_retries=0))  # fmt: skip
-        a = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge).alrage
+        a = evaluate_model("tiny", str(tiny), ep, tmp_path, Warts(), judge=ep.judge).judged
     finally:
         proxy.close()
     assert a["judge_errors"] == a["n"] and a["score"] == 0.0 and a["unparseable"] == 0
@@ -391,7 +388,7 @@ def test_mirror_written_from_a_hub_layout_round_trips(tmp_path: Path):
 def test_two_mirrors_with_one_layout_each_give_their_own_rows(tmp_path: Path):
     """The datasets library caches a local folder's rows under its *name* and subset: a refreshed mirror, or a second
     one with the same layout, must still give its own rows (they are read through a content-named view)."""
-    from arabic_r1.benchmarks import write_mirror
+    from arabic_r1.benchmark_mirrors import write_mirror
 
     def row(q: str) -> dict:
         return {"Question": q, "A": "أ) نعم", "B": "ب) لا", "C": "ج) ربما", "Answer": "أ", "Category": "Offensive",

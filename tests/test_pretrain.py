@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from arabic_r1.arabic_text import normalized_words
-from arabic_r1.benchmarks import BENCHMARKS, fixture_mirror_dir, iter_mirror_rows
+from arabic_r1.benchmark_mirrors import fixture_mirror_dir, iter_mirror_rows
+from arabic_r1.benchmarks import BENCHMARKS
 from arabic_r1.cot import HEADINGS, parse_trace
 from arabic_r1.decontam import build_index
 from arabic_r1.params import TinyMoEParams
@@ -47,12 +48,13 @@ def test_the_text_holds_no_trace_and_no_benchmark_item(shared_data_or_none) -> N
     if shared_data_or_none is not None:  # the real OALL rows too, where this workspace has them
         from conftest import FLAT_SPLITS, read_jsonl
 
-        from arabic_r1.benchmarks import BenchmarkRow, subset_of
+        from arabic_r1.benchmark_mirrors import BenchmarkRow
+        from arabic_r1.benchmarks import spec
 
         for key, splits in FLAT_SPLITS.items():
             for split in splits:
                 for i, row in enumerate(read_jsonl(shared_data_or_none / "oall" / key / f"{split}.jsonl")):
-                    rows.append(BenchmarkRow(key, subset_of(key, row), split, i, row))
+                    rows.append(BenchmarkRow(key, spec(key).subset_of(row), split, i, row))
     index = build_index(rows, n=13, min_short_words=8)
     hits = [(t[:60], index.match(normalized_words(t))) for t in texts]
     assert not [h for h in hits if h[1]], (

@@ -18,7 +18,7 @@ import yaml
 from conftest import in_ci
 from real_checkpoint import dense_folder, gguf_file, moe_folder
 
-from arabic_r1.benchmarks import fixture_mirror_dir
+from arabic_r1.benchmark_mirrors import fixture_mirror_dir
 from arabic_r1.params import PACKAGE_DIR
 from arabic_r1.params_loading import load_params
 
