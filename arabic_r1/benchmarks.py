@@ -17,6 +17,8 @@ from importlib import resources
 from typing import Any, Literal
 
 RowFix = Callable[[dict[str, Any]], tuple[dict[str, Any], list[tuple[str, str]]]]
+SubsetOf = Callable[[dict[str, Any]], str]
+TaskFactory = Callable[[], list[Any]]
 Scoring = Literal["loglikelihood", "judged"]
 AnswerKind = Literal["labels", "text"]
 
@@ -38,32 +40,24 @@ class BenchmarkSpec:
     key: str  # our name, as in params (eval.benchmarks)
     title: str  # as tables and the leaderboard print it
     task: str  # lighteval task prefix (``task:subset``)
-    hf_repo: str
-    eval_split: str
+    hf_repo: str  # the hub dataset (and the mirror folder <mirror_dir>/<hf_repo>)
+    eval_split: str  # the split that is scored
     splits: tuple[str, ...]  # every split the repo has (few-shot splits included)
     text_fields: tuple[str, ...]  # what a model reads, question first: indexed for decontamination
     docs: int  # evaluation documents over the subsets phase 05 runs: the planner's estimate without a mirror
-    lighteval_tasks: Callable[
-        [], list[Any]
-    ]  # lighteval task configs, one per subset (the prompt function inside)
-    id_field: str | None = None
+    lighteval_tasks: TaskFactory  # lighteval task configs, one per subset (prompt function inside)
+    id_field: str | None = None  # the row's own id, if it has one (else subset/split/row index)
     subsets: tuple[str, ...] | None = None  # None: the subsets the OALL v2 task list runs
-    fix_row: RowFix = (
-        keep_row  # a row as its prompt function can read it, and what was changed (kind, detail)
-    )
-    subset_of: Callable[[dict[str, Any]], str] = one_subset  # the subset of a row of a flat export
-    paper_title: str | None = (
-        None  # its row in the paper's Table 1 (resources/paper_table1.csv); None: not there
-    )
-    in_average: bool = (
-        False  # counted in the leaderboard average (the OALL seven are; an added benchmark is shown beside)
-    )
+    fix_row: RowFix = keep_row  # the row its prompt function can read, and what changed (kind, detail)
+    subset_of: SubsetOf = one_subset  # the subset of a row of a flat export (CSV dumps drop it)
+    paper_title: str | None = None  # its row in resources/paper_table1.csv; None: not in the paper
+    in_average: bool = False  # counted in the leaderboard average (the OALL seven; an added one is beside)
     scoring: Scoring = "loglikelihood"  # or "judged": generated and scored by eval.judge (ALRAGE)
     answers: AnswerKind = "labels"  # Doc.choices are option labels (أ, B, 1) or answer texts (صح / خطأ)
 
 
 # ---------------------------------------------------------------------------------------- task configs
-def lighteval_arabic(attribute: str) -> Callable[[], list[Any]]:
+def lighteval_arabic(attribute: str) -> TaskFactory:
     """lighteval's own Arabic task configs (``lighteval.tasks.multilingual.tasks.arabic.<attribute>``), imported
     only when phase 05 asks: the import is slow and downloads at import unless prepared (oall_tasks)."""
 

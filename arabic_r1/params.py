@@ -529,13 +529,14 @@ class DistillParams(_Section):
         return self
 
 
-VERIFY_CHECKS = ("structure", "correctness", "language", "orthography", "morphology", "degeneration", "norms")
-
-
 class VerifyParams(_Section):
     """Phase 03: which checks run and their thresholds (defaults measured on real Arabic/English text, README)."""
 
-    checks: list[Literal[VERIFY_CHECKS]] = Field(default_factory=lambda: list(VERIFY_CHECKS), min_length=1)  # type: ignore[valid-type]
+    checks: list[str] = Field(
+        default_factory=lambda: ["all"],
+        min_length=1,
+        description="'all' (every check of the registry, trace_checks.CHECKS, in its order) or a list of its names",
+    )
     # language and script
     min_arabic_letter_share: Share = Field(0.7, description="Arabic traces: Arabic letters / all letters")
     max_latin_word_share: Share = Field(
@@ -581,6 +582,15 @@ class VerifyParams(_Section):
     values_categories: list[str] = Field(default_factory=lambda: ["legal_cultural_alignment"])
     llm_judge: bool = False
     judge: DistillParams | None = Field(None, description="the judge's backend/model, same fields as distill")
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, v: Any) -> Any:
+        from arabic_r1.trace_checks import check_names  # the registry imports this module
+
+        if v in ("all", ["all"]):
+            return check_names("all")
+        return check_names(v) if isinstance(v, list) else v
 
     @field_validator("norms_rubric", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ from arabic_r1.arabic_text import (
 )
 from arabic_r1.cot import PHASES, ParsedTrace, gold_index, gold_labels, named_option, parse_trace
 from arabic_r1.jsonl import write_json_atomic
-from arabic_r1.params import VERIFY_CHECKS, VerifyParams
+from arabic_r1.params import VerifyParams
 
 
 @dataclass
@@ -395,18 +395,45 @@ def check_norms(t: Trace, p: VerifyParams) -> Verdict:
     return Verdict("norms", not problems, "; ".join(problems) or "no rubric hit")
 
 
-CHECKS: dict[str, Callable[[Trace, VerifyParams], Verdict]] = {
-    "structure": check_structure,
-    "correctness": check_correctness,
-    "language": check_language,
-    "orthography": check_orthography,
-    "morphology": check_morphology,
-    "degeneration": check_degeneration,
-    "norms": check_norms,
-}
-assert tuple(CHECKS) == VERIFY_CHECKS
+@dataclass(frozen=True)
+class CheckSpec:
+    """One phase-03 check: the registry entry a new check is added as (README, "Extending")."""
+
+    name: str
+    run: Callable[[Trace, VerifyParams], Verdict]
+    params: tuple[str, ...]  # the ``verify.*`` thresholds it reads
+    reads_prose: bool  # judges the text itself (held to <= 2% false rejections on real prose), not only its form
+
+
+# The funnel's order (``verify.checks: all``); ``verify.checks`` names, and the student audit reports, these.
+CHECKS: dict[str, CheckSpec] = {
+    c.name: c
+    for c in (
+        CheckSpec("structure", check_structure, (), reads_prose=False),
+        CheckSpec("correctness", check_correctness, (), reads_prose=False),
+        CheckSpec("language", check_language, ("min_arabic_letter_share", "max_latin_word_share",
+                  "max_other_script_share", "max_persian_letters", "reject_farsi_yeh_keheh",
+                  "min_english_letter_share"), reads_prose=True),
+        CheckSpec("orthography", check_orthography, ("max_tatweel_run", "max_punctuation_run"), reads_prose=True),
+        CheckSpec("morphology", check_morphology, ("min_morphology_coverage", "morphology_sample_words"),
+                  reads_prose=True),
+        CheckSpec("degeneration", check_degeneration, ("repeated_ngram_n", "max_repeated_ngram_share",
+                  "min_phase_words", "max_phase_words", "max_answer_words"), reads_prose=True),
+        CheckSpec("norms", check_norms, ("norms_rubric", "values_categories"), reads_prose=True),
+    )
+}  # fmt: skip
+
+
+def check_names(names: Iterable[str] | str) -> list[str]:
+    """``verify.checks``: ``all`` (every registered check, in the registry's order) or registered names."""
+    if names == "all":
+        return list(CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(map(repr, unknown))}; registered: {', '.join(CHECKS)}")
+    return list(names)
 
 
 def verify_trace(t: Trace, p: VerifyParams) -> list[Verdict]:
     """Every enabled check, in the params' order (no short-circuit)."""
-    return [CHECKS[name](t, p) for name in p.checks]
+    return [CHECKS[name].run(t, p) for name in p.checks]

@@ -48,7 +48,7 @@ def real(shared_data: Path) -> dict[str, list[str]]:
     }
 
 
-TEXT_CHECKS = ("language", "orthography", "morphology", "degeneration", "norms")  # structure and correctness
+TEXT_CHECKS = tuple(name for name, c in CHECKS.items() if c.reads_prose)  # not structure and correctness, which
 # judge the form the teacher was asked for (four phases, the gold option), which real prose never has
 ACCEPTED = {
     ("oall_questions", "orthography"): 0.03
@@ -63,7 +63,7 @@ def test_real_text_passes_with_at_most_2_percent_false_rejections(real, check: s
         lang = "en" if name.startswith("en_") else "ar"
         if lang == "en" and check in ("orthography", "morphology"):  # Arabic-only checks
             continue
-        rates[name] = _frr(texts, lang, CHECKS[check])
+        rates[name] = _frr(texts, lang, CHECKS[check].run)
     over = {k: f"{v:.1%}" for k, v in rates.items() if v > ACCEPTED.get((k, check), 0.02)}
     assert not over, (check, over)
 
@@ -149,44 +149,44 @@ GOOD_AR = """<think>
     ],
 )  # fmt: skip
 def test_crafted_cases(check: str, text: str, gold, passes: bool) -> None:
-    v = CHECKS[check](_trace(text, gold=gold), P)
+    v = CHECKS[check].run(_trace(text, gold=gold), P)
     assert v.passed is passes, v
 
 
 def test_morphology_rejects_gibberish() -> None:
     gibberish = " ".join(["ثقفحم زخلشت غظضقث بثقصض طظحخج ضصثق فغعهخ"] * 3)
-    assert not CHECKS["morphology"](_plain(gibberish, "ar"), P).passed
+    assert not CHECKS["morphology"].run(_plain(gibberish, "ar"), P).passed
 
 
 def test_values_grounding_for_ethics_items() -> None:
     no_values = GOOD_AR
-    assert not CHECKS["norms"](_trace(no_values, category="legal_cultural_alignment"), P).passed
+    assert not CHECKS["norms"].run(_trace(no_values, category="legal_cultural_alignment"), P).passed
     grounded = GOOD_AR.replace("في الجغرافيا", "يتصل بالأمانة والعدل")
-    assert CHECKS["norms"](_trace(grounded, category="legal_cultural_alignment"), P).passed
+    assert CHECKS["norms"].run(_trace(grounded, category="legal_cultural_alignment"), P).passed
 
 
 def test_english_norms_and_structure() -> None:
     en = "<think>\nAnalysis: a\u00a0question about fun.\nElimination: none.\nLinguistic check: fine grammar here.\nSynthesis: done it is.\n</think>\nAnswer: You should try sports betting this weekend."
-    assert not CHECKS["norms"](_trace(en, lang="en"), P).passed
-    assert CHECKS["norms"](
+    assert not CHECKS["norms"].run(_trace(en, lang="en"), P).passed
+    assert CHECKS["norms"].run(
         _trace(en.replace("You should try sports betting", "Avoid betting; go hiking instead"), lang="en"), P
     ).passed
 
 
 def test_thresholds_from_params_change_verdicts(shipped) -> None:
     tatweel = next(t for t in shipped if t.prompt_id == "consumer_reviews_feedback-ar-007")
-    assert not CHECKS["orthography"](tatweel, P).passed
-    assert CHECKS["orthography"](tatweel, load_params("smoke", ["verify.max_tatweel_run=10"]).verify).passed
+    assert not CHECKS["orthography"].run(tatweel, P).passed
+    assert CHECKS["orthography"].run(tatweel, load_params("smoke", ["verify.max_tatweel_run=10"]).verify).passed
     loop = next(t for t in shipped if t.prompt_id == "stem_math_logic-ar-010")
-    assert CHECKS["degeneration"](
+    assert CHECKS["degeneration"].run(
         loop, load_params("smoke", ["verify.max_repeated_ngram_share=0.9"]).verify
     ).passed
     clean = next(
         t
         for t in shipped
-        if t.prompt_id not in FLAWS and t.lang == "ar" and CHECKS["morphology"](t, P).score < 1.0
+        if t.prompt_id not in FLAWS and t.lang == "ar" and CHECKS["morphology"].run(t, P).score < 1.0
     )
-    assert not CHECKS["morphology"](
+    assert not CHECKS["morphology"].run(
         clean, load_params("smoke", ["verify.min_morphology_coverage=1.0"]).verify
     ).passed
     only = load_params("smoke", ["verify.checks=[structure,norms]"]).verify
