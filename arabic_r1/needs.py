@@ -44,6 +44,8 @@ NEEDS: tuple[Need, ...] = (
     Need("bitsandbytes", "train.sft.optim: an 8-bit/paged optimizer", lambda p: "8bit" in _optim(p) or "paged" in _optim(p)),
     Need("deepspeed", "train.launcher: accelerate_deepspeed_zero3", lambda p: p.train.launcher == "accelerate_deepspeed_zero3"),
     Need("vllm", "eval.backend: vllm", lambda p: p.eval.backend == "vllm"),
+    Need("vllm", "distill.backend: vllm_in_process", lambda p: p.distill.backend == "vllm_in_process"),
+    Need("vllm", "eval.judge.backend: vllm_in_process", lambda p: p.eval.judge is not None and p.eval.judge.backend == "vllm_in_process"),
 )  # fmt: skip
 
 

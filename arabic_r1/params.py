@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -449,7 +450,11 @@ class DataParams(_Section):
 class DistillParams(_Section):
     """The teacher, its sampling, and the guard rails of a long paid run (phase 02)."""
 
-    backend: Literal["openai", "transformers", "vllm", "replay"] = "transformers"
+    backend: Literal["openai", "transformers", "vllm_in_process", "replay"] = Field(
+        "transformers",
+        description="openai: any OpenAI-compatible server (OpenAI, vLLM, SGLang, TGI, llama.cpp; base_url); "
+        "transformers / vllm_in_process: the teacher loaded in this process; replay: answers from cache_dir only",
+    )
     teacher: str = Field(
         EMBEDDED_MODEL,
         description="model name at the endpoint, hub id or local folder; 'embedded' = this run's base model; "
@@ -515,6 +520,20 @@ class DistillParams(_Section):
     @classmethod
     def _cache(cls, v: Any, info: ValidationInfo) -> Path:
         return resolve_path(v, info, "teacher cache folder", must_exist=False)  # type: ignore[return-value]
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _old_backend_name(cls, v: Any) -> Any:
+        """``vllm`` read as a server to many users; it always meant the engine inside this process."""
+        if v == "vllm":
+            warnings.warn(
+                "backend: vllm is deprecated, write vllm_in_process (a vLLM server is backend: openai with its "
+                "base_url)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return "vllm_in_process"
+        return v
 
     @model_validator(mode="after")
     def _endpoint(self) -> DistillParams:

@@ -309,7 +309,9 @@ class VLLMTeacher:
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
-            raise RuntimeError("distill.backend=vllm needs vLLM on a GPU machine: pip install vllm") from exc
+            raise RuntimeError(
+                "distill.backend=vllm_in_process needs vLLM on a GPU machine: pip install vllm"
+            ) from exc
         chosen = []
         for req in requests:
             if not reserve(req):

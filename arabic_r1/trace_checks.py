@@ -402,7 +402,9 @@ class CheckSpec:
     name: str
     run: Callable[[Trace, VerifyParams], Verdict]
     params: tuple[str, ...]  # the ``verify.*`` thresholds it reads
-    reads_prose: bool  # judges the text itself (held to <= 2% false rejections on real prose), not only its form
+    reads_prose: (
+        bool  # judges the text itself (held to <= 2% false rejections on real prose), not only its form
+    )
 
 
 # The funnel's order (``verify.checks: all``); ``verify.checks`` names, and the student audit reports, these.

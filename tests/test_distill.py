@@ -15,6 +15,7 @@ from teacher_server import FlakyProxy
 
 from arabic_r1.completions import ResponseCache
 from arabic_r1.distill import TRACES_FILE, distill
+from arabic_r1.params import DistillParams
 from arabic_r1.params_loading import validate_params
 from arabic_r1.teachers import TeacherError, TeacherUnreachable
 from arabic_r1.tiny_model import save_tiny_moe
@@ -444,3 +445,11 @@ def test_a_server_with_a_reasoning_parser_gives_traces_with_their_think_block(
         assert head.startswith("<think>\n") and len(head) > len("<think>\n"), rec["raw_text"]
         assert sep and tail == answer, rec["raw_text"]
         assert rec["parsed"]["answer"] == "ب"  # the answer line parsed after the block
+
+
+def test_the_old_in_process_vllm_name_still_loads_with_a_deprecation_line() -> None:
+    with pytest.warns(FutureWarning, match="vllm_in_process"):
+        p = DistillParams(backend="vllm", teacher="some/model")
+    assert p.backend == "vllm_in_process"
+    with pytest.raises(ValueError, match="needs base_url"):  # a server is the openai backend
+        DistillParams(backend="openai", teacher="m")

@@ -48,7 +48,9 @@ def real(shared_data: Path) -> dict[str, list[str]]:
     }
 
 
-TEXT_CHECKS = tuple(name for name, c in CHECKS.items() if c.reads_prose)  # not structure and correctness, which
+TEXT_CHECKS = tuple(
+    name for name, c in CHECKS.items() if c.reads_prose
+)  # not structure and correctness, which
 # judge the form the teacher was asked for (four phases, the gold option), which real prose never has
 ACCEPTED = {
     ("oall_questions", "orthography"): 0.03
@@ -168,27 +170,40 @@ def test_values_grounding_for_ethics_items() -> None:
 def test_english_norms_and_structure() -> None:
     en = "<think>\nAnalysis: a\u00a0question about fun.\nElimination: none.\nLinguistic check: fine grammar here.\nSynthesis: done it is.\n</think>\nAnswer: You should try sports betting this weekend."
     assert not CHECKS["norms"].run(_trace(en, lang="en"), P).passed
-    assert CHECKS["norms"].run(
-        _trace(en.replace("You should try sports betting", "Avoid betting; go hiking instead"), lang="en"), P
-    ).passed
+    assert (
+        CHECKS["norms"]
+        .run(
+            _trace(
+                en.replace("You should try sports betting", "Avoid betting; go hiking instead"), lang="en"
+            ),
+            P,
+        )
+        .passed
+    )
 
 
 def test_thresholds_from_params_change_verdicts(shipped) -> None:
     tatweel = next(t for t in shipped if t.prompt_id == "consumer_reviews_feedback-ar-007")
     assert not CHECKS["orthography"].run(tatweel, P).passed
-    assert CHECKS["orthography"].run(tatweel, load_params("smoke", ["verify.max_tatweel_run=10"]).verify).passed
+    assert (
+        CHECKS["orthography"].run(tatweel, load_params("smoke", ["verify.max_tatweel_run=10"]).verify).passed
+    )
     loop = next(t for t in shipped if t.prompt_id == "stem_math_logic-ar-010")
-    assert CHECKS["degeneration"].run(
-        loop, load_params("smoke", ["verify.max_repeated_ngram_share=0.9"]).verify
-    ).passed
+    assert (
+        CHECKS["degeneration"]
+        .run(loop, load_params("smoke", ["verify.max_repeated_ngram_share=0.9"]).verify)
+        .passed
+    )
     clean = next(
         t
         for t in shipped
         if t.prompt_id not in FLAWS and t.lang == "ar" and CHECKS["morphology"].run(t, P).score < 1.0
     )
-    assert not CHECKS["morphology"].run(
-        clean, load_params("smoke", ["verify.min_morphology_coverage=1.0"]).verify
-    ).passed
+    assert (
+        not CHECKS["morphology"]
+        .run(clean, load_params("smoke", ["verify.min_morphology_coverage=1.0"]).verify)
+        .passed
+    )
     only = load_params("smoke", ["verify.checks=[structure,norms]"]).verify
     assert [v.check for v in verify_trace(clean, only)] == ["structure", "norms"]
 
