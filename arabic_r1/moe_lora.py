@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -81,10 +82,7 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
         if not found:
             problems.append(f"{family}: no nn.Linear layers of this family in {type(model).__name__}")
         for name, fan_in, fan_out in found:
-            if lora.r > min(fan_in, fan_out):
-                raise ValueError(
-                    f"train.lora.r={lora.r} is larger than the smaller dimension of {name} ({fan_in}x{fan_out})"
-                )
+            _check_rank(lora, family, name, (fan_in, fan_out))
             leaves[family].append(name)
     params = []
     if "routed_experts" in lora.targets:
@@ -97,17 +95,13 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
         split = _linear_leaves(model, "routed_experts")
         leaves["routed_experts"] = [name for name, _, _ in split]
         for name, fan_in, fan_out in split:
-            if lora.r > min(fan_in, fan_out):
-                raise ValueError(f"train.lora.r={lora.r} is larger than the smaller dimension of {name}")
+            _check_rank(lora, "routed_experts", name, (fan_in, fan_out))
         if not experts and not split:
             problems.append(
                 f"routed_experts: no expert weights (mlp.experts.*, fused 3-D or nn.Linear) in {type(model).__name__}"
             )
         for name, shape in experts:
-            if lora.r > min(shape[1:]):
-                raise ValueError(
-                    f"train.lora.r={lora.r} is larger than the smaller dimension of {name} {shape[1:]}"
-                )
+            _check_rank(lora, "routed_experts", name, shape[1:])
         params = sorted({"mlp.experts." + n.rsplit(".", 1)[-1] for n, _ in experts})
     if problems:
         raise CoverageError(
@@ -120,21 +114,93 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
         {n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] for n, _ in model.named_modules()
          if family_of(f".{n}") == "router" and n.endswith((".mlp.gate", ".mlp.router"))}
     )  # fmt: skip
+    if params:
+        leaves["routed_experts"] += params
     return {
         "target_modules": regex,
         "target_parameters": params or None,
         "modules_to_save": routers if lora.train_router and routers else None,
+        "by_family": dict(leaves),  # module names and expert parameter names per family
     }
 
 
+def _check_rank(lora: LoraParams, family: str, name: str, dims: tuple[int, ...]) -> None:
+    r = lora.rank_of(family)
+    if r > min(dims):
+        key = f"train.lora.per_family.{family}.r" if family in lora.per_family else "train.lora.r"
+        raise ValueError(f"{key}={r} is larger than the smaller dimension of {name} {tuple(dims)}")
+
+
 def lora_config(model: Any, lora: LoraParams):
+    """The one LoRA config of phase 04: PEFT takes it as is, Unsloth through :func:`unsloth_peft_kwargs`. A family
+    with its own rank/alpha (``train.lora.per_family``) becomes PEFT's ``rank_pattern`` / ``alpha_pattern``, keyed by
+    the exact module and expert-parameter names of that family (PEFT matches them as ``(.*\\.)?(key)$``)."""
     from peft import LoraConfig
 
     t = lora_targets(model, lora)
+    patterns = {f: "|".join(re.escape(n) for n in t["by_family"].get(f, [])) for f in lora.per_family}
+    patterns = {f: f"({p})" for f, p in patterns.items() if p}
     return LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none", task_type="CAUSAL_LM",
         target_modules=t["target_modules"] or [], target_parameters=t["target_parameters"], modules_to_save=t["modules_to_save"],
+        rank_pattern={p: lora.rank_of(f) for f, p in patterns.items()},
+        alpha_pattern={p: lora.alpha_of(f) for f, p in patterns.items()},
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def expert_patterns_quiet():
+    """PEFT 0.21.2 applies a rank_pattern key to expert parameters (target_parameters) but then warns that the key
+    "did not match any targeted module and was ignored": its check looks at module targets only
+    (peft/tuners/tuners_utils.py). That false line is dropped; :func:`check_family_ranks` checks what was applied."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The following (rank|alpha)_pattern keys did not match")
+        yield
+
+
+def check_family_ranks(model: Any, lora: LoraParams) -> dict[str, dict[str, float]]:
+    """Every adapter's rank and scale as its family's (``train.lora`` / ``per_family``); raises naming a layer that
+    got another. Returns the family table phase 04 prints and records."""
+    wrong = []
+    for name, module in model.named_modules():
+        r = getattr(module, "r", None)
+        if not isinstance(r, dict) or "default" not in r:
+            continue
+        bare = name.removeprefix("base_model.model.")
+        family = "routed_experts" if bare.endswith(".experts") else family_of(f".{bare}")
+        if family not in lora.targets:
+            continue
+        want_r, want_scale = lora.rank_of(family), lora.alpha_of(family) / lora.rank_of(family)
+        if r["default"] != want_r or abs(module.scaling["default"] - want_scale) > 1e-9:
+            wrong.append(f"{bare} ({family}): r={r['default']}, scale {module.scaling['default']:g}; expected "
+                         f"r={want_r}, scale {want_scale:g}")  # fmt: skip
+    if wrong:
+        raise CoverageError(f"{len(wrong)} adapter(s) did not get their family's rank/alpha, e.g. {wrong[0]}")
+    return lora.scales()
+
+
+# Unsloth's get_peft_model names these itself; everything else it forwards to LoraConfig (**kwargs, read in
+# unsloth/models/llama.py at the pinned 2026.10.9).
+UNSLOTH_NAMED = (
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "bias",
+    "target_modules",
+    "target_parameters",
+    "modules_to_save",
+)
+
+
+def unsloth_peft_kwargs(cfg: Any) -> dict[str, Any]:
+    """``FastLanguageModel.get_peft_model`` arguments from the same LoraConfig PEFT gets: nothing passed by hand
+    twice, so the two backends cannot drift (per-family patterns included)."""
+    kwargs = {name: getattr(cfg, name) for name in UNSLOTH_NAMED}
+    kwargs["target_modules"] = kwargs["target_modules"] or []
+    for name in ("rank_pattern", "alpha_pattern"):
+        if getattr(cfg, name):
+            kwargs[name] = dict(getattr(cfg, name))
+    return kwargs
 
 
 def coverage_from_names(names_and_sizes: list[tuple[str, int]]) -> dict[str, Any]:

@@ -631,6 +631,13 @@ class VerifyParams(_Section):
 LORA_FAMILIES = ("attention", "routed_experts", "shared_experts", "dense_mlp")
 
 
+class FamilyLora(_Section):
+    """One family's own rank and alpha: both, since alpha / r is the update scale the paper reports."""
+
+    r: PositiveInt
+    alpha: PositiveFloat
+
+
 class LoraParams(_Section):
     """LoRA by parameter family. The paper reports "rank 64, scaling 8"; this project reads scaling as
     alpha / r (the factor LoRA multiplies its update by), so the paper profile sets r=64, alpha=512."""
@@ -643,9 +650,34 @@ class LoraParams(_Section):
         min_length=1,
         description="families that must get adapters; one the architecture lacks is an error (e.g. Mixtral: no shared experts)",
     )
+    per_family: dict[Literal[LORA_FAMILIES], FamilyLora] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="a family's own rank and alpha (PEFT rank_pattern / alpha_pattern), e.g. routed_experts: "
+        "{r: 8, alpha: 16}; the others take r and alpha",
+    )
     train_router: bool = Field(
         False, description="train the routers in full (PEFT modules_to_save); frozen by default"
     )
+
+    def rank_of(self, family: str) -> int:
+        return self.per_family[family].r if family in self.per_family else self.r
+
+    def alpha_of(self, family: str) -> float:
+        return self.per_family[family].alpha if family in self.per_family else self.alpha
+
+    def scales(self) -> dict[str, dict[str, float]]:
+        """Rank, alpha and update scale alpha / r of every targeted family: what phase 04 prints and records."""
+        return {
+            f: {"r": self.rank_of(f), "alpha": self.alpha_of(f), "scale": self.alpha_of(f) / self.rank_of(f)}
+            for f in self.targets
+        }
+
+    @model_validator(mode="after")
+    def _families_targeted(self) -> LoraParams:
+        untargeted = sorted(set(self.per_family) - set(self.targets))
+        if untargeted:
+            raise ValueError(f"per_family names families not in targets: {', '.join(untargeted)}")
+        return self
 
 
 # The SFTConfig fields phase 04 sets itself, and where their value comes from: ``train.sft`` may not set them, so

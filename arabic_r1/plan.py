@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.params import Params
+from arabic_r1.params import LoraParams, Params
 
 GIB = 2**30
 BYTES_PER_PARAM = {"4bit": 0.5625, "bfloat16": 2, "float16": 2, "float32": 4}
@@ -220,26 +220,30 @@ def size_backbone(params: Params, model: Any = None) -> Backbone:
     embedding = model.get_input_embeddings().weight.numel()
     active = total - embedding - experts + experts * cfg.num_experts_per_tok / n_exp
     targets = lora_targets(model, params.train.lora)
-    lora = _lora_params(model, targets, params.train.lora.r)
+    lora = _lora_params(model, targets, params.train.lora)
     return Backbone(params.model.name_or_path, total, int(active), cfg.num_hidden_layers, cfg.hidden_size,
                     cfg.vocab_size, lora, source)  # fmt: skip
 
 
-def _lora_params(model: Any, targets: dict[str, Any], r: int) -> int:
+def _lora_params(model: Any, targets: dict[str, Any], lora: LoraParams) -> int:
+    """LoRA weights PEFT will create: r x (fan_in + fan_out) per targeted layer (per expert for fused expert weights),
+    with each family's own rank."""
     import torch
+
+    from arabic_r1.moe_lora import family_of
 
     n = 0
     pattern = re.compile(targets["target_modules"]) if targets["target_modules"] else None
     for name, mod in model.named_modules():
         if pattern and isinstance(mod, torch.nn.Linear) and pattern.match(name):
-            n += r * (mod.in_features + mod.out_features)
+            n += lora.rank_of(family_of(f".{name}")) * (mod.in_features + mod.out_features)
     for name, p in model.named_parameters():
         if (
             targets["target_parameters"]
             and p.dim() == 3
             and any(name.endswith(t) for t in targets["target_parameters"])
         ):
-            n += r * p.shape[0] * (p.shape[1] + p.shape[2])
+            n += lora.rank_of("routed_experts") * p.shape[0] * (p.shape[1] + p.shape[2])
     return n
 
 

@@ -119,7 +119,13 @@ def check_lora(t: Target) -> list[Finding]:
     here: e.g. lora_dropout with target_parameters)."""
     from peft import get_peft_model
 
-    from arabic_r1.moe_lora import CoverageError, coverage_of_model, lora_config
+    from arabic_r1.moe_lora import (
+        CoverageError,
+        check_family_ranks,
+        coverage_of_model,
+        expert_patterns_quiet,
+        lora_config,
+    )
     from arabic_r1.peft_compat import no_v4_moe_remap
 
     lora = t.params.train.lora
@@ -132,8 +138,9 @@ def check_lora(t: Target) -> list[Finding]:
     import torch
 
     try:  # on the meta device too: PEFT would otherwise initialise every LoRA matrix on the CPU (~80 GB for paper)
-        with no_v4_moe_remap(t.skeleton), torch.device("meta"):
+        with no_v4_moe_remap(t.skeleton), expert_patterns_quiet(), torch.device("meta"):
             peft_model = get_peft_model(t.skeleton, cfg)
+        check_family_ranks(peft_model, lora)
     except Exception as exc:  # noqa: BLE001 - PEFT's own refusal is the finding
         text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         key = "train.lora.dropout: 0.0" if "dropout" in text else "train.lora"
@@ -142,7 +149,8 @@ def check_lora(t: Target) -> list[Finding]:
     empty = [f for f in lora.targets if cov[f]["parameters"] == 0]
     if empty:
         return [Finding("lora", "fail", f"families {', '.join(empty)} get no adapter", "train.lora.targets")]
-    sizes = ", ".join(f"{f} {cov[f]['parameters'] / 1e6:,.1f}M" for f in lora.targets)
+    sizes = ", ".join(f"{f} {cov[f]['parameters'] / 1e6:,.1f}M (r={v['r']}, alpha/r={v['scale']:g})"
+                      for f, v in lora.scales().items())  # fmt: skip
     return [Finding("lora", "ok", f"PEFT builds the adapter: {sizes} trainable")]
 
 

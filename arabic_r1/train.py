@@ -51,12 +51,15 @@ from arabic_r1.moe_lora import (
     RoutedTokens,
     check_coverage,
     check_experts_updated,
+    check_family_ranks,
     coverage_of_adapter,
     coverage_of_model,
     expert_layout,
+    expert_patterns_quiet,
     lora_config,
     lora_targets,
     merge_checked,
+    unsloth_peft_kwargs,
 )
 from arabic_r1.params import CONFIGS_DIR, LAUNCHER_CONFIGS, SFT_OWNED, Params
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
@@ -455,18 +458,22 @@ def load_finished(trainer: Any, model: Any, checkpoint: str | Path) -> None:
 
 
 def add_lora(params: Params, model: Any):
-    """Wrap with LoRA (same config for both backends); returns the PEFT model."""
+    """Wrap with LoRA (one config, both backends); returns the PEFT model."""
     lora = params.train.lora
     cfg = lora_config(model, lora)
-    with no_v4_moe_remap(model):
+    for family, v in lora.scales().items():
+        log.info("LoRA %s: r=%d alpha=%g (update scale alpha/r = %g)", family, v["r"], v["alpha"], v["scale"])
+    with no_v4_moe_remap(model), expert_patterns_quiet():
         if params.train.backend == "unsloth":
             from unsloth import FastLanguageModel
 
+            checkpointing = "unsloth" if params.train.gradient_checkpointing else False
             return FastLanguageModel.get_peft_model(
-                model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=cfg.target_modules,
-                target_parameters=cfg.target_parameters, modules_to_save=cfg.modules_to_save, bias="none",
-                use_gradient_checkpointing="unsloth" if params.train.gradient_checkpointing else False, random_state=params.run.seed,
-            )  # fmt: skip
+                model,
+                **unsloth_peft_kwargs(cfg),
+                use_gradient_checkpointing=checkpointing,
+                random_state=params.run.seed,
+            )
         from peft import get_peft_model
 
         return get_peft_model(model, cfg)
@@ -700,6 +707,7 @@ def train_sft(
     model = add_lora(params, model)
     cov_model = coverage_of_model(model)
     check_coverage(cov_model, params.train.lora, "after get_peft_model")
+    check_family_ranks(model, params.train.lora)
     log.info("LoRA: %s trainable parameters", f"{sum(v['parameters'] for v in cov_model.values()):,}")
 
     key = resume_key(params, examples_path, model_path)
@@ -830,7 +838,7 @@ def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, ou
         "examples": len(data.examples), "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"],
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "final_loss_median": tail[len(tail) // 2] if tail else None, "peak_memory_mb": _peak_memory_mb(),
-        "merged": params.train.merge, "merge_check": merge_check, "lora": params.train.lora.model_dump(),
+        "merged": params.train.merge, "merge_check": merge_check, "lora": {**params.train.lora.model_dump(), "families": params.train.lora.scales()},
         "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
         "expert_adapters": {k: v if isinstance(v, int) else len(v) for k, v in experts.items()},
     }  # fmt: skip

@@ -23,22 +23,67 @@ from arabic_r1.plan import (
     size_backbone,
 )
 
+PER_FAMILY = "train.lora.per_family={routed_experts: {r: 4, alpha: 8}, attention: {r: 2, alpha: 6}}"
 
-def test_embedded_backbone_counts_equal_the_built_model_and_peft() -> None:
-    """Exact: the meta-device count equals the real tiny model; LoRA equals PEFT's own trainable count."""
+
+@pytest.mark.parametrize("overrides", [[], [PER_FAMILY]], ids=["one rank", "per-family ranks"])
+def test_embedded_backbone_counts_equal_the_built_model_and_peft(overrides: list[str]) -> None:
+    """Exact: the meta-device count equals the real tiny model; LoRA equals PEFT's own trainable count, also with a
+    rank per family; each family's adapters carry its rank and its scale alpha/r."""
     from peft import get_peft_model
 
-    from arabic_r1.moe_lora import lora_config
+    from arabic_r1.moe_lora import CoverageError, check_family_ranks, expert_patterns_quiet, lora_config
+    from arabic_r1.params import FamilyLora
     from arabic_r1.peft_compat import no_v4_moe_remap
     from arabic_r1.tiny_model import build_tiny_moe
 
-    params = load_params("smoke")
+    params = load_params("smoke", overrides)
     b = size_backbone(params)
     model, _ = build_tiny_moe(params.model.family, params.model.tiny)
     assert b.total_params == sum(p.numel() for p in model.parameters())
-    with no_v4_moe_remap(model):
+    with no_v4_moe_remap(model), expert_patterns_quiet():
         peft_model = get_peft_model(model, lora_config(model, params.train.lora))
     assert b.lora_params == sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    lora = params.train.lora
+    assert check_family_ranks(peft_model, lora) == lora.scales()
+    other = lora.model_copy(
+        update={"per_family": {"attention": FamilyLora(r=lora.rank_of("attention") + 1, alpha=3)}}
+    )
+    with pytest.raises(CoverageError, match=r"attention\): r=\d+"):  # a rank PEFT did not apply is caught
+        check_family_ranks(peft_model, other)
+    experts = {n: p for n, p in peft_model.named_parameters() if ".mlp.experts." in n and "lora_A" in n}
+    # fused expert weights: one lora_A of r x n_experts rows (PEFT's ParamWrapper), saved as such in the adapter
+    n_experts = params.model.tiny.num_experts
+    assert experts and {p.shape[0] for p in experts.values()} == {lora.rank_of("routed_experts") * n_experts}
+
+
+def test_unsloth_gets_the_same_lora_config_as_peft() -> None:
+    """Every argument derived for FastLanguageModel.get_peft_model is one it names or forwards to LoraConfig (read from
+    the pinned Unsloth source, not imported: importing Unsloth patches transformers for the whole process)."""
+    import ast
+    import importlib.util
+
+    from peft import LoraConfig
+
+    from arabic_r1.moe_lora import lora_config, unsloth_peft_kwargs
+    from arabic_r1.tiny_model import build_tiny_moe
+
+    spec = importlib.util.find_spec("unsloth")
+    if spec is None:
+        pytest.skip("unsloth is not installed (make install installs it --no-deps)")
+    src = Path(spec.origin).parent / "models" / "llama.py"
+    fn = next(n for n in ast.walk(ast.parse(src.read_text(encoding="utf-8")))
+              if isinstance(n, ast.FunctionDef) and n.name == "get_peft_model")  # fmt: skip
+    named = {a.arg for a in fn.args.args}
+    assert fn.args.kwarg is not None  # the rest goes to LoraConfig(**arguments)
+    params = load_params("smoke", [PER_FAMILY])
+    model, _ = build_tiny_moe(params.model.family, params.model.tiny)
+    cfg = lora_config(model, params.train.lora)
+    kwargs = unsloth_peft_kwargs(cfg)
+    assert set(kwargs) - named <= set(LoraConfig.__dataclass_fields__), set(kwargs) - named
+    rebuilt = LoraConfig(**kwargs, task_type="CAUSAL_LM")
+    for field in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "target_parameters", "lora_dropout"):
+        assert getattr(rebuilt, field) == getattr(cfg, field), field
 
 
 @pytest.mark.parametrize(
