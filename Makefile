@@ -23,7 +23,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 GPU_EXTRAS ?= gpu,deepspeed
 STAMP  := $(VENV)/.installed
 
-.PHONY: install reproduce test test-slow mutation quality lab doctor gpu-bundle clean slurm-up slurm-down slurm-status
+.PHONY: install reproduce test test-fast test-slow params-doc mutation quality lab doctor gpu-bundle clean slurm-up slurm-down slurm-status
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,16 @@ reproduce: install
 test: install
 	$(PY) -m pytest
 
+## The edit-test loop (< 3 min): the tests that build no smoke run, start no server, cluster or second process.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not gpu and not heavy"
+
 test-slow: install
 	$(PY) -m pytest -m slow
+
+## docs/params.md from the schema (tests/test_params_doc.py fails when it is stale).
+params-doc: install
+	$(PY) -m arabic_r1.params_doc
 
 ## Plant the listed bugs in phases 01-05 one at a time and run the tests that cover each (opt-in, ~10 min).
 mutation: install

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from arabic_r1.arabic_text import normalized_words
-from arabic_r1.benchmarks import AnswerKind, spec
+from arabic_r1.benchmarks import BENCHMARKS, AnswerKind
 from arabic_r1.cot import named_option, parse_trace
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params import VerifyParams
@@ -94,7 +94,9 @@ def audit(
     for o in outputs:
         t = as_trace(o, fmt)
         verdicts = verify_trace(t, vp)
-        parsed = reasoning_answer(o.text, o.labels, fmt, spec(o.benchmark).answers)[1] is None
+        spec = BENCHMARKS.get(o.benchmark)  # None for a teacher trace audited by its category
+        answers = spec.answers if spec else "labels"
+        parsed = reasoning_answer(o.text, o.labels, fmt, answers)[1] is None
         rows.append({"id": o.id, "benchmark": o.benchmark, "tokens": o.tokens, "verdicts": verdicts, PARSED: parsed,
                      TRUNCATED: o.truncated and not parsed, FOUR_PHASE: parsed and not t.parsed.problems})  # fmt: skip
     return rows

@@ -148,3 +148,15 @@ def server(tmp_path_factory):
     srv = ServedModel(save_tiny_moe(root / "tiny"), root / "home")
     yield srv
     srv.close()
+
+
+# `make test-fast` (-m "not heavy"): what builds a smoke run, starts a server, cluster, notebook or second process.
+HEAVY_FIXTURES = {"smoke_run", "server", "real_mirror"}
+HEAVY_FILES = {"test_kill.py", "test_ray.py", "test_train_ddp.py", "test_lab.py", "test_rendering.py",
+               "test_notebooks.py", "test_pipeline.py", "test_real_checkpoint.py", "test_slurm.py", "test_sweep.py"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.name in HEAVY_FILES or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.heavy)

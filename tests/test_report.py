@@ -135,9 +135,11 @@ def test_student_table_equals_the_audit_and_report_shows_both_models(report):
         for b, s in [*m["benchmarks"].items(), ("All benchmarks", m["overall"])]:
             row = table[TITLES.get(b, b)]
             assert float(row[f"{model}: four-phase (%)"]) == pytest.approx(100 * s["four_phase"], abs=1e-6)
+            # outputs cut off by the budget are counted apart from parse failures (their own column)
             assert float(row[f"{model}: parse failures (%)"]) == pytest.approx(
-                100 * (1 - s["parsed"]), abs=1e-6
+                100 * (1 - s["parsed"] - s["truncated"]), abs=1e-6
             )
+            assert float(row[f"{model}: truncated (%)"]) == pytest.approx(100 * s["truncated"], abs=1e-6)
             assert float(row[f"{model}: Arabic language (%)"]) == pytest.approx(
                 100 * s["pass_rate"]["language"], abs=1e-6
             )
