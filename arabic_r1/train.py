@@ -14,6 +14,10 @@ every global batch and records which examples it saw (``data_shards/rank<R>.json
 checkpoint to resume and writes the manifest, train log, checkpoints, adapter, merged model and reports. With the
 same global batch (per-device batch x processes x accumulation) and seed, the losses and adapter are the
 1-process run's (tests/test_train_ddp.py).
+
+This module is the phase driver; its parts are in sft_data.py (tokenized SFT examples, the loss mask),
+train_backends.py (Unsloth or transformers, the LoRA wrap, SFTConfig, the trainer), checkpoints.py (complete
+checkpoints, resume, on-time saves, data shards) and train_launch.py (ranks and the multi-process launch).
 """
 
 from __future__ import annotations
@@ -22,29 +26,26 @@ import argparse
 import contextlib
 import json
 import logging
-import os
-import re
 import resource
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arabic_r1.digests import file_digest, text_digest
-from arabic_r1.errors import ExplainedError
-from arabic_r1.jsonl import JsonlError, append_jsonl, read_jsonl, write_json_atomic, write_jsonl
+from arabic_r1.checkpoints import (
+    SHARDS_DIR,
+    ShardLog,
+    checkpoint_step,
+    finished,
+    load_finished,
+    resume_key,
+    resume_point,
+    save_on_time,
+)
+from arabic_r1.jsonl import append_jsonl, read_jsonl, write_json_atomic
 from arabic_r1.manifest import PhaseRun, base_model_path, start_phase, upstream_artifact
 from arabic_r1.model_loading import (
-    ModelLoadError,
-    config_dict,
-    load_plan,
-    quantization_of,
     write_adapter_provenance,
 )
 from arabic_r1.moe_lora import (
@@ -55,428 +56,30 @@ from arabic_r1.moe_lora import (
     coverage_of_adapter,
     coverage_of_model,
     expert_layout,
-    expert_patterns_quiet,
-    lora_config,
     lora_targets,
     merge_checked,
-    unsloth_peft_kwargs,
 )
-from arabic_r1.params import CONFIGS_DIR, LAUNCHER_CONFIGS, SFT_OWNED, Params
+from arabic_r1.params import LAUNCHER_CONFIGS, Params
 from arabic_r1.peft_compat import inference_config, no_v4_moe_remap
 from arabic_r1.progress import Progress
-from arabic_r1.run_owner import RUN_ENV, new_token, owned_command
+from arabic_r1.sft_data import (
+    Prepared,
+    check_chat_template,
+    load_sft_examples,
+    mask_example,
+    prepare,
+)
 from arabic_r1.tracking import finish_tracking, start_tracking
+from arabic_r1.train_backends import (
+    add_lora,
+    check_hardware_options,
+    load_model_and_tokenizer,
+    make_trainer,
+    sft_config,
+)
+from arabic_r1.train_launch import Ranks, barrier, check_world_size, from_rank0, launch, resolve_precision
 
 log = logging.getLogger(__name__)
-
-CUDA_ONLY_MOE_BACKENDS = ("grouped_mm", "unsloth_triton", "sonic_moe")
-
-
-class TrainSetupError(ExplainedError, ValueError):
-    """Bad input found before training starts (data, template, targets, hardware options, world size)."""
-
-
-class LaunchFailed(RuntimeError):
-    """A launched rank exited non-zero (the message names it), or the launcher itself failed."""
-
-
-# --------------------------------------------------------------------------------------------- ranks
-DIST_ENV = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "GROUP_RANK",
-)
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a launch, from what torchrun / accelerate set (RANK, LOCAL_RANK, WORLD_SIZE)."""
-
-    rank: int = 0
-    local: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
-
-
-def check_world_size(params: Params, ranks: Ranks) -> None:
-    """The launch started the processes the params ask for: a silent 1-process launch (``accelerate launch --cpu``,
-    a MULTI_CPU config) would otherwise train with a global batch ``train.processes`` times too small."""
-    t = params.train
-    if ranks.world != t.processes:
-        raise TrainSetupError(
-            f"train.launcher={t.launcher} asks for {t.processes} processes (train.num_gpus={t.num_gpus} x "
-            f"train.num_machines={t.num_machines}) but this one is one of WORLD_SIZE={ranks.world}: "
-            + ("start it through the phase (arabic-r1 run 04 / notebook 04), which launches them"
-               if ranks.world == 1 else "launch it with the command of arabic_r1.train.launch_command")
-        )  # fmt: skip
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op alone): the others wait here while rank 0 writes what they will read."""
-    if _distributed():
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def from_rank0(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (also a barrier): one decision, e.g. which checkpoint to resume."""
-    if not _distributed():
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value], from_process=0)[0]
-
-
-# ---------------------------------------------------------------------------------------------- data
-def load_sft_examples(path: Path) -> list[dict[str, Any]]:
-    """Verified traces (phase 03) or any chat dataset: JSONL rows with ``messages`` (+ optional lang, category)."""
-    try:
-        rows = read_jsonl(path)
-    except JsonlError as exc:
-        raise TrainSetupError(str(exc)) from None
-    for i, row in enumerate(rows):
-        msgs = row.get("messages")
-        if (
-            not isinstance(msgs, list)
-            or not all(isinstance(m, dict) for m in msgs)
-            or not any(m.get("role") == "assistant" for m in msgs)
-        ):
-            raise TrainSetupError(f"{path} record {i + 1}: expected 'messages' with an assistant turn")
-    if not rows:
-        raise TrainSetupError(f"{path}: the training set is empty (did phase 03 keep any trace?)")
-    return rows
-
-
-def check_chat_template(tokenizer: Any, source: str) -> None:
-    template = getattr(tokenizer, "chat_template", None) or ""
-    if "generation" not in template or not any(
-        tag in template
-        for tag in ("{% generation %}", "{%- generation %}", "{% generation -%}", "{%- generation -%}")
-    ):
-        raise TrainSetupError(
-            f"the chat template of {source} has no {{% generation %}} markers, so the loss cannot be limited to "
-            "assistant tokens; set train.chat_template to a template that has them (e.g. arabic_r1/resources/chat_template.jinja)"
-        )
-
-
-def assistant_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    return list(out["input_ids"]), list(out["assistant_masks"])
-
-
-def mask_example(tokenizer: Any, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """One example as runs of tokens with the same loss mask, each run decoded as a whole (a byte-level token alone
-    can be half a UTF-8 letter): ``[{"text", "tokens", "loss"}]``, for notebook 04 to show."""
-    ids, mask = assistant_mask(tokenizer, messages)
-    runs: list[tuple[bool, list[int]]] = []
-    for i, m in zip(ids, mask, strict=True):
-        if runs and runs[-1][0] == bool(m):
-            runs[-1][1].append(i)
-        else:
-            runs.append((bool(m), [i]))
-    return [{"text": tokenizer.decode(run), "tokens": len(run), "loss": loss} for loss, run in runs]
-
-
-@dataclass
-class Prepared:
-    examples: list[dict[str, Any]]
-    lengths: list[int]
-    assistant_tokens: list[int]
-    dropped_too_long: int
-    composition: dict[str, Any]
-
-
-def prepare(tokenizer: Any, rows: list[dict[str, Any]], max_length: int, params: Params) -> Prepared:
-    """Token counts and loss masks for every example; over-long ones are dropped (and counted), not truncated:
-    a truncated trace loses its answer."""
-    kept, lengths, answer_tokens, dropped = [], [], [], 0
-    for row in rows:
-        ids, mask = assistant_mask(tokenizer, row["messages"])
-        if sum(mask) == 0:
-            raise TrainSetupError(
-                f"example {row.get('id')}: no assistant tokens under the chat template's generation markers"
-            )
-        if len(ids) > max_length:
-            dropped += 1
-            continue
-        kept.append(row)
-        lengths.append(len(ids))
-        answer_tokens.append(sum(mask))
-    if not kept:
-        raise TrainSetupError(
-            f"all {len(rows)} examples are longer than model.max_seq_length={max_length} tokens"
-        )
-    if dropped:
-        log.warning(
-            "%d of %d examples are longer than %d tokens and were left out", dropped, len(rows), max_length
-        )
-    return Prepared(kept, lengths, answer_tokens, dropped, composition(kept, lengths, params))
-
-
-def composition(rows: list[dict[str, Any]], lengths: list[int], params: Params) -> dict[str, Any]:
-    """Achieved training tokens by language and category, next to the params targets."""
-    by_lang: Counter = Counter()
-    by_cat: Counter = Counter()
-    for row, n in zip(rows, lengths, strict=True):
-        by_lang[row.get("lang", "unknown")] += n
-        by_cat[row.get("category", "unknown")] += n
-    total = sum(lengths)
-    shares = params.data.category_shares
-    return {
-        "tokens": total,
-        "examples": len(rows),
-        "arabic_share": {"achieved": round(by_lang["ar"] / total, 4), "target": params.data.arabic_share},
-        "categories": {
-            c: {
-                "tokens": by_cat.get(c, 0),
-                "achieved": round(by_cat.get(c, 0) / total, 4),
-                "target": shares.get(c),
-            }
-            for c in sorted(set(by_cat) | set(shares))
-        },
-    }
-
-
-# --------------------------------------------------------------------------------------------- model
-def resolve_precision(params: Params) -> str:
-    import torch
-
-    p = params.train.precision
-    cuda = torch.cuda.is_available()
-    if p == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else ("fp16" if cuda else "fp32")
-    if p in ("bf16", "fp16") and not cuda:
-        log.warning("train.precision=%s on a CPU: training in fp32 instead", p)
-        return "fp32"
-    return p
-
-
-def check_hardware_options(params: Params) -> None:
-    """GPU-only options on a machine without one: an error, or an explicit logged fallback."""
-    import importlib.util
-
-    import torch
-
-    if params.model.load_in_4bit and (
-        not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None
-    ):
-        raise TrainSetupError(
-            "model.load_in_4bit needs a CUDA GPU and bitsandbytes; set model.load_in_4bit=false on this machine"
-        )
-    backend = params.train.unsloth_moe_backend
-    if (
-        params.train.backend == "unsloth"
-        and backend in CUDA_ONLY_MOE_BACKENDS
-        and not torch.cuda.is_available()
-    ):
-        log.warning("train.unsloth_moe_backend=%s needs a GPU: using native_torch on this CPU", backend)
-        os.environ["UNSLOTH_MOE_BACKEND"] = "native_torch"
-    elif params.train.backend == "unsloth" and backend != "auto":
-        os.environ["UNSLOTH_MOE_BACKEND"] = backend
-
-
-def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
-    """The base model and tokenizer through the chosen backend (Unsloth imported only when chosen)."""
-    import torch
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    if params.train.backend == "unsloth":
-        import unsloth  # noqa: F401  - patches transformers/TRL; must come before the model is built
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=model_path, max_seq_length=params.model.max_seq_length, dtype=dtype, revision=params.model.revision,
-            load_in_4bit=params.model.load_in_4bit, trust_remote_code=params.model.trust_remote_code,
-        )  # fmt: skip
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        m = params.model
-        try:
-            plan = load_plan("train", quantization_of(config_dict(model_path, m.revision)[0]), load_in_4bit=m.load_in_4bit,
-                             key="model.load_in_4bit", compute_dtype=str(dtype).removeprefix("torch."),
-                             cuda=torch.cuda.is_available(), local_rank=Ranks.from_env().local,
-                             placement="engine" if params.train.launcher in LAUNCHER_CONFIGS else "process")  # fmt: skip
-        except ModelLoadError as exc:
-            raise TrainSetupError(str(exc)) from None
-        for note in plan.notes:
-            log.info("%s: %s", model_path, note)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=m.trust_remote_code,
-                                                     revision=m.revision, **plan.kwargs)  # fmt: skip
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_path, trust_remote_code=params.model.trust_remote_code, revision=params.model.revision
-        )
-    if params.train.chat_template is not None:
-        tokenizer.chat_template = params.train.chat_template.read_text(encoding="utf-8")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-RESUME_KEY_FILE = "resume_key.json"
-
-
-def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str, str]:
-    """What a checkpoint is valid for: a notebook re-run after a change of LoRA rank, data or base model must not
-    resume the old optimizer state (the runner would re-run the phase; an interactive re-run reaches here too)."""
-
-    return {"params": params.section_hash("model", "train", "run.seed"), "examples": file_digest(examples_path),
-            "model": str(model_path)}  # fmt: skip
-
-
-RNG_STATE = "the random state (dropout, data order)"
-CHECKPOINT_FILES = {  # what Trainer writes into checkpoint-N (adapter first, trainer_state.json last); any one
-    # pattern of a row will do: DeepSpeed keeps the optimizer in global_step*/, FSDP in optimizer_0/. The random
-    # state is per rank: W > 1 ranks each write rng_state_R.pth, and every one is needed (rng_files)
-    "the LoRA weights": ("adapter_model.safetensors",),
-    "the LoRA config": ("adapter_config.json",),
-    "the optimizer state (without it a resume diverges from the uninterrupted run)": (
-        "optimizer.pt", "optimizer.bin", "global_step*", "optimizer_0"),
-    "the learning-rate schedule": ("scheduler.pt",),
-    RNG_STATE: ("rng_state.pth",),
-    "the step count and log history": ("trainer_state.json",),
-}  # fmt: skip
-
-
-def _torn(f: Path) -> str | None:
-    """Why a checkpoint file is cut short, read from its own index (safetensors header, torch's zip directory,
-    JSON) without loading a tensor; None when it reads."""
-    import zipfile
-
-    from safetensors import safe_open
-
-    if f.is_dir():
-        return None if any(f.iterdir()) else "is an empty folder"
-    if f.stat().st_size == 0:
-        return "is empty"
-    try:
-        if f.suffix == ".safetensors":
-            with safe_open(str(f), "pt") as st:
-                st.keys()
-        elif f.suffix in (".pt", ".pth", ".bin"):
-            if not zipfile.is_zipfile(f):
-                return "is cut short (no complete torch archive)"
-        elif f.name == "trainer_state.json":
-            if not isinstance(json.loads(f.read_text(encoding="utf-8")).get("global_step"), int):
-                return "has no global_step"
-        elif f.suffix == ".json":
-            json.loads(f.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file does not read
-        return f"does not read ({str(exc)[:100]})"
-    return None
-
-
-def rng_files(world_size: int) -> list[str]:
-    """The random-state files a checkpoint of ``world_size`` ranks holds: Trainer writes one per rank, each rank its
-    own, so rank 0's trainer_state.json can be on disk while a killed rank's file is not."""
-    return ["rng_state.pth"] if world_size == 1 else [f"rng_state_{r}.pth" for r in range(world_size)]
-
-
-def _required_files(world_size: int) -> list[tuple[str, tuple[str, ...]]]:
-    """(what, patterns) a complete checkpoint has, one file of each; the random state once per rank."""
-    rows = []
-    for what, patterns in CHECKPOINT_FILES.items():
-        rows += [(what, (f,)) for f in rng_files(world_size)] if what == RNG_STATE else [(what, patterns)]
-    return rows
-
-
-def checkpoint_problem(checkpoint: Path, world_size: int = 1) -> str | None:
-    """Why ``checkpoint`` cannot be resumed exactly by ``world_size`` ranks (a part missing or torn: a kill while
-    Trainer wrote it), or None when it is complete."""
-    for what, patterns in _required_files(world_size):
-        found = [f for pattern in patterns for f in sorted(checkpoint.glob(pattern))]
-        if not found:
-            return f"{patterns[0]} ({what}) is missing"
-        torn = _torn(found[0])
-        if torn:
-            return f"{found[0].name} ({what}) {torn}"
-    return None
-
-
-def checkpoint_step(checkpoint: str | Path | None) -> int:
-    """The step of ``checkpoint-N`` (0 for none: training from the start)."""
-    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
-
-
-def newest_complete_checkpoint(ckpt_dir: Path, world_size: int = 1) -> str | None:
-    """The newest ``checkpoint-N`` that ``world_size`` ranks resume exactly. Newer incomplete ones are moved aside to
-    ``broken-checkpoint-N`` (kept for inspection, never picked by a resume or by Trainer's rotation), saying why.
-    Under a launch, rank 0 alone calls this (it renames folders)."""
-    found = sorted(
-        (p for p in Path(ckpt_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=checkpoint_step,
-        reverse=True,
-    )
-    for ckpt in found:
-        problem = checkpoint_problem(ckpt, world_size)
-        if problem is None:
-            return str(ckpt)
-        aside = ckpt.with_name(f"broken-{ckpt.name}")
-        shutil.rmtree(aside, ignore_errors=True)
-        ckpt.rename(aside)
-        log.warning("checkpoint %s skipped (moved to %s): %s", ckpt.name, aside.name, problem)
-    return None
-
-
-def finished(checkpoint: str | Path) -> bool:
-    """The checkpoint is the last step of its schedule (Trainer would take one more step if resumed from it)."""
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    return state["global_step"] >= state["max_steps"] > 0
-
-
-def load_finished(trainer: Any, model: Any, checkpoint: str | Path) -> None:
-    """Adapter weights and trainer state of a finished checkpoint, without training."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import TrainerState
-
-    with no_v4_moe_remap(model):
-        set_peft_model_state_dict(model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    log.info("training already finished at %s: reusing it", Path(checkpoint).name)
-
-
-def add_lora(params: Params, model: Any):
-    """Wrap with LoRA (one config, both backends); returns the PEFT model."""
-    lora = params.train.lora
-    cfg = lora_config(model, lora)
-    for family, v in lora.scales().items():
-        log.info("LoRA %s: r=%d alpha=%g (update scale alpha/r = %g)", family, v["r"], v["alpha"], v["scale"])
-    with no_v4_moe_remap(model), expert_patterns_quiet():
-        if params.train.backend == "unsloth":
-            from unsloth import FastLanguageModel
-
-            checkpointing = "unsloth" if params.train.gradient_checkpointing else False
-            return FastLanguageModel.get_peft_model(
-                model,
-                **unsloth_peft_kwargs(cfg),
-                use_gradient_checkpointing=checkpointing,
-                random_state=params.run.seed,
-            )
-        from peft import get_peft_model
-
-        return get_peft_model(model, cfg)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -516,144 +119,12 @@ class TrainLog:
         self.callback = _Callback()
 
 
-def save_on_time(minutes: float):
-    """A TrainerCallback asking for a checkpoint once ``minutes`` of training passed since the last one, on top of
-    ``save_steps``: on a slow or busy machine, or a Colab session that disconnects, steps-based saving alone can
-    leave hours unsaved. Rank 0's clock decides for every rank (a save is collective under a launch)."""
-    from transformers import TrainerCallback
-
-    class _SaveOnTime(TrainerCallback):
-        def __init__(self):
-            self.last = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            due = time.monotonic() - self.last >= minutes * 60
-            if from_rank0(due):
-                control.should_save = True
-
-        def on_save(self, args, state, control, **kwargs):
-            self.last = time.monotonic()
-
-    return _SaveOnTime()
-
-
 def _peak_memory_mb() -> float:
     import torch
 
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-SHARDS_DIR = "data_shards"
-
-
-def example_digest(input_ids: Sequence[int]) -> str:
-    """One example as the model saw it (its token ids, padding stripped), comparable across ranks and runs."""
-    return text_digest(",".join(map(str, input_ids)))
-
-
-class ShardLog:
-    """Which examples this rank trained on: one JSON line per micro-batch, ``{"step", "examples": [digest]}``, in
-    ``data_shards/rank<R>.jsonl``; the proof that the ranks' shards are disjoint and together the dataset."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def keep_until(self, step: int) -> None:
-        """Forget the micro-batches after ``step`` (a resume from checkpoint-``step`` trains them again)."""
-        rows = read_jsonl(self.path, repair=True) if self.path.exists() else []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl(self.path, [r for r in rows if r["step"] <= step])
-
-    def record(self, step: int, inputs: dict[str, Any]) -> None:
-        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-        rows = ids if mask is None else [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
-        append_jsonl(self.path, [{"step": step, "examples": [example_digest(r.tolist()) for r in rows]}])
-
-
-def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
-    import torch
-    from trl import SFTConfig
-
-    t = params.train
-    owned = dict(
-        output_dir=str(out_dir / "checkpoints"), max_steps=t.max_steps or -1, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,  # <1: a ratio (transformers 5)
-        gradient_checkpointing=t.gradient_checkpointing and params.train.backend != "unsloth",
-        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=precision == "bf16", fp16=precision == "fp16",
-        assistant_only_loss=True, packing=t.packing, max_length=max_length, logging_steps=1,
-        save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=params.run.seed, data_seed=params.run.seed,
-        report_to=list(t.report_to) or "none", run_name=params.run.name or params.profile, dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", use_cpu=not torch.cuda.is_available(), disable_tqdm=not sys.stderr.isatty(),
-    )  # fmt: skip
-    assert owned.keys() == SFT_OWNED.keys(), "params.SFT_OWNED must list exactly the fields set here"
-    try:
-        return SFTConfig(**t.sft, **owned)
-    except (TypeError, ValueError) as exc:
-        raise TrainSetupError(
-            f"TRL's SFTConfig rejected the training arguments ({exc}); check train.sft {t.sft}"
-        ) from None
-
-
-def next_token_nll(logits: Any, labels: Any, num_items: Any = None) -> Any:
-    """Mean negative log-likelihood of each labelled token given the logits one position before it (labels
-    -100 are masked: prompt and padding); ``num_items``: the token count to divide by (the whole accumulated
-    batch's, as Trainer passes it), else this batch's labelled tokens."""
-    import torch
-
-    labels = labels[:, 1:]
-    logits = logits[:, :-1].float()
-    nll = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return nll / (num_items if num_items is not None else (labels != -100).sum().clamp(min=1))
-
-
-def make_trainer(shards: ShardLog | None = None, **kwargs):
-    """TRL's SFTTrainer; where its Triton loss kernel cannot run (no GPU, or no triton), the same token-level NLL
-    on assistant tokens is computed from the model's logits instead (TRL 1.15 has no CPU path of its own).
-    With ``shards``, every micro-batch this rank trains on is recorded there."""
-    import torch
-    from trl import SFTTrainer
-    from trl.trainer import utils as trl_utils
-
-    base = SFTTrainer if torch.cuda.is_available() and trl_utils._ChunkedLogProbFunction is not None else None
-
-    class PortableSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(
-                **{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-            )
-            loss = next_token_nll(outputs.logits, inputs["labels"], num_items_in_batch)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                # as in Trainer.compute_loss and TRL's: num_items_in_batch counts the tokens of every rank and DDP
-                # averages the ranks' gradients, so W ranks would otherwise step W times too short
-                loss = loss * self.accelerator.num_processes
-            return (loss, outputs) if return_outputs else loss
-
-        def _load_optimizer_and_scheduler(self, checkpoint):
-            # With world_size > 1 Trainer loads the optimizer state onto args.device, which accelerate names
-            # cpu:<local rank> on a CPU, and torch.load cannot map to that: on a CPU, load onto the one CPU device
-            if checkpoint is None or self.args.device.type != "cpu":
-                return super()._load_optimizer_and_scheduler(checkpoint)
-            ckpt = Path(checkpoint)
-            self.optimizer.load_state_dict(
-                torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-            )
-            self.lr_scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-
-    base = base or PortableSFTTrainer
-    if shards is None:
-        return base(**kwargs)
-
-    class RecordingTrainer(base):  # type: ignore[misc, valid-type]
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            shards.record(self.state.global_step + 1, inputs)
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    return RecordingTrainer(**kwargs)
 
 
 @dataclass
@@ -781,28 +252,6 @@ def full_parameters(trainer: Any):
     yield
 
 
-def resume_point(out_dir: Path, key: dict[str, str], world_size: int, resume: bool = True) -> str | None:
-    """The checkpoint to resume (rank 0 decides; it moves broken ones aside): the newest complete one made with the
-    same params, data and model, or None. The train log and shard records keep their rows up to the checkpoint:
-    the resumed steps append after them."""
-    ckpt_dir = out_dir / "checkpoints"
-    last = newest_complete_checkpoint(ckpt_dir, world_size) if resume and ckpt_dir.is_dir() else None
-    stamp = ckpt_dir / RESUME_KEY_FILE
-    if last is not None and (not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
-        log.warning("checkpoints in %s were made with other params or data: starting over", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
-        last = None
-    if last is None:
-        shutil.rmtree(out_dir / SHARDS_DIR, ignore_errors=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(stamp, key, indent=None)
-    train_log = out_dir / "train_log.jsonl"
-    step = checkpoint_step(last)
-    rows = read_jsonl(train_log, repair=True) if train_log.exists() else []
-    write_jsonl(train_log, [r for r in rows if r["step"] <= step])
-    return last
-
-
 def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, out_dir: Path, data: Prepared,
                  cov_model: dict[str, Any], experts: dict[str, Any], routing_before: dict[str, Any],
                  probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
@@ -881,86 +330,6 @@ def load_result(out_dir: Path) -> TrainResult:
     return TrainResult(out_dir, out_dir / "adapter", out_dir / "merged" if summary["merged"] else None, coverage["model"],
                        coverage["adapter"], read_jsonl(out_dir / "train_log.jsonl"), read("composition.json"),
                        read("routing.json"), read("loss_mask.json"), summary)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------- launch
-def launch_command(params: Params, run_dir: Path) -> list[str]:
-    """The ranks of ``python -m arabic_r1.train`` the params ask for: torchrun (DDP; ``--standalone`` on one
-    machine, a c10d rendezvous at ``$MASTER_ADDR:$MASTER_PORT`` across several) or ``accelerate launch`` with the
-    repo's DeepSpeed ZeRO-3 / FSDP config. Both through this interpreter (``-m``), so no PATH is assumed."""
-    t = params.train
-    if t.launcher == "single":
-        raise ValueError("train.launcher is 'single': train in-process, no launch needed")
-    if params.source_file is None:
-        raise ValueError("a multi-process launch needs params loaded from a file")
-    if t.launcher == "torchrun":
-        nodes = (["--standalone"] if t.num_machines == 1 else
-                 ["--rdzv-backend", "c10d", "--rdzv-endpoint", "$MASTER_ADDR:$MASTER_PORT", "--rdzv-id", run_dir.name])  # fmt: skip
-        cmd = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nnodes", str(t.num_machines),
-               "--nproc-per-node", str(t.num_gpus)]  # fmt: skip
-    else:
-        # the precision the Trainer uses, so the engine's agrees (DeepSpeed refuses "ds bf16.enabled=True vs hf bf16=False")
-        mixed = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(params), "no")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
-               "--num_processes", str(t.processes), "--num_machines", str(t.num_machines), "--mixed_precision", mixed]  # fmt: skip
-    cmd += ["-m", "arabic_r1.train", "--params", str(params.source_file), "--run-dir", str(run_dir)]
-    for item in params.overrides:
-        cmd += ["-o", item]
-    return cmd
-
-
-def launch(params: Params, run_dir: Path) -> None:
-    """Run :func:`launch_command` here, its output streamed to this process's stdout (the notebook's cell).
-
-    The launch is a sub-run owned by this process (:mod:`arabic_r1.run_owner`): its own token and watchdog, so the
-    ranks end when this process ends, however it ends (the runner ending the kernel included), or when it is
-    interrupted. A rank that exits non-zero makes torchrun stop the others; the error names that rank."""
-    t = params.train
-    cmd = launch_command(params, run_dir)
-    if t.num_machines > 1:
-        raise LaunchFailed(
-            f"train.num_machines={t.num_machines}: this process starts the ranks of its own machine only; run on "
-            f"every machine (e.g. srun, with MASTER_ADDR / MASTER_PORT set): {' '.join(cmd)}"
-        )
-    token = new_token()
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}  # a launch from a rank: a new world
-    env |= {RUN_ENV: token, "PYTHONUNBUFFERED": "1"}
-    log.info("launching %d ranks: %s", t.processes, " ".join(cmd))
-    proc = subprocess.Popen(owned_command(cmd, token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            text=True, encoding="utf-8", errors="replace", start_new_session=True)  # fmt: skip
-    tail: deque[str] = deque(maxlen=300)
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            sys.stdout.write(line)
-            tail.append(line)
-        rc = proc.wait()
-    except BaseException:  # an interrupt: the watchdog ends every process of the launch
-        proc.terminate()
-        proc.wait()
-        raise
-    sys.stdout.flush()
-    if rc != 0:
-        raise LaunchFailed(failure_message("".join(tail), rc, t.processes))
-
-
-ROOT_CAUSE = re.compile(
-    r"Root Cause.*?rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*exitcode\s*:\s*(-?\d+)(.*?)={8}", re.S
-)
-
-
-def failure_message(output: str, rc: int, world: int) -> str:
-    """Which rank failed, how, and its traceback, from the failure summary torchrun prints (accelerate launches
-    through it too); the lines of the launch otherwise."""
-    m = ROOT_CAUSE.search(output)
-    if m is None:
-        last = "".join(output.splitlines(keepends=True)[-20:])
-        return f"phase 04: the launch exited with code {rc} without naming a failed rank; its last output:\n{last}"
-    rank, local, code = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-    cause = re.search(r"traceback\s*:\s*(.*)", m.group(4), re.S)
-    return (f"phase 04: rank {rank} of {world} (local rank {local}) {how}; torchrun stopped the other ranks, and "
-            f"running the phase again resumes from its last complete checkpoint, if it has one. "
-            f"{cause.group(1).strip()[-2000:] if cause else ''}").rstrip()  # fmt: skip
 
 
 def run_moe_lora_sft(params: Params, phase: PhaseRun) -> TrainResult:

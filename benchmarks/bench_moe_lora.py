@@ -67,7 +67,7 @@ def one_run(model_dir: str, backend: str, steps: int, batch: int, seq: int, thre
     import torch
 
     from arabic_r1.params_loading import validate_params
-    from arabic_r1.train import add_lora, load_model_and_tokenizer
+    from arabic_r1.train_backends import add_lora, load_model_and_tokenizer
 
     if threads:
         torch.set_num_threads(threads)

@@ -217,7 +217,7 @@ def test_cuda_profile_on_a_cpu_machine_is_refused():
 def test_plan_reports_the_launch_layout_the_ranks_check(capsys):
     """Processes, machines, per-rank and global batch: read from the same params the launch command and every
     rank's world-size check read; CPU ranks share the cores (no speed-up), GPU ranks divide the time."""
-    from arabic_r1.train import launch_command
+    from arabic_r1.train_launch import launch_command
 
     two = ["train.launcher=torchrun", "train.num_gpus=2", "train.per_device_batch_size=1",
            "train.gradient_accumulation_steps=2"]  # fmt: skip

@@ -106,7 +106,7 @@ def test_its_own_chat_template_and_the_loss_mask_token_by_token(smollm2) -> None
     the system or user turns."""
     from transformers import AutoTokenizer
 
-    from arabic_r1.train import assistant_mask
+    from arabic_r1.sft_data import assistant_mask
 
     tok = AutoTokenizer.from_pretrained(smollm2["moe"])
     own = tok.apply_chat_template(CONVERSATION, tokenize=False)

@@ -61,8 +61,8 @@ def test_think_tag_outputs_pass_through_unchanged():
 
 def test_harmony_training_template_masks_exactly_the_assistant_channels():
     """TRL's assistant-only loss covers the analysis + final channels and nothing of the system/user turns."""
+    from arabic_r1.sft_data import assistant_mask, check_chat_template
     from arabic_r1.tiny_model import build_tiny_moe
-    from arabic_r1.train import assistant_mask, check_chat_template
 
     _, tok = build_tiny_moe("gpt_oss")
     tok.chat_template = (

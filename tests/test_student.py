@@ -67,7 +67,7 @@ def test_training_and_generation_build_the_same_prompt_tokens(smoke_run) -> None
     """A verified SFT example's tokens before its loss-bearing part are exactly the tokens phase 05 generates after."""
     from transformers import AutoTokenizer
 
-    from arabic_r1.train import assistant_mask
+    from arabic_r1.sft_data import assistant_mask
 
     _, params, _ = smoke_run
     run = params.run_dir

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from arabic_r1.checkpoints import checkpoint_problem
 from arabic_r1.moe_lora import (
     CoverageError,
     check_coverage,
@@ -29,7 +30,8 @@ from arabic_r1.params_loading import load_params, validate_params
 from arabic_r1.peft_compat import no_v4_moe_remap
 from arabic_r1.routing import probe_texts, recount_by_router, routing_counts
 from arabic_r1.tiny_model import build_tiny_moe, save_tiny_moe
-from arabic_r1.train import TrainSetupError, checkpoint_problem, launch_command, train_sft
+from arabic_r1.train import train_sft
+from arabic_r1.train_launch import TrainSetupError, launch_command
 
 FAMILY_TARGETS = {
     "deepseek_v3": ["attention", "routed_experts", "shared_experts", "dense_mlp"],
@@ -269,7 +271,8 @@ def test_a_merge_that_drops_the_expert_adapters_is_caught(setup) -> None:
 def test_assistant_only_labels_in_the_trainer_collator(setup) -> None:
     from datasets import Dataset
 
-    from arabic_r1.train import assistant_mask, load_model_and_tokenizer, make_trainer, sft_config
+    from arabic_r1.sft_data import assistant_mask
+    from arabic_r1.train_backends import load_model_and_tokenizer, make_trainer, sft_config
 
     root, model_dir, data, params_file = setup
     params = load_params(params_file)
@@ -356,7 +359,7 @@ def test_trackers_log_inside_the_phase_folder_and_sft_fields_reach_trl(
     the phase folder; train.sft: TRL fields the project does not map reach SFTConfig."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from arabic_r1.train import sft_config
+    from arabic_r1.train_backends import sft_config
 
     for var in ("WANDB_MODE", "WANDB_DIR", "TENSORBOARD_LOGGING_DIR"):
         monkeypatch.delenv(var, raising=False)
@@ -394,7 +397,7 @@ def test_sft_passthrough_names_unknown_and_owned_fields(setup) -> None:
     with pytest.raises(ParamsError, match=r"sft.learning_rate is set by arabic_r1 from train.learning_rate"):
         load_params(setup[3], ["train.sft.learning_rate=0.1"])
     with pytest.raises(TrainSetupError, match="TRL's SFTConfig rejected the training arguments"):
-        from arabic_r1.train import sft_config
+        from arabic_r1.train_backends import sft_config
 
         sft_config(
             load_params(setup[3], ["train.sft.lr_scheduler_kwargs=not-a-dict", "train.sft.optim=nope"]),
@@ -604,7 +607,7 @@ def test_a_broken_checkpoint_is_skipped_with_its_reason(
 
 def test_the_cpu_loss_is_next_token_cross_entropy_on_assistant_tokens() -> None:
     """Hand-computed: token t is predicted from the logits at t-1; masked (-100) tokens do not count."""
-    from arabic_r1.train import next_token_nll
+    from arabic_r1.train_backends import next_token_nll
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7)
@@ -622,7 +625,7 @@ def test_the_cpu_loss_is_next_token_cross_entropy_on_assistant_tokens() -> None:
 
 def test_composition_counts_tokens_not_rows() -> None:
     """Three Arabic rows of 5 tokens and one English row of 45: a quarter Arabic by tokens, three quarters by rows."""
-    from arabic_r1.train import composition
+    from arabic_r1.sft_data import composition
 
     rows = [{"lang": "ar", "category": "a"}] * 3 + [{"lang": "en", "category": "b"}]
     comp = composition(rows, [5, 5, 5, 45], load_params("smoke"))

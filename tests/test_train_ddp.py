@@ -2,7 +2,7 @@
 
 Tolerances (float32 on a CPU; the ranks' smaller per-device batches pad differently, which changes the matmul
 shapes and so the rounding, nothing else): per-step losses within 1e-5 relative, adapter tensors within 1e-5
-absolute (measured: see the README). The launch is :func:`arabic_r1.train.launch`, what notebook 04 runs.
+absolute (measured: see docs/scale_out.md). The launch is :func:`arabic_r1.train_launch.launch`, what notebook 04 runs.
 """
 
 from __future__ import annotations
@@ -20,21 +20,15 @@ import pytest
 import torch
 import yaml
 
+from arabic_r1.checkpoints import SHARDS_DIR, example_digest
 from arabic_r1.digests import json_digest, path_digest
 from arabic_r1.jsonl import write_json_atomic
 from arabic_r1.params_loading import load_params
 from arabic_r1.phases import find_phase
+from arabic_r1.sft_data import assistant_mask
 from arabic_r1.tiny_model import save_tiny_moe
-from arabic_r1.train import (
-    SHARDS_DIR,
-    LaunchFailed,
-    TrainSetupError,
-    assistant_mask,
-    example_digest,
-    launch,
-    main,
-    train_sft,
-)
+from arabic_r1.train import main, train_sft
+from arabic_r1.train_launch import LaunchFailed, TrainSetupError, launch
 
 LOSS_REL = 1e-5
 ADAPTER_ABS = 1e-4
@@ -274,7 +268,7 @@ def test_a_checkpoint_of_two_ranks_needs_each_ranks_random_state(one_process, tm
     rank's file is not: such a checkpoint is incomplete for 2 ranks and moved aside."""
     import shutil
 
-    from arabic_r1.train import checkpoint_problem, newest_complete_checkpoint
+    from arabic_r1.checkpoints import checkpoint_problem, newest_complete_checkpoint
 
     _, one_out = one_process
     ckpts = tmp_path / "checkpoints"
