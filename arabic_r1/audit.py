@@ -97,8 +97,17 @@ def audit(
         spec = BENCHMARKS.get(o.benchmark)  # None for a teacher trace audited by its category
         answers = spec.answers if spec else "labels"
         parsed = reasoning_answer(o.text, o.labels, fmt, answers)[1] is None
-        rows.append({"id": o.id, "benchmark": o.benchmark, "tokens": o.tokens, "verdicts": verdicts, PARSED: parsed,
-                     TRUNCATED: o.truncated and not parsed, FOUR_PHASE: parsed and not t.parsed.problems})  # fmt: skip
+        rows.append(
+            {
+                "id": o.id,
+                "benchmark": o.benchmark,
+                "tokens": o.tokens,
+                "verdicts": verdicts,
+                PARSED: parsed,
+                TRUNCATED: o.truncated and not parsed,
+                FOUR_PHASE: parsed and not t.parsed.problems,
+            }
+        )
     return rows
 
 
@@ -139,9 +148,15 @@ def audit_models(outputs: dict[str, list[Output]], vp: VerifyParams, fmt: Reason
         by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
             by_b[r["benchmark"]].append(r)
-        models[label] = {"overall": summarize(rows, checks), "benchmarks": {b: summarize(rs, checks) for b, rs in by_b.items()}}  # fmt: skip
-    return {"checks": checks, "thresholds": vp.model_dump(mode="json", exclude={"judge", "llm_judge", "morphology_cache"}),
-            "models": models}  # fmt: skip
+        models[label] = {
+            "overall": summarize(rows, checks),
+            "benchmarks": {b: summarize(rs, checks) for b, rs in by_b.items()},
+        }
+    return {
+        "checks": checks,
+        "thresholds": vp.model_dump(mode="json", exclude={"judge", "llm_judge", "morphology_cache"}),
+        "models": models,
+    }
 
 
 def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
@@ -166,8 +181,19 @@ def write_audit(audit_result: dict[str, Any], out_dir: Path) -> tuple[Path, Path
         for label, m in audit_result["models"].items():
             for b, s in [*m["benchmarks"].items(), ("all", m["overall"])]:
                 if s.get("n"):
-                    w.writerow({"model": label, "benchmark": b, "n": s["n"], PARSED: s[PARSED], TRUNCATED: s[TRUNCATED], FOUR_PHASE: s[FOUR_PHASE],
-                                "all_checks": s["all_checks"], **s["pass_rate"], "mean_output_tokens": s["mean_output_tokens"]})  # fmt: skip
+                    w.writerow(
+                        {
+                            "model": label,
+                            "benchmark": b,
+                            "n": s["n"],
+                            PARSED: s[PARSED],
+                            TRUNCATED: s[TRUNCATED],
+                            FOUR_PHASE: s[FOUR_PHASE],
+                            "all_checks": s["all_checks"],
+                            **s["pass_rate"],
+                            "mean_output_tokens": s["mean_output_tokens"],
+                        }
+                    )
     return out_dir / AUDIT_FILE, out_dir / AUDIT_CSV
 
 
@@ -182,14 +208,20 @@ BAR_PARSED, BAR_PARSED_EACH, BAR_FOUR_PHASE, BAR_BASE_FOUR_PHASE = 0.90, 0.75, 0
 def shortfalls(audit_result: dict[str, Any]) -> list[str]:
     """Every threshold the run misses, in words (empty: the student learned the format)."""
     ft, base = audit_result["models"]["finetuned"], audit_result["models"]["base"]
-    out = [f"{b}: {ft['benchmarks'].get(b, {}).get('n', 0)} reasoning prompts < 10" for b in MC
-           if ft["benchmarks"].get(b, {}).get("n", 0) < 10]  # fmt: skip
+    out = [
+        f"{b}: {ft['benchmarks'].get(b, {}).get('n', 0)} reasoning prompts < 10"
+        for b in MC
+        if ft["benchmarks"].get(b, {}).get("n", 0) < 10
+    ]
     if ft["overall"]["parsed"] < BAR_PARSED:
         out.append(
             f"fine-tuned names an option in {ft['overall']['parsed']:.0%} of its outputs < {BAR_PARSED:.0%}"
         )
-    out += [f"fine-tuned names an option in {ft['benchmarks'][b]['parsed']:.0%} of {b} < {BAR_PARSED_EACH:.0%}"
-            for b in MC if b in ft["benchmarks"] and ft["benchmarks"][b]["parsed"] < BAR_PARSED_EACH]  # fmt: skip
+    out += [
+        f"fine-tuned names an option in {ft['benchmarks'][b]['parsed']:.0%} of {b} < {BAR_PARSED_EACH:.0%}"
+        for b in MC
+        if b in ft["benchmarks"] and ft["benchmarks"][b]["parsed"] < BAR_PARSED_EACH
+    ]
     if ft["overall"]["four_phase"] < BAR_FOUR_PHASE:
         out.append(
             f"fine-tuned writes four phases + an answer in {ft['overall']['four_phase']:.0%} < {BAR_FOUR_PHASE:.0%}"

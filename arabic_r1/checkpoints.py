@@ -26,8 +26,11 @@ def resume_key(params: Params, examples_path: Path, model_path: str) -> dict[str
     """What a checkpoint is valid for: a notebook re-run after a change of LoRA rank, data or base model must not
     resume the old optimizer state (the runner would re-run the phase; an interactive re-run reaches here too)."""
 
-    return {"params": params.section_hash("model", "train", "run.seed"), "examples": file_digest(examples_path),
-            "model": str(model_path)}  # fmt: skip
+    return {
+        "params": params.section_hash("model", "train", "run.seed"),
+        "examples": file_digest(examples_path),
+        "model": str(model_path),
+    }
 
 
 RNG_STATE = "the random state (dropout, data order)"

@@ -120,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("action", choices=["show", "validate"])
     par.add_argument("file", nargs="?", default=None, help="profile name or YAML path (default: smoke)")
     par.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for cmd, handler in ((rep, cmd_reproduce), (swe, cmd_sweep), (run, cmd_run), (doc, cmd_doctor),
-                         (ben, cmd_benchmarks), (pla, cmd_plan), (pre, cmd_preflight), (par, cmd_params)):  # fmt: skip
+    for cmd, handler in (
+        (rep, cmd_reproduce),
+        (swe, cmd_sweep),
+        (run, cmd_run),
+        (doc, cmd_doctor),
+        (ben, cmd_benchmarks),
+        (pla, cmd_plan),
+        (pre, cmd_preflight),
+        (par, cmd_params),
+    ):
         cmd.set_defaults(handler=handler)
     return parser
 
@@ -196,8 +204,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from arabic_r1.sweep import parse_sets, run_sweep, sweep_file
 
     params = load_params(args.params, args.overrides)
-    runs = run_sweep(args.params, parse_sets(args.sets), args.overrides, name=args.name,
-                     notebooks_dir=args.notebooks or NOTEBOOKS_DIR)  # fmt: skip
+    runs = run_sweep(
+        args.params,
+        parse_sets(args.sets),
+        args.overrides,
+        name=args.name,
+        notebooks_dir=args.notebooks or NOTEBOOKS_DIR,
+    )
     for r in runs:
         reused = f" (reused {', '.join(r.reused)})" if r.reused else ""
         print(f"{r.name}: {' '.join(r.overrides)}{reused}")
@@ -210,9 +223,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from arabic_r1.pipeline import NOTEBOOKS_DIR, reproduce
 
-    summary = reproduce(load_params(args.params, args.overrides), force=args.force, only=args.only,
-                        start_from=args.start_from, notebooks_dir=args.notebooks or NOTEBOOKS_DIR,
-                        run_dir=args.run_dir)  # fmt: skip
+    summary = reproduce(
+        load_params(args.params, args.overrides),
+        force=args.force,
+        only=args.only,
+        start_from=args.start_from,
+        notebooks_dir=args.notebooks or NOTEBOOKS_DIR,
+        run_dir=args.run_dir,
+    )
     print(summary.table())
     return 0
 
@@ -220,8 +238,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from arabic_r1.pipeline import NOTEBOOKS_DIR, run_phase
 
-    summary = run_phase(load_params(args.params, args.overrides), args.phase,
-                        notebooks_dir=args.notebooks or NOTEBOOKS_DIR, run_dir=args.run_dir)  # fmt: skip
+    summary = run_phase(
+        load_params(args.params, args.overrides),
+        args.phase,
+        notebooks_dir=args.notebooks or NOTEBOOKS_DIR,
+        run_dir=args.run_dir,
+    )
     print(summary.table())
     return 0
 

@@ -77,8 +77,11 @@ def module_closure(roots: set[str]) -> set[Path]:
 def notebook_code(notebook: Path) -> list[str]:
     """The code cells' sources, in order."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb.get("cells", [])
-            if c.get("cell_type") == "code"]  # fmt: skip
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
+    ]
 
 
 def code_digests(slug: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, str]:

@@ -176,9 +176,22 @@ def complete_all(
             out[by_key[req.key]] = outcome
             return
         budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
-        cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": template_id, "sampling": sampling,
-                            "messages": req.messages, "text": outcome.text, "created_at": utc_now(),
-                            "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}})  # fmt: skip
+        cache.put(
+            req.key,
+            {
+                "key": req.key,
+                "teacher": teacher.teacher_id,
+                "template_version": template_id,
+                "sampling": sampling,
+                "messages": req.messages,
+                "text": outcome.text,
+                "created_at": utc_now(),
+                "usage": {
+                    "prompt_tokens": outcome.prompt_tokens,
+                    "completion_tokens": outcome.completion_tokens,
+                },
+            },
+        )
         out[by_key[req.key]] = outcome.text
 
     if pending:

@@ -139,11 +139,17 @@ def stage_pipelines(
         RejectFilter(exclusion_writer=excl("source_rows")),
         DeclaredLanguageFilter(exclusion_writer=excl("language")),
         ArabicQualityFilter(
-            min_doc_words=q.min_words, max_doc_words=q.max_words, min_avg_word_length=q.min_avg_word_length,
-            max_avg_word_length=q.max_avg_word_length, min_stop_words=q.min_stop_words, stop_words=sorted(STOP_WORDS),
-            max_non_alpha_words_ratio=q.max_non_alpha_words_ratio, language=tokenizer, exclusion_writer=excl("quality"),
+            min_doc_words=q.min_words,
+            max_doc_words=q.max_words,
+            min_avg_word_length=q.min_avg_word_length,
+            max_avg_word_length=q.max_avg_word_length,
+            min_stop_words=q.min_stop_words,
+            stop_words=sorted(STOP_WORDS),
+            max_non_alpha_words_ratio=q.max_non_alpha_words_ratio,
+            language=tokenizer,
+            exclusion_writer=excl("quality"),
         ),
-    ]  # fmt: skip
+    ]
     if q.repetition:
         filtering.append(PromptRepetitionFilter(language=tokenizer, exclusion_writer=excl("repetition")))
     filtering += [
@@ -297,14 +303,29 @@ def run_mixture(params: Params, phase_dir: Path, tokenizer_path: str) -> Mixture
             {s.name for s in data.sources if s.lang == cell.lang and s.category == cell.category}
         )
         cells.append(
-            {"lang": cell.lang, "category": cell.category, "target": target, "lo": sel.lo, "hi": sel.hi, "tokens": sel.tokens,
-             "items": len(chosen), "available_tokens": sel.available, "available_items": len(docs), "status": sel.status, "sources": sources}
-        )  # fmt: skip
+            {
+                "lang": cell.lang,
+                "category": cell.category,
+                "target": target,
+                "lo": sel.lo,
+                "hi": sel.hi,
+                "tokens": sel.tokens,
+                "items": len(chosen),
+                "available_tokens": sel.available,
+                "available_items": len(docs),
+                "status": sel.status,
+                "sources": sources,
+            }
+        )
     selected_ids = {d["id"] for d in pool}
     stats = _mixture_stats(params, targets, cells, candidates, removed, read_counts, selected_ids, timings)
-    decont = contamination_report(index, [
-        {"id": d["id"], "source": d["metadata"]["source"], **d["metadata"]["contamination"]} for d in removed["decontamination"]
-    ])  # fmt: skip
+    decont = contamination_report(
+        index,
+        [
+            {"id": d["id"], "source": d["metadata"]["source"], **d["metadata"]["contamination"]}
+            for d in removed["decontamination"]
+        ],
+    )
     dedup = _dedup_report(removed, candidates)
     filters = {step: _reasons(step, removed[step]) for step in STEPS}
 
@@ -330,10 +351,13 @@ def run_mixture(params: Params, phase_dir: Path, tokenizer_path: str) -> Mixture
     if short:
         msg = "; ".join(
             f"{c['lang']}/{c['category']}: target {c['target']} tokens (+-{data.budget_tolerance:.0%}), "
-            + (f"only {c['available_tokens']} available after filtering from {', '.join(c['sources']) or 'no source'} - source ran dry"
-               if c["status"] == "dry" else f"got {c['tokens']} (items too coarse to land in [{c['lo']}, {c['hi']}])")
+            + (
+                f"only {c['available_tokens']} available after filtering from {', '.join(c['sources']) or 'no source'} - source ran dry"
+                if c["status"] == "dry"
+                else f"got {c['tokens']} (items too coarse to land in [{c['lo']}, {c['hi']}])"
+            )
             for c in short
-        )  # fmt: skip
+        )
         if data.on_shortfall == "error":
             raise RuntimeError(
                 f"token budget not met ({len(short)} of {len(cells)} cells): {msg}. Reports in {phase_dir}"
@@ -347,8 +371,15 @@ def _write_pool(path: Path, pool: list[dict[str, Any]]) -> None:
     with tmp.open("w", encoding="utf-8") as f:
         for d in pool:
             m = d["metadata"]
-            row = {"id": d["id"], "text": d["text"], "lang": m["lang"], "category": m["category"], "source": m["source"],
-                   "n_tokens": m["n_tokens"], "answer": m.get("answer")}  # fmt: skip
+            row = {
+                "id": d["id"],
+                "text": d["text"],
+                "lang": m["lang"],
+                "category": m["category"],
+                "source": m["source"],
+                "n_tokens": m["n_tokens"],
+                "answer": m.get("answer"),
+            }
             if "messages" in m:
                 row["messages"] = m["messages"]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -371,10 +402,15 @@ def _dedup_report(
         if "minhash_cluster_id" in d["metadata"]
     }
     near = [
-        {"id": d["id"], "source": d["metadata"]["source"], "cluster": d["metadata"].get("minhash_cluster_id"),
-         "kept": kept_by_cluster.get(d["metadata"].get("minhash_cluster_id")), "text": d.get("text", "")[:200]}
+        {
+            "id": d["id"],
+            "source": d["metadata"]["source"],
+            "cluster": d["metadata"].get("minhash_cluster_id"),
+            "kept": kept_by_cluster.get(d["metadata"].get("minhash_cluster_id")),
+            "text": d.get("text", "")[:200],
+        }
         for d in removed["near_dedup"]
-    ]  # fmt: skip
+    ]
     survivors = {normalized_text(d["text"]): d["id"] for d in [*removed["near_dedup"], *candidates]}
     exact = [
         {

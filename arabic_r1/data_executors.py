@@ -20,8 +20,13 @@ def make_executor(
     data: DataParams, pipeline: list, tasks: int, logging_dir: Path, depends=None, name: str = "stage"
 ):
     """The datatrove executor chosen in params (Slurm and Ray are imported only when chosen)."""
-    common = dict(tasks=tasks, workers=min(data.workers, tasks), logging_dir=str(logging_dir), depends=depends,
-                  skip_completed=False)  # fmt: skip
+    common = dict(
+        tasks=tasks,
+        workers=min(data.workers, tasks),
+        logging_dir=str(logging_dir),
+        depends=depends,
+        skip_completed=False,
+    )
     if data.executor == "local":
         from datatrove.executor import LocalPipelineExecutor
 
@@ -32,16 +37,30 @@ def make_executor(
         s = data.slurm
         sbatch_args = {**({"account": s.account} if s.account else {}), **s.sbatch_args}
         return SlurmPipelineExecutor(
-            pipeline, **common, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
-            mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos or None, job_name=f"arabic_r1_{name}",
-            env_command=s.env_command, venv_path=None if s.env_command else _venv_activate(),
-            sbatch_args=sbatch_args, srun_args=s.srun_args or None, max_array_size=s.max_array_size,
+            pipeline,
+            **common,
+            time=s.time,
+            partition=s.partition,
+            cpus_per_task=s.cpus_per_task,
+            mem_per_cpu_gb=s.mem_per_cpu_gb,
+            qos=s.qos or None,
+            job_name=f"arabic_r1_{name}",
+            env_command=s.env_command,
+            venv_path=None if s.env_command else _venv_activate(),
+            sbatch_args=sbatch_args,
+            srun_args=s.srun_args or None,
+            max_array_size=s.max_array_size,
             job_id_retriever=SlurmJobRecorder(),
-        )  # fmt: skip
+        )
     from datatrove.executor import RayPipelineExecutor  # ray itself is imported when the stage runs
 
-    return RayPipelineExecutor(pipeline, **common, cpus_per_task=data.ray.cpus_per_task,
-                               mem_per_cpu_gb=data.ray.mem_per_cpu_gb, tasks_per_job=data.ray.tasks_per_job)  # fmt: skip
+    return RayPipelineExecutor(
+        pipeline,
+        **common,
+        cpus_per_task=data.ray.cpus_per_task,
+        mem_per_cpu_gb=data.ray.mem_per_cpu_gb,
+        tasks_per_job=data.ray.tasks_per_job,
+    )
 
 
 def _venv_activate() -> str | None:

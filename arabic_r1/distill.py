@@ -85,12 +85,27 @@ def _trace_record(
     mc = item.get("answer") is not None and gold_index(item.get("answer")) is not None
     choice = named_option(parsed.answer, gold_labels(item.get("answer"), item["lang"])) if mc else None
     return {
-        "prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "source": item.get("source"),
-        "gold": item.get("answer"), "multiple_choice": mc, "messages": req.messages, "teacher": teacher_id,
-        "backend": p.backend, "template_version": p.template_version, "sampling": sampling_of(p), "cache_key": req.key,
-        "cached": cached, "status": "ok", "raw_text": text, "parsed": parsed.to_dict(), "choice": choice,
-        "gold_match": (choice == gold_index(item.get("answer"))) if mc else None, "usage": usage, "created_at": utc_now(),
-    }  # fmt: skip
+        "prompt_id": item["id"],
+        "lang": item["lang"],
+        "category": item["category"],
+        "source": item.get("source"),
+        "gold": item.get("answer"),
+        "multiple_choice": mc,
+        "messages": req.messages,
+        "teacher": teacher_id,
+        "backend": p.backend,
+        "template_version": p.template_version,
+        "sampling": sampling_of(p),
+        "cache_key": req.key,
+        "cached": cached,
+        "status": "ok",
+        "raw_text": text,
+        "parsed": parsed.to_dict(),
+        "choice": choice,
+        "gold_match": (choice == gold_index(item.get("answer"))) if mc else None,
+        "usage": usage,
+        "created_at": utc_now(),
+    }
 
 
 def _cost(p: DistillParams, prompt_tokens: int, completion_tokens: int) -> float:
@@ -155,17 +170,44 @@ def distill(params: Params, pool_path: Path, out_dir: Path, base_model: str | No
                 budget.settle(req, 0)
                 failures[outcome.kind] += 1
                 run_usage["retries"] += max(outcome.attempts - 1, 0)
-                traces.append({"prompt_id": item["id"], "lang": item["lang"], "category": item["category"], "status": "error",
-                               "error_kind": outcome.kind, "error": str(outcome), "cache_key": req.key, "created_at": utc_now()})  # fmt: skip
+                traces.append(
+                    {
+                        "prompt_id": item["id"],
+                        "lang": item["lang"],
+                        "category": item["category"],
+                        "status": "error",
+                        "error_kind": outcome.kind,
+                        "error": str(outcome),
+                        "cache_key": req.key,
+                        "created_at": utc_now(),
+                    }
+                )
                 bar.update(failed=sum(failures.values()))
                 return
-            usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-                     "latency_s": outcome.latency_s, "attempts": outcome.attempts, "finish_reason": outcome.finish_reason,
-                     "cost_usd": _cost(p, outcome.prompt_tokens, outcome.completion_tokens)}  # fmt: skip
-            cache.put(req.key, {"key": req.key, "teacher": teacher.teacher_id, "template_version": p.template_version,
-                                "sampling": sampling, "messages": req.messages, "text": outcome.text,
-                                "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "latency_s", "finish_reason")},
-                                "created_at": utc_now()})  # fmt: skip
+            usage = {
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "latency_s": outcome.latency_s,
+                "attempts": outcome.attempts,
+                "finish_reason": outcome.finish_reason,
+                "cost_usd": _cost(p, outcome.prompt_tokens, outcome.completion_tokens),
+            }
+            cache.put(
+                req.key,
+                {
+                    "key": req.key,
+                    "teacher": teacher.teacher_id,
+                    "template_version": p.template_version,
+                    "sampling": sampling,
+                    "messages": req.messages,
+                    "text": outcome.text,
+                    "usage": {
+                        k: usage[k]
+                        for k in ("prompt_tokens", "completion_tokens", "latency_s", "finish_reason")
+                    },
+                    "created_at": utc_now(),
+                },
+            )
             budget.settle(req, outcome.prompt_tokens + outcome.completion_tokens)
             run_usage["prompt_tokens"] += outcome.prompt_tokens
             run_usage["completion_tokens"] += outcome.completion_tokens
@@ -251,7 +293,7 @@ def summarize(
             "p95": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 3),
         }
         if lat
-        else None,  # fmt: skip
+        else None,
         "by_language_category": {lang: dict(c) for lang, c in by_cell.items()},
         "parse_problems": dict(problems),
         "well_formed": sum(1 for r in ok if not r["parsed"]["problems"]),
@@ -273,9 +315,18 @@ def write_cache_pack(p: DistillParams, responses: list[tuple[dict[str, Any], str
         mc = gold_index(item.get("answer")) is not None
         messages = teacher_messages(item["text"], item["lang"], p.template_version, mc, item.get("messages"))
         key = cache_key(p.teacher, p.template_version, messages, sampling)
-        entries.append({"key": key, "teacher": p.teacher, "template_version": p.template_version, "sampling": sampling,
-                        "messages": messages, "text": text, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0},
-                        "prompt_id": item["id"]})  # fmt: skip
+        entries.append(
+            {
+                "key": key,
+                "teacher": p.teacher,
+                "template_version": p.template_version,
+                "sampling": sampling,
+                "messages": messages,
+                "text": text,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0},
+                "prompt_id": item["id"],
+            }
+        )
     write_jsonl(path, entries)
     return path
 

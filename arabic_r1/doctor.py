@@ -191,8 +191,14 @@ def check_profile_packages(params: Params) -> list[Check]:
         if need.dist == "unsloth":
             continue
         problem = installed_problem(need.dist)
-        rows.append(Check(need.dist, "fail" if problem else "ok", problem or _version(need.dist) or "",
-                          f"needed by {need.why}" if problem else ""))  # fmt: skip
+        rows.append(
+            Check(
+                need.dist,
+                "fail" if problem else "ok",
+                problem or _version(need.dist) or "",
+                f"needed by {need.why}" if problem else "",
+            )
+        )
     return rows or [Check("profile packages", "ok", "nothing beyond the base install")]
 
 

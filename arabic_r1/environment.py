@@ -64,8 +64,11 @@ def run_environment(params: Params, phase: PhaseRun) -> tuple[list[Check], dict[
         outputs["base_model"] = model_dir
     elif params.model.bf16_copy:
         model_dir = bf16_copy(params, phase.dir / BASE_MODEL_DIR)
-        env["base_model"] = {"bf16_copy_of": params.model.name_or_path, "revision": params.model.revision,
-                             "path": str(model_dir)}  # fmt: skip
+        env["base_model"] = {
+            "bf16_copy_of": params.model.name_or_path,
+            "revision": params.model.revision,
+            "path": str(model_dir),
+        }
         outputs["base_model"] = model_dir
     else:  # a reference file, so later phases still have one input to depend on
         ref = {
@@ -111,25 +114,35 @@ def backbone_frame(params: Params, env: dict[str, Any]) -> Any:
 
     bm = env["base_model"]
     if not isinstance(bm, dict):
-        rows = {"model": bm, "revision": params.model.revision or "main", "family": params.model.family,
-                "loaded by": "phases 02-05 (from the hub or the folder; nothing downloaded here)"}  # fmt: skip
+        rows = {
+            "model": bm,
+            "revision": params.model.revision or "main",
+            "family": params.model.family,
+            "loaded by": "phases 02-05 (from the hub or the folder; nothing downloaded here)",
+        }
     elif "bf16_copy_of" in bm:
-        rows = {"model": f"{bm['bf16_copy_of']} (FP8) as a bf16 copy", "revision": bm["revision"] or "main",
-                "family": params.model.family, "folder": params.shown(bm["path"]),
-                "loaded by": "phases 04-05 (transformers can neither train FP8 nor dequantize it correctly)"}  # fmt: skip
+        rows = {
+            "model": f"{bm['bf16_copy_of']} (FP8) as a bf16 copy",
+            "revision": bm["revision"] or "main",
+            "family": params.model.family,
+            "folder": params.shown(bm["path"]),
+            "loaded by": "phases 04-05 (transformers can neither train FP8 nor dequantize it correctly)",
+        }
     else:
         info, shape = bm["embedded"], bm["embedded"]["shape"]
         rows = {
             "model": f"embedded tiny {info['family']} MoE, {info['parameters']:,} parameters",
             "layers / hidden": f"{shape['num_layers']} / {shape['hidden_size']} "
-                               f"({shape.get('dense_layers', 0)} dense first)",
+            f"({shape.get('dense_layers', 0)} dense first)",
             "experts": f"{shape['num_experts']} routed, top-{shape['experts_per_token']}, "
-                       f"{shape.get('shared_experts', 0)} shared",
+            f"{shape.get('shared_experts', 0)} shared",
             "tokenizer": f"byte-level BPE, {info.get('vocab_size', shape['vocab_size']):,} tokens",
             "folder": params.shown(bm["path"]),
-        }  # fmt: skip
+        }
         if "pretrain" in info:
             pt = info["pretrain"]
-            rows["pre-training"] = (f"{pt['steps']} steps on {pt['corpus_tokens']:,} tokens, "
-                                    f"loss {pt['first_loss']:.2f} → {pt['last_loss']:.2f}")  # fmt: skip
+            rows["pre-training"] = (
+                f"{pt['steps']} steps on {pt['corpus_tokens']:,} tokens, "
+                f"loss {pt['first_loss']:.2f} → {pt['last_loss']:.2f}"
+            )
     return pd.DataFrame({"value": rows})

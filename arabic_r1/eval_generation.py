@@ -52,8 +52,13 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
             )
         from vllm import LLM, SamplingParams
 
-        llm = LLM(model=model_path, dtype=dtype, tensor_parallel_size=ep.tensor_parallel_size,
-                  gpu_memory_utilization=ep.gpu_memory_utilization, quantization=ep.quantization)  # fmt: skip
+        llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            tensor_parallel_size=ep.tensor_parallel_size,
+            gpu_memory_utilization=ep.gpu_memory_utilization,
+            quantization=ep.quantization,
+        )
 
         def generate_vllm(prompts: list[str], max_new_tokens: int) -> list[Generation]:
             chats = [[{"role": "user", "content": p}] for p in prompts]
@@ -191,13 +196,26 @@ def run_reasoning(
                 correct += choice == gold
                 truncated += cut
                 failures += failure is not None and not cut
-                row = {"task": c.name, "id": d.id, "output": g.text, "choice": choice, "gold": gold, "failure": failure,
-                       "truncated": g.truncated, "labels": list(d.choices), "query": d.query,
-                       "tokens": count_tokens(g.text) if count_tokens else None}  # fmt: skip
+                row = {
+                    "task": c.name,
+                    "id": d.id,
+                    "output": g.text,
+                    "choice": choice,
+                    "gold": gold,
+                    "failure": failure,
+                    "truncated": g.truncated,
+                    "labels": list(d.choices),
+                    "query": d.query,
+                    "tokens": count_tokens(g.text) if count_tokens else None,
+                }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n = max(len(docs), 1)
-            out[c.name] = {"accuracy": correct / n, "parse_failure_rate": failures / n, "truncated_rate": truncated / n,
-                           "n": len(docs)}  # fmt: skip
+            out[c.name] = {
+                "accuracy": correct / n,
+                "parse_failure_rate": failures / n,
+                "truncated_rate": truncated / n,
+                "n": len(docs),
+            }
     return out
 
 
@@ -207,8 +225,17 @@ def read_outputs(details_path: Path) -> list[Output]:
     for r in read_jsonl(details_path):
         labels = tuple(r["labels"])
         gold = labels[r["gold"]] if isinstance(r["gold"], int) and 0 <= r["gold"] < len(labels) else None
-        outs.append(Output(str(r["id"]), benchmark_of(r["task"]), r["output"], gold, labels, tokens=r.get("tokens"),
-                           truncated=bool(r.get("truncated"))))  # fmt: skip
+        outs.append(
+            Output(
+                str(r["id"]),
+                benchmark_of(r["task"]),
+                r["output"],
+                gold,
+                labels,
+                tokens=r.get("tokens"),
+                truncated=bool(r.get("truncated")),
+            )
+        )
     return outs
 
 
@@ -265,8 +292,13 @@ def run_alrage(
                 + "\n"
             )
     n = max(len(docs), 1)
-    return {"score": sum(scores) / n, "n": len(docs), "unparseable": unparseable, "judge_errors": errors,
-            "judge": f"{judge.backend}:{_judge_name(judge.teacher)}"}  # fmt: skip
+    return {
+        "score": sum(scores) / n,
+        "n": len(docs),
+        "unparseable": unparseable,
+        "judge_errors": errors,
+        "judge": f"{judge.backend}:{_judge_name(judge.teacher)}",
+    }
 
 
 def _judge_name(teacher: str) -> str:

@@ -83,8 +83,15 @@ def load_causal_lm(model_path: str, ep: EvalParams, dtype: str) -> Any:
             check_adapter_loader(Path(model_path), ep.backend)
         if ep.backend == "unsloth":
             return load_with_unsloth(model_path, ep, dtype)
-        plan = load_plan("eval", quantization_of(config_dict(base or model_path)[0]), load_in_4bit=ep.load_in_4bit,
-                         key="eval.load_in_4bit", compute_dtype=dtype, cuda=torch.cuda.is_available(), placement="spread")  # fmt: skip
+        plan = load_plan(
+            "eval",
+            quantization_of(config_dict(base or model_path)[0]),
+            load_in_4bit=ep.load_in_4bit,
+            key="eval.load_in_4bit",
+            compute_dtype=dtype,
+            cuda=torch.cuda.is_available(),
+            placement="spread",
+        )
     except ModelLoadError as exc:
         raise EvalSetupError(str(exc)) from None
     for note in plan.notes:
@@ -114,8 +121,9 @@ def load_with_unsloth(model_path: str, ep: EvalParams, dtype: str) -> Any:
     import unsloth  # noqa: F401  - before anything it patches is used
     from unsloth import FastLanguageModel
 
-    model, _ = FastLanguageModel.from_pretrained(model_name=model_path, dtype=getattr(torch, dtype),
-                                                 load_in_4bit=ep.load_in_4bit)  # fmt: skip
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=model_path, dtype=getattr(torch, dtype), load_in_4bit=ep.load_in_4bit
+    )
     FastLanguageModel.for_inference(model)
     inference_config(model)
     return model
@@ -143,9 +151,15 @@ def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: st
     template = CHAT_TEMPLATE_OVERRIDE[
         ep.loglikelihood_chat_template
     ]  # lighteval's field refuses an explicit None
-    mc = TransformersModelConfig(model_name=model_label(model_path), tokenizer=model_path, batch_size=ep.batch_size,
-                                 dtype=dtype, device=device, cache_dir=cache_dir,
-                                 **({} if template is None else {"override_chat_template": template}))  # fmt: skip
+    mc = TransformersModelConfig(
+        model_name=model_label(model_path),
+        tokenizer=model_path,
+        batch_size=ep.batch_size,
+        dtype=dtype,
+        device=device,
+        cache_dir=cache_dir,
+        **({} if template is None else {"override_chat_template": template}),
+    )
     return TransformersModel.from_model(model=load_causal_lm(model_path, ep, dtype), config=mc)
 
 

@@ -20,16 +20,24 @@ def scores_table(scores_csv: Path):
         b: i for i, b in enumerate([*BENCHMARKS, "average", "lighteval all"])
     }  # the registry's order
     df["order"] = df["benchmark"].map(row_order).fillna(len(row_order))
-    df["metric order"] = df["metric"].map(lambda m: next((i for i, p in enumerate(_METRIC_ORDER) if m.startswith(p)),
-                                                          len(_METRIC_ORDER)))  # fmt: skip
+    df["metric order"] = df["metric"].map(
+        lambda m: next((i for i, p in enumerate(_METRIC_ORDER) if m.startswith(p)), len(_METRIC_ORDER))
+    )
     df["benchmark"] = df["benchmark"].map(lambda b: BENCHMARKS[b].title if b in BENCHMARKS else b)
-    wide = df.pivot_table(index=["order", "metric order", "benchmark", "metric"], columns="model", values="value",
-                          aggfunc="first").droplevel(["order", "metric order"])  # fmt: skip
+    wide = df.pivot_table(
+        index=["order", "metric order", "benchmark", "metric"],
+        columns="model",
+        values="value",
+        aggfunc="first",
+    ).droplevel(["order", "metric order"])
     wide.columns.name = None
     if {"base", "finetuned"} <= set(wide.columns):
         wide["finetuned − base"] = wide["finetuned"] - wide["base"]
-    return table(wide, "Scores as fractions (1.0 = every item right); the judge of ALRAGE is named in scores.csv",
-                 max_rows=None)  # fmt: skip
+    return table(
+        wide,
+        "Scores as fractions (1.0 = every item right); the judge of ALRAGE is named in scores.csv",
+        max_rows=None,
+    )
 
 
 def subsets_table(subset_csv: Path):
@@ -84,9 +92,21 @@ def audit_table(audit_json: Path):
     for model, m in audit["models"].items():
         for b, s in [*m["benchmarks"].items(), ("all", m["overall"])]:
             if s.get("n"):
-                rows.append({"model": model, "benchmark": BENCHMARKS[b].title if b in BENCHMARKS else b, "n": s["n"],
-                             "names an option": s["parsed"], "cut off by the budget": s.get("truncated", 0.0),
-                             "four-phase": s["four_phase"], "all checks": s["all_checks"],
-                             **s["pass_rate"], "mean output tokens": s["mean_output_tokens"]})  # fmt: skip
-    return table(pd.DataFrame(rows).set_index(["model", "benchmark"]),
-                 "Share of each model's reasoning outputs that pass (1.0 = all); n = outputs judged", max_rows=None)  # fmt: skip
+                rows.append(
+                    {
+                        "model": model,
+                        "benchmark": BENCHMARKS[b].title if b in BENCHMARKS else b,
+                        "n": s["n"],
+                        "names an option": s["parsed"],
+                        "cut off by the budget": s.get("truncated", 0.0),
+                        "four-phase": s["four_phase"],
+                        "all checks": s["all_checks"],
+                        **s["pass_rate"],
+                        "mean output tokens": s["mean_output_tokens"],
+                    }
+                )
+    return table(
+        pd.DataFrame(rows).set_index(["model", "benchmark"]),
+        "Share of each model's reasoning outputs that pass (1.0 = all); n = outputs judged",
+        max_rows=None,
+    )

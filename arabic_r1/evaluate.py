@@ -126,16 +126,28 @@ def _evaluate_model(
 
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             t0 = time.monotonic()
-            per_task = run_reasoning(generate, mc_configs, ep, out_dir / f"reasoning_{label}.jsonl", reasoning_format,
-                                     lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))  # fmt: skip
+            per_task = run_reasoning(
+                generate,
+                mc_configs,
+                ep,
+                out_dir / f"reasoning_{label}.jsonl",
+                reasoning_format,
+                lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+            )
             ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
             by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for task, r in per_task.items():
                 by_b[benchmark_of(task)].append(r)
-            ms.reasoning = {b: {"accuracy": sum(r["accuracy"] for r in rs) / len(rs),
-                                **{rate: sum(r[rate] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)
-                                   for rate in ("parse_failure_rate", "truncated_rate")}}
-                            for b, rs in by_b.items()}  # fmt: skip
+            ms.reasoning = {
+                b: {
+                    "accuracy": sum(r["accuracy"] for r in rs) / len(rs),
+                    **{
+                        rate: sum(r[rate] * r["n"] for r in rs) / max(sum(r["n"] for r in rs), 1)
+                        for rate in ("parse_failure_rate", "truncated_rate")
+                    },
+                }
+                for b, rs in by_b.items()
+            }
         if judged_config is not None:
             t0 = time.monotonic()
             ms.judged = {
@@ -290,8 +302,11 @@ def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
     audit_files: dict[str, Path] = {}
     if details:  # the student's own traces, through phase 03's checks
         with morphology_cache(params.verify.morphology_cache):
-            result = audit_models({label: read_outputs(p) for label, p in details.items()}, params.verify,
-                                  params.model.reasoning_format)  # fmt: skip
+            result = audit_models(
+                {label: read_outputs(p) for label, p in details.items()},
+                params.verify,
+                params.model.reasoning_format,
+            )
         audit_files = dict(
             zip(("student_audit", "student_audit_csv"), write_audit(result, phase.dir), strict=True)
         )
@@ -310,6 +325,6 @@ def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
             "benchmark_digests": mirror_digests(params.eval.mirror_dir, params.eval.benchmarks)
             if params.eval.source == "mirror"
             else {},
-        },  # fmt: skip
+        },
     )
     return EvalResult(models, phase.dir / SCORES_FILE, w)

@@ -142,8 +142,10 @@ def _declared_upstream(reader: str, spec: str, phases: tuple[Phase, ...]) -> Pha
 def _completed_outputs(run_dir: Path, reader: str, upstream: Phase, needed: str) -> dict[str, Path]:
     m = completed_manifest(run_dir, upstream)
     if m is None:
-        raise PhaseError(f"phase {reader} needs {needed} of phase {upstream.slug}, which has not completed "
-                         f"in {run_dir}: run phase {upstream.number} first")  # fmt: skip
+        raise PhaseError(
+            f"phase {reader} needs {needed} of phase {upstream.slug}, which has not completed "
+            f"in {run_dir}: run phase {upstream.number} first"
+        )
     return {k: Path(run_dir) / v["path"] for k, v in m.get("outputs", {}).items()}
 
 
@@ -163,8 +165,10 @@ def upstream_artifact(run_dir: Path, reader: str, spec: str, phases: tuple[Phase
     output = spec.partition("/")[2]
     outputs = _completed_outputs(run_dir, reader, upstream, f"output '{output}'")
     if output not in outputs:
-        raise PhaseError(f"phase {reader} needs output '{output}' of phase {upstream.slug}, which its manifest in "
-                         f"{run_dir} does not list: re-run that phase")  # fmt: skip
+        raise PhaseError(
+            f"phase {reader} needs output '{output}' of phase {upstream.slug}, which its manifest in "
+            f"{run_dir} does not list: re-run that phase"
+        )
     return outputs[output]
 
 

@@ -21,19 +21,33 @@ def composition_frame(stats: dict[str, Any]):
     for cat in cats:
         cells = {c["lang"]: c for c in stats["cells"] if c["category"] == cat}
         ar, en = cells.get("ar", {}).get("tokens", 0), cells.get("en", {}).get("tokens", 0)
-        rows.append({
-            "category": CATEGORY_LABELS.get(cat, cat),
-            "ar tokens": ar, "en tokens": en, "tokens": ar + en, "share (%)": round(100 * (ar + en) / total, 2),
-            "target (%)": round(100 * sum(c["target"] for c in cells.values()) / stats["token_budget"], 2),
-            "paper tokens (M)": paper.get(cat),
-            "paper share (%)": round(100 * paper[cat] / paper_total, 2) if cat in paper else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "category": CATEGORY_LABELS.get(cat, cat),
+                "ar tokens": ar,
+                "en tokens": en,
+                "tokens": ar + en,
+                "share (%)": round(100 * (ar + en) / total, 2),
+                "target (%)": round(
+                    100 * sum(c["target"] for c in cells.values()) / stats["token_budget"], 2
+                ),
+                "paper tokens (M)": paper.get(cat),
+                "paper share (%)": round(100 * paper[cat] / paper_total, 2) if cat in paper else None,
+            }
+        )
     ar_total = sum(r["ar tokens"] for r in rows)
-    rows.append({
-        "category": "Total", "ar tokens": ar_total, "en tokens": total - ar_total if stats["tokens"] else 0,
-        "tokens": stats["tokens"], "share (%)": 100.0, "target (%)": 100.0, "paper tokens (M)": paper_total,
-        "paper share (%)": 100.0,
-    })  # fmt: skip
+    rows.append(
+        {
+            "category": "Total",
+            "ar tokens": ar_total,
+            "en tokens": total - ar_total if stats["tokens"] else 0,
+            "tokens": stats["tokens"],
+            "share (%)": 100.0,
+            "target (%)": 100.0,
+            "paper tokens (M)": paper_total,
+            "paper share (%)": 100.0,
+        }
+    )
     return pd.DataFrame(rows).set_index("category")
 
 
@@ -43,8 +57,10 @@ def composition_note(frame: Any) -> str:
     gap = (body["target (%)"] - body["paper share (%)"]).abs().max()
     note = "share: this pool's tokens (student tokenizer); target: data.category_shares of this profile."
     if gap > 1:
-        note += (f" This profile's targets are not the paper's shares (up to {gap:.0f} points apart), so 'share' "
-                 "follows 'target', not 'paper share'.")  # fmt: skip
+        note += (
+            f" This profile's targets are not the paper's shares (up to {gap:.0f} points apart), so 'share' "
+            "follows 'target', not 'paper share'."
+        )
     return note
 
 
@@ -69,12 +85,17 @@ def decontamination_table(report: dict[str, Any]):
     import pandas as pd
 
     rows = [
-        {"benchmark": b, "items indexed": s.get("items", 0), "n-grams": s.get("ngrams", 0),
-         "short questions (alone / with options)": f"{s.get('questions_whole', 0)} / {s.get('questions_with_options', 0)}",
-         "whole short options": s.get("segments_whole", 0), "boilerplate n-grams dropped": s.get("ngrams_dropped_boilerplate", 0),
-         "training items removed": s.get("removed", 0)}
+        {
+            "benchmark": b,
+            "items indexed": s.get("items", 0),
+            "n-grams": s.get("ngrams", 0),
+            "short questions (alone / with options)": f"{s.get('questions_whole', 0)} / {s.get('questions_with_options', 0)}",
+            "whole short options": s.get("segments_whole", 0),
+            "boilerplate n-grams dropped": s.get("ngrams_dropped_boilerplate", 0),
+            "training items removed": s.get("removed", 0),
+        }
         for b, s in report["benchmarks"].items()
-    ]  # fmt: skip
+    ]
     return table(pd.DataFrame(rows).set_index("benchmark"), "The decontamination index, per OALL benchmark")
 
 
@@ -93,8 +114,16 @@ def funnel_table(stats: dict[str, Any]):
 
     rows = []
     for name, s in stats["sources"].items():
-        rows.append({"source": name, "read": s["rows_read"], **{step: s["removed"].get(step, 0) for step in stats["steps"]},
-                     "candidates": s["candidates"], "selected": s["selected"], "accounted": s["all_rows_accounted"]})  # fmt: skip
+        rows.append(
+            {
+                "source": name,
+                "read": s["rows_read"],
+                **{step: s["removed"].get(step, 0) for step in stats["steps"]},
+                "candidates": s["candidates"],
+                "selected": s["selected"],
+                "accounted": s["all_rows_accounted"],
+            }
+        )
     return table(
         pd.DataFrame(rows).set_index("source"), "Rows per source: read, removed at each step, selected"
     )
@@ -104,12 +133,19 @@ def dedup_table(dedup: dict[str, Any]):
     """Removed duplicates next to the row that was kept (near duplicates: with their MinHash cluster)."""
     import pandas as pd
 
-    rows = [{"kind": kind, **{k: d.get(k) for k in ("id", "kept", "cluster")}, "text": _short(d.get("text", ""))}
-            for kind in ("exact", "near") for d in dedup[kind]["items"]]  # fmt: skip
+    rows = [
+        {"kind": kind, **{k: d.get(k) for k in ("id", "kept", "cluster")}, "text": _short(d.get("text", ""))}
+        for kind in ("exact", "near")
+        for d in dedup[kind]["items"]
+    ]
     frame = pd.DataFrame(rows, columns=["kind", "id", "kept", "cluster", "text"])
     frame["cluster"] = frame["cluster"].astype("Int64")
-    return table(frame, f"Duplicates removed: {dedup['exact']['removed']} exact, {dedup['near']['removed']} near "
-                        "(all in dedup_report.json)", max_rows=20)  # fmt: skip
+    return table(
+        frame,
+        f"Duplicates removed: {dedup['exact']['removed']} exact, {dedup['near']['removed']} near "
+        "(all in dedup_report.json)",
+        max_rows=20,
+    )
 
 
 def pool_sample(pool_path: Path):

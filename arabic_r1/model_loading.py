@@ -68,8 +68,13 @@ def config_dict(name_or_path: str, revision: str | None = None) -> tuple[dict[st
 
     shipped = shipped_config_path(name_or_path)
     try:  # the hub cache first (a pinned revision may differ from the shipped copy), the hub itself last
-        found = cached_file(name_or_path, "config.json", revision=revision, local_files_only=shipped is not None,
-                            _raise_exceptions_for_missing_entries=False)  # fmt: skip
+        found = cached_file(
+            name_or_path,
+            "config.json",
+            revision=revision,
+            local_files_only=shipped is not None,
+            _raise_exceptions_for_missing_entries=False,
+        )
     except OSError:
         found = None
     if found:
@@ -253,8 +258,9 @@ def write_bf16_copy(src: Path, dst: Path, progress: Any = None) -> Path:
             progress(i + 1, len(shards))
     if (src / "model.safetensors.index.json").is_file():
         index = json.loads((src / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": index.get("metadata", {}),
-                                                                      "weight_map": weight_map}, indent=2))  # fmt: skip
+        (dst / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": index.get("metadata", {}), "weight_map": weight_map}, indent=2)
+        )
     for f in src.iterdir():
         if (
             f.is_file()

@@ -111,9 +111,12 @@ def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:
     names = sorted(n for family in leaves.values() for n in family)
     regex = "^(" + "|".join(re.escape(n) for n in names) + ")$" if names else None
     routers = sorted(
-        {n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] for n, _ in model.named_modules()
-         if family_of(f".{n}") == "router" and n.endswith((".mlp.gate", ".mlp.router"))}
-    )  # fmt: skip
+        {
+            n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1]
+            for n, _ in model.named_modules()
+            if family_of(f".{n}") == "router" and n.endswith((".mlp.gate", ".mlp.router"))
+        }
+    )
     if params:
         leaves["routed_experts"] += params
     return {
@@ -141,11 +144,17 @@ def lora_config(model: Any, lora: LoraParams):
     patterns = {f: "|".join(re.escape(n) for n in t["by_family"].get(f, [])) for f in lora.per_family}
     patterns = {f: f"({p})" for f, p in patterns.items() if p}
     return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none", task_type="CAUSAL_LM",
-        target_modules=t["target_modules"] or [], target_parameters=t["target_parameters"], modules_to_save=t["modules_to_save"],
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
+        target_modules=t["target_modules"] or [],
+        target_parameters=t["target_parameters"],
+        modules_to_save=t["modules_to_save"],
         rank_pattern={p: lora.rank_of(f) for f, p in patterns.items()},
         alpha_pattern={p: lora.alpha_of(f) for f, p in patterns.items()},
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager
@@ -172,8 +181,10 @@ def check_family_ranks(model: Any, lora: LoraParams) -> dict[str, dict[str, floa
             continue
         want_r, want_scale = lora.rank_of(family), lora.alpha_of(family) / lora.rank_of(family)
         if r["default"] != want_r or abs(module.scaling["default"] - want_scale) > 1e-9:
-            wrong.append(f"{bare} ({family}): r={r['default']}, scale {module.scaling['default']:g}; expected "
-                         f"r={want_r}, scale {want_scale:g}")  # fmt: skip
+            wrong.append(
+                f"{bare} ({family}): r={r['default']}, scale {module.scaling['default']:g}; expected "
+                f"r={want_r}, scale {want_scale:g}"
+            )
     if wrong:
         raise CoverageError(f"{len(wrong)} adapter(s) did not get their family's rank/alpha, e.g. {wrong[0]}")
     return lora.scales()
@@ -326,8 +337,12 @@ class RoutedTokens:
         import torch
 
         cfg = model.config
-        n = int(getattr(cfg, "n_routed_experts", None) or getattr(cfg, "num_experts", None)
-                or getattr(cfg, "num_local_experts", 0) or 0)  # fmt: skip
+        n = int(
+            getattr(cfg, "n_routed_experts", None)
+            or getattr(cfg, "num_experts", None)
+            or getattr(cfg, "num_local_experts", 0)
+            or 0
+        )
         self.counts: dict[int, Any] = {}
         self.hooks = []
         for name, mod in model.named_modules():
@@ -369,8 +384,12 @@ def check_experts_updated(model: Any, routed: dict[int, list[int]] | None) -> di
                 never = got is not None and got[e] == 0
                 (starved if never else untouched).append(f"layer {layer} {weight} expert {e}")
     total = sum(len(v) for v in b.values())
-    report = {"expert_adapters": total, "updated": total - len(untouched) - len(starved), "untouched": untouched,
-              "never_routed": starved}  # fmt: skip
+    report = {
+        "expert_adapters": total,
+        "updated": total - len(untouched) - len(starved),
+        "untouched": untouched,
+        "never_routed": starved,
+    }
     if untouched:
         layers = sorted({u.split(" ")[1] for u in untouched}, key=int)
         raise ExpertsNotUpdated(
@@ -388,8 +407,13 @@ def merge_checked(model: Any, sample: int = 3) -> tuple[Any, dict[str, Any]]:
     that drops the expert adapters (the base weights come back unchanged) raises :class:`ExpertsNotUpdated`."""
     import torch
 
-    wrappers = [(n, m) for n, m in model.named_modules()
-                if hasattr(m, "parameter_name") and hasattr(m, "get_delta_weight") and family_of(f".{n}.") == "routed_experts"]  # fmt: skip
+    wrappers = [
+        (n, m)
+        for n, m in model.named_modules()
+        if hasattr(m, "parameter_name")
+        and hasattr(m, "get_delta_weight")
+        and family_of(f".{n}.") == "routed_experts"
+    ]
     picks = (
         [wrappers[i] for i in sorted({0, len(wrappers) // 2, len(wrappers) - 1})][:sample] if wrappers else []
     )

@@ -78,8 +78,15 @@ STEPS_BOUND = at_most(
     MAX_STEPS, "more steps than any machine could run (params.MAX_STEPS: 10 a second for 3 years)"
 )
 Steps = Annotated[int, Field(gt=0), STEPS_BOUND]
-Tokens = Annotated[int, Field(gt=0), at_most(MAX_TOKENS, "more tokens than any machine could process (params.MAX_TOKENS: "
-                                              "several times FineWeb's 15T, the largest public corpus)")]  # fmt: skip
+Tokens = Annotated[
+    int,
+    Field(gt=0),
+    at_most(
+        MAX_TOKENS,
+        "more tokens than any machine could process (params.MAX_TOKENS: "
+        "several times FineWeb's 15T, the largest public corpus)",
+    ),
+]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 # names from the benchmark registry (arabic_r1/benchmarks.py), which may grow after this module is imported

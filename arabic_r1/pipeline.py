@@ -75,10 +75,14 @@ class RunSummary:
     def record(self) -> dict:
         """What ``reproduce.json`` holds: the measured budget of this invocation."""
         ran = [r for r in self.results if r.action == "ran"]
-        return {"started_at": self.started_at, "wall_s": round(self.wall_s, 1),
-                "peak_rss_mb": round(max((r.peak_rss_mb or 0 for r in self.results), default=0), 1),
-                "cold": len(ran) == self.n_phases > 0, "n_phases": self.n_phases,
-                "phases": [r.__dict__ for r in self.results]}  # fmt: skip
+        return {
+            "started_at": self.started_at,
+            "wall_s": round(self.wall_s, 1),
+            "peak_rss_mb": round(max((r.peak_rss_mb or 0 for r in self.results), default=0), 1),
+            "cold": len(ran) == self.n_phases > 0,
+            "n_phases": self.n_phases,
+            "phases": [r.__dict__ for r in self.results],
+        }
 
 
 def available_phases(notebooks_dir: Path = NOTEBOOKS_DIR, phases: Sequence[Phase] = PHASES) -> list[Phase]:
@@ -116,8 +120,15 @@ def reproduce(
     return summary
 
 
-def _run_phases(params: Params, selected: Sequence[Phase], phases: tuple[Phase, ...], notebooks_dir: Path,
-                run_dir: Path, forced: bool, lock: RunLock) -> RunSummary:  # fmt: skip
+def _run_phases(
+    params: Params,
+    selected: Sequence[Phase],
+    phases: tuple[Phase, ...],
+    notebooks_dir: Path,
+    run_dir: Path,
+    forced: bool,
+    lock: RunLock,
+) -> RunSummary:
     summary = RunSummary(run_dir, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_phases=len(phases))
     began = time.monotonic()
     for phase in selected:
@@ -180,12 +191,20 @@ def execute_notebook(
         yaml.safe_dump(papermill_parameters(params, run_dir), f, allow_unicode=True)
         injected = f.name
     cmd = [
-        sys.executable, "-m", "papermill", str(nb), str(out_nb),
-        "-f", injected,
-        "--cwd", str(nb.parent),
-        "-k", "python3",
-        "--start-timeout", str(params.run.kernel_startup_timeout_s),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "papermill",
+        str(nb),
+        str(out_nb),
+        "-f",
+        injected,
+        "--cwd",
+        str(nb.parent),
+        "-k",
+        "python3",
+        "--start-timeout",
+        str(params.run.kernel_startup_timeout_s),
+    ]
     if timeout is not None:
         cmd += ["--execution-timeout", str(timeout)]
     if not sys.stderr.isatty():
@@ -275,8 +294,14 @@ def _watch(
     token = lock.token if lock else new_token()
     # PIPELINE_ENV: the notebooks' hosted-setup cell knows the runner's params are final
     env = {**os.environ, PIPELINE_ENV: "1", RUN_ENV: token}
-    proc = subprocess.Popen(owned_command(cmd, token), stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=env, pass_fds=(lock.fd,) if lock and lock.fd is not None else ())  # fmt: skip
+    proc = subprocess.Popen(
+        owned_command(cmd, token),
+        stdout=err,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+        pass_fds=(lock.fd,) if lock and lock.fd is not None else (),
+    )
     start = time.monotonic()
     kernels: set[int] = set()
     gone_since: float | None = None

@@ -130,16 +130,22 @@ class Plan:
 
     def layout_line(self) -> str:
         lo = self.layout
-        return (f"phase 04 launch: {lo['launcher']}, {lo['processes']} process(es) = {lo['per_machine']} per machine x "
-                f"{lo['machines']} machine(s); per-rank batch {lo['per_rank_batch']} x {lo['accumulation']} accumulation "
-                f"x {lo['processes']} = global batch {lo['global_batch']} sequences per step")  # fmt: skip
+        return (
+            f"phase 04 launch: {lo['launcher']}, {lo['processes']} process(es) = {lo['per_machine']} per machine x "
+            f"{lo['machines']} machine(s); per-rank batch {lo['per_rank_batch']} x {lo['accumulation']} accumulation "
+            f"x {lo['processes']} = global batch {lo['global_batch']} sequences per step"
+        )
 
     def table(self) -> str:
         b, hw = self.backbone, self.hardware
-        lines = [f"backbone {b.name} ({b.config_source}): {b.total_params / 1e9:.2f}B parameters, "
-                 f"{b.active_params / 1e9:.2f}B active per token, {b.layers} layers; LoRA {b.lora_params / 1e6:.1f}M",
-                 f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)", self.layout_line(), "",
-                 "training memory per device (GiB):"]  # fmt: skip
+        lines = [
+            f"backbone {b.name} ({b.config_source}): {b.total_params / 1e9:.2f}B parameters, "
+            f"{b.active_params / 1e9:.2f}B active per token, {b.layers} layers; LoRA {b.lora_params / 1e6:.1f}M",
+            f"hardware: {hw.count} x {hw.name} ({hw.memory_gib:.0f} GiB each)",
+            self.layout_line(),
+            "",
+            "training memory per device (GiB):",
+        ]
         w = max(28, *(len(k) + 1 for k in self.memory_gib))
         lines += [f"  {k:<{w}}{v:9.2f}" for k, v in self.memory_gib.items()]
         lines.append(
@@ -147,11 +153,17 @@ class Plan:
         )
         lines += ["", "tokens:"] + [f"  {k:<{w}}{v:14,.0f}" for k, v in self.tokens.items()]
         lines += ["", "teacher API cost (USD):"]
-        lines += [f"  {k:<{w}}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}" for k, v in self.cost_usd.items()]  # fmt: skip
+        lines += [
+            f"  {k:<{w}}{'set distill.price_per_m_*' if v is None else f'{v:14,.2f}'}"
+            for k, v in self.cost_usd.items()
+        ]
         lines += ["", "time (hours):"] + [f"  {k:<{w}}{v:14,.2f}" for k, v in self.hours.items()]
-        lines += ["", f"assumed (arabic_r1/plan.py): {ASSUMED_PROMPT_TOKENS} prompt tokens per pool item unless phase 01 "
-                  f"ran, {ASSUMED_TRACE_TOKENS}-token traces, {ASSUMED_KEEP_RATE:.0%} kept by phase 03, MFU {self.mfu:.2f} "
-                  f"of the {self.hardware.name} peak, prefill MFU {EVAL_PREFILL_MFU:.2f} for log-likelihoods"]  # fmt: skip
+        lines += [
+            "",
+            f"assumed (arabic_r1/plan.py): {ASSUMED_PROMPT_TOKENS} prompt tokens per pool item unless phase 01 "
+            f"ran, {ASSUMED_TRACE_TOKENS}-token traces, {ASSUMED_KEEP_RATE:.0%} kept by phase 03, MFU {self.mfu:.2f} "
+            f"of the {self.hardware.name} peak, prefill MFU {EVAL_PREFILL_MFU:.2f} for log-likelihoods",
+        ]
         if self.problems:
             lines += ["", "DOES NOT FIT:"] + [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
@@ -221,8 +233,16 @@ def size_backbone(params: Params, model: Any = None) -> Backbone:
     active = total - embedding - experts + experts * cfg.num_experts_per_tok / n_exp
     targets = lora_targets(model, params.train.lora)
     lora = _lora_params(model, targets, params.train.lora)
-    return Backbone(params.model.name_or_path, total, int(active), cfg.num_hidden_layers, cfg.hidden_size,
-                    cfg.vocab_size, lora, source)  # fmt: skip
+    return Backbone(
+        params.model.name_or_path,
+        total,
+        int(active),
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.vocab_size,
+        lora,
+        source,
+    )
 
 
 def _lora_params(model: Any, targets: dict[str, Any], lora: LoraParams) -> int:
@@ -322,9 +342,15 @@ def eval_docs(params: Params) -> tuple[float, float]:
 def launch_layout(params: Params) -> dict[str, Any]:
     """What phase 04 launches (see the module docstring)."""
     t = params.train
-    return {"launcher": t.launcher, "processes": t.processes, "machines": 1 if t.launcher == "single" else t.num_machines,
-            "per_machine": 1 if t.launcher == "single" else t.num_gpus, "per_rank_batch": t.per_device_batch_size,
-            "accumulation": t.gradient_accumulation_steps, "global_batch": t.global_batch}  # fmt: skip
+    return {
+        "launcher": t.launcher,
+        "processes": t.processes,
+        "machines": 1 if t.launcher == "single" else t.num_machines,
+        "per_machine": 1 if t.launcher == "single" else t.num_gpus,
+        "per_rank_batch": t.per_device_batch_size,
+        "accumulation": t.gradient_accumulation_steps,
+        "global_batch": t.global_batch,
+    }
 
 
 def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan:
@@ -345,8 +371,10 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
     in_usd = tokens["teacher input tokens"] / 1e6 * d.price_per_m_input
     cost: dict[str, float | None] = {
         "expected": in_usd + tokens["teacher output tokens"] / 1e6 * d.price_per_m_output if priced else None,
-        "upper bound": in_usd + tokens["teacher output, upper bound"] / 1e6 * d.price_per_m_output if priced else None,
-    }  # fmt: skip
+        "upper bound": in_usd + tokens["teacher output, upper bound"] / 1e6 * d.price_per_m_output
+        if priced
+        else None,
+    }
     peak = GPU_PEAK_TFLOPS.get(hw.name, 1.0 if not hw.is_gpu else 100) * 1e12  # a CPU: ~1 TFLOP/s
     layout = launch_layout(params)
     train_devices = layout["processes"] if hw.is_gpu else 1  # CPU processes share one machine's cores
@@ -375,8 +403,16 @@ def make_plan(params: Params, hw: Hardware, run_dir: Path | None = None) -> Plan
         "OALL generation (expected)": n_models * expected_gen / decode / 3600,
         "OALL generation (upper bound)": n_models * gen_tokens / decode / 3600,
     }
-    plan = Plan(b, hw, {k: round(v, 3) for k, v in mem.items()}, tokens, cost, hours,
-                mfu=MFU[params.train.launcher], layout=layout)  # fmt: skip
+    plan = Plan(
+        b,
+        hw,
+        {k: round(v, 3) for k, v in mem.items()},
+        tokens,
+        cost,
+        hours,
+        mfu=MFU[params.train.launcher],
+        layout=layout,
+    )
     if hw.is_gpu and layout["processes"] > hw.count:
         plan.problems.append(
             f"phase 04 launches {layout['processes']} ranks, one GPU each (train.num_gpus x train.num_machines); "

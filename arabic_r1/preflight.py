@@ -80,14 +80,28 @@ def check_quantization(t: Target) -> list[Finding]:
         placement = "engine" if p.train.launcher.startswith("accelerate_") else "process"
         loads.append(("phase 04", "train", p.model.load_in_4bit, "model.load_in_4bit", placement))
     elif quant is not None and quant_method(quant) == "fp8":
-        found.append(Finding("quantization", "fail", "Unsloth does not load DeepSeek's FP8 checkpoint for training",
-                             "train.backend: transformers with model.bf16_copy: true"))  # fmt: skip
+        found.append(
+            Finding(
+                "quantization",
+                "fail",
+                "Unsloth does not load DeepSeek's FP8 checkpoint for training",
+                "train.backend: transformers with model.bf16_copy: true",
+            )
+        )
     if p.eval.backend != "unsloth":  # log-likelihoods and transformers generation load through model_loading
         loads.append(("phase 05", "eval", p.eval.load_in_4bit, "eval.load_in_4bit", "spread"))
     for phase, purpose, four_bit, key, placement in loads:
         try:
-            plan = load_plan(purpose, quant, load_in_4bit=four_bit, key=key, compute_dtype="bfloat16", cuda=t.gpu,
-                             fp8_kernels=t.hardware.name in FP8_KERNEL_GPUS, placement=placement)  # fmt: skip
+            plan = load_plan(
+                purpose,
+                quant,
+                load_in_4bit=four_bit,
+                key=key,
+                compute_dtype="bfloat16",
+                cuda=t.gpu,
+                fp8_kernels=t.hardware.name in FP8_KERNEL_GPUS,
+                placement=placement,
+            )
         except ModelLoadError as exc:
             key_hint = key if key in str(exc) else "model.bf16_copy" if "bf16_copy" in str(exc) else ""
             found.append(Finding("quantization", "fail", f"{phase}: {exc}", key_hint))
@@ -104,9 +118,15 @@ def check_adapter(t: Target) -> list[Finding]:
         return []
     per_expert = p.train.backend == "unsloth" and p.model.load_in_4bit and p.model.family == "gpt_oss"
     if per_expert and p.eval.backend != "unsloth":
-        return [Finding("adapter", "fail", "phase 04 trains through Unsloth on its per-expert 4-bit gpt-oss copy and "
-                        "keeps only the adapter (train.merge: false); plain transformers + PEFT cannot place it",
-                        "eval.backend: unsloth")]  # fmt: skip
+        return [
+            Finding(
+                "adapter",
+                "fail",
+                "phase 04 trains through Unsloth on its per-expert 4-bit gpt-oss copy and "
+                "keeps only the adapter (train.merge: false); plain transformers + PEFT cannot place it",
+                "eval.backend: unsloth",
+            )
+        ]
     return [
         Finding(
             "adapter", "ok", f"phase 05 loads the adapter on its base with eval.backend: {p.eval.backend}"
@@ -149,8 +169,10 @@ def check_lora(t: Target) -> list[Finding]:
     empty = [f for f in lora.targets if cov[f]["parameters"] == 0]
     if empty:
         return [Finding("lora", "fail", f"families {', '.join(empty)} get no adapter", "train.lora.targets")]
-    sizes = ", ".join(f"{f} {cov[f]['parameters'] / 1e6:,.1f}M (r={v['r']}, alpha/r={v['scale']:g})"
-                      for f, v in lora.scales().items())  # fmt: skip
+    sizes = ", ".join(
+        f"{f} {cov[f]['parameters'] / 1e6:,.1f}M (r={v['r']}, alpha/r={v['scale']:g})"
+        for f, v in lora.scales().items()
+    )
     return [Finding("lora", "ok", f"PEFT builds the adapter: {sizes} trainable")]
 
 
@@ -162,12 +184,21 @@ def check_packages(t: Target) -> list[Finding]:
     for need in needs_of(t.params):
         got = provider(need.dist)
         if got is None:
-            found.append(Finding("packages", "fail", f"{need.why} needs {need.dist}, which no extra of this package "
-                                 "installs", need.why.split(":")[0]))  # fmt: skip
+            found.append(
+                Finding(
+                    "packages",
+                    "fail",
+                    f"{need.why} needs {need.dist}, which no extra of this package installs",
+                    need.why.split(":")[0],
+                )
+            )
             continue
         extra, req = got
-        how = "make install on a GPU machine" if extra in GPU_SETUP_EXTRAS else \
-            f"make install GPU_EXTRAS={','.join((*GPU_SETUP_EXTRAS, extra))}"  # fmt: skip
+        how = (
+            "make install on a GPU machine"
+            if extra in GPU_SETUP_EXTRAS
+            else f"make install GPU_EXTRAS={','.join((*GPU_SETUP_EXTRAS, extra))}"
+        )
         found.append(
             Finding("packages", "ok", f"{need.why} needs {req.name}{req.specifier}: extra '{extra}' ({how})")
         )
@@ -186,15 +217,25 @@ def check_launcher(t: Target) -> list[Finding]:
             )
         )
     if t.gpu and tr.processes > t.hardware.count:
-        found.append(Finding("launcher", "fail", f"{tr.processes} ranks (one GPU each) on {t.hardware.count} GPUs",
-                             "train.num_gpus / train.num_machines"))  # fmt: skip
+        found.append(
+            Finding(
+                "launcher",
+                "fail",
+                f"{tr.processes} ranks (one GPU each) on {t.hardware.count} GPUs",
+                "train.num_gpus / train.num_machines",
+            )
+        )
     if tr.launcher in LAUNCHER_CONFIGS and tr.merge:
         gib = sum(p.numel() for p in t.skeleton.parameters()) * 2 / 2**30
-        t.notes.append(f"train.merge with {tr.launcher}: no rank holds the whole model, so rank 0 reloads the base and "
-                       f"merges the saved adapter in host memory: ~{gib:,.0f} GiB of RAM on its machine")  # fmt: skip
+        t.notes.append(
+            f"train.merge with {tr.launcher}: no rank holds the whole model, so rank 0 reloads the base and "
+            f"merges the saved adapter in host memory: ~{gib:,.0f} GiB of RAM on its machine"
+        )
     if tr.num_machines > 1:
-        t.notes.append(f"train.num_machines={tr.num_machines}: phase 04 starts its own machine's ranks; the others "
-                       "are started by your scheduler (srun) with MASTER_ADDR/MASTER_PORT")  # fmt: skip
+        t.notes.append(
+            f"train.num_machines={tr.num_machines}: phase 04 starts its own machine's ranks; the others "
+            "are started by your scheduler (srun) with MASTER_ADDR/MASTER_PORT"
+        )
     return found or [Finding("launcher", "ok", f"{tr.launcher}, {tr.processes} process(es)")]
 
 
@@ -205,21 +246,46 @@ def check_memory(t: Target) -> list[Finding]:
 
     p = t.params
     plan = make_plan(p, t.hardware)
-    found = [Finding("memory", "fail", msg, "model.max_seq_length / train.per_device_batch_size / train.sft.optim / "
-                     "model.load_in_4bit / run.hardware") for msg in plan.problems]  # fmt: skip
+    found = [
+        Finding(
+            "memory",
+            "fail",
+            msg,
+            "model.max_seq_length / train.per_device_batch_size / train.sft.optim / "
+            "model.load_in_4bit / run.hardware",
+        )
+        for msg in plan.problems
+    ]
     if not plan.problems:
-        found.append(Finding("memory", "ok", f"training ~{plan.train_memory_gib:.1f} GiB per device of "
-                             f"{t.hardware.memory_gib:.0f} ({', '.join(f'{k} {v:.1f}' for k, v in plan.memory_gib.items())})"))  # fmt: skip
+        found.append(
+            Finding(
+                "memory",
+                "ok",
+                f"training ~{plan.train_memory_gib:.1f} GiB per device of "
+                f"{t.hardware.memory_gib:.0f} ({', '.join(f'{k} {v:.1f}' for k, v in plan.memory_gib.items())})",
+            )
+        )
     if t.gpu and "loglikelihood" in p.eval.scoring:
-        per_param = 0.5625 if p.eval.load_in_4bit or p.model.load_in_4bit and p.eval.backend == "unsloth" else \
-            weight_bytes_per_param(p)  # fmt: skip
+        per_param = (
+            0.5625
+            if p.eval.load_in_4bit or p.model.load_in_4bit and p.eval.backend == "unsloth"
+            else weight_bytes_per_param(p)
+        )
         need = plan.backbone.total_params * per_param / GIB
         per_machine = t.hardware.count // max(p.train.num_machines, 1)
         have = per_machine * t.hardware.memory_gib * 0.9
         status: Status = "ok" if need <= have else "fail"
-        found.append(Finding("memory", status, f"phase 05 log-likelihoods hold the whole model on one machine's GPUs: "
-                             f"~{need:.0f} GiB of weights, {per_machine} x {t.hardware.memory_gib:.0f} GiB there",
-                             "" if status == "ok" else "eval.scoring (drop loglikelihood) / eval.load_in_4bit / run.hardware"))  # fmt: skip
+        found.append(
+            Finding(
+                "memory",
+                status,
+                f"phase 05 log-likelihoods hold the whole model on one machine's GPUs: "
+                f"~{need:.0f} GiB of weights, {per_machine} x {t.hardware.memory_gib:.0f} GiB there",
+                ""
+                if status == "ok"
+                else "eval.scoring (drop loglikelihood) / eval.load_in_4bit / run.hardware",
+            )
+        )
     return found
 
 
@@ -231,13 +297,24 @@ def check_reasoning(t: Target) -> list[Finding]:
     budget = REASONING_BUDGETS.get(p.model.name_or_path)
     if "reasoning" in p.eval.scoring and budget is not None:
         ok = p.eval.reasoning_max_new_tokens >= budget[0]
-        found.append(Finding("reasoning", "ok" if ok else "fail",
-                             f"eval.reasoning_max_new_tokens {p.eval.reasoning_max_new_tokens:,} vs {budget[1]}"
-                             + ("" if ok else ": most thoughts would be cut off and counted as truncated"),
-                             "" if ok else f"eval.reasoning_max_new_tokens: {budget[0]}"))  # fmt: skip
+        found.append(
+            Finding(
+                "reasoning",
+                "ok" if ok else "fail",
+                f"eval.reasoning_max_new_tokens {p.eval.reasoning_max_new_tokens:,} vs {budget[1]}"
+                + ("" if ok else ": most thoughts would be cut off and counted as truncated"),
+                "" if ok else f"eval.reasoning_max_new_tokens: {budget[0]}",
+            )
+        )
     if "loglikelihood" in p.eval.scoring:
-        found.append(Finding("chat template", "ok", f"log-likelihoods with eval.loglikelihood_chat_template: "
-                             f"{p.eval.loglikelihood_chat_template}"))  # fmt: skip
+        found.append(
+            Finding(
+                "chat template",
+                "ok",
+                f"log-likelihoods with eval.loglikelihood_chat_template: "
+                f"{p.eval.loglikelihood_chat_template}",
+            )
+        )
     return found
 
 
@@ -277,8 +354,15 @@ def preflight(params: Params) -> list[Finding]:
     t = target_of(params)
     found: list[Finding] = []
     if params.run.hardware is None:
-        found.append(Finding("hardware", "unchecked", f"no run.hardware: judged against this machine "
-                             f"({t.hardware.count} x {t.hardware.name}, {t.hardware.memory_gib:.0f} GiB)", "run.hardware"))  # fmt: skip
+        found.append(
+            Finding(
+                "hardware",
+                "unchecked",
+                f"no run.hardware: judged against this machine "
+                f"({t.hardware.count} x {t.hardware.name}, {t.hardware.memory_gib:.0f} GiB)",
+                "run.hardware",
+            )
+        )
     for check in CHECKS:
         try:
             found += check(t)

@@ -76,8 +76,16 @@ def token_stream(tokenizer: Any, lines: list[str]) -> list[int]:
     return ids
 
 
-def pretrain(model: Any, tokenizer: Any, lines: list[str], steps: int, learning_rate: float, batch_size: int,
-             seq_length: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def pretrain(
+    model: Any,
+    tokenizer: Any,
+    lines: list[str],
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seq_length: int,
+    seed: int,
+) -> dict[str, Any]:
     """Full-parameter next-token training on random windows of the packed text (AdamW, warmup + cosine)."""
     import torch
 
@@ -104,8 +112,14 @@ def pretrain(model: Any, tokenizer: Any, lines: list[str], steps: int, learning_
         bar.update(loss=round(loss.item(), 3))
     bar.close()
     model.eval()
-    return {"steps": steps, "corpus_tokens": len(data), "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "losses": losses, "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+    return {
+        "steps": steps,
+        "corpus_tokens": len(data),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
 
 
 def materialise_backbone(out_dir: Path, family: str, shape: TinyMoEParams, seed: int) -> Path:
@@ -128,8 +142,20 @@ def materialise_backbone(out_dir: Path, family: str, shape: TinyMoEParams, seed:
     if pp.steps:
         state = torch.random.get_rng_state()
         try:
-            info["pretrain"] = {"key": key, "corpus": [PRETRAIN_CORPUS, PRETRAIN_QUESTIONS], **pretrain(
-                model, tokenizer, pretrain_texts(), pp.steps, pp.learning_rate, pp.batch_size, pp.seq_length, seed)}  # fmt: skip
+            info["pretrain"] = {
+                "key": key,
+                "corpus": [PRETRAIN_CORPUS, PRETRAIN_QUESTIONS],
+                **pretrain(
+                    model,
+                    tokenizer,
+                    pretrain_texts(),
+                    pp.steps,
+                    pp.learning_rate,
+                    pp.batch_size,
+                    pp.seq_length,
+                    seed,
+                ),
+            }
         finally:
             torch.random.set_rng_state(state)
     save_backbone(out_dir, model, tokenizer, info)

@@ -75,8 +75,12 @@ def configure_output(level: int = logging.INFO, rank: int | None = None) -> Fron
     where = frontend()
     if where == "console":
         tag = "" if rank is None else f" rank{rank}"
-        logging.basicConfig(level=level, format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S", force=True)  # fmt: skip
+        logging.basicConfig(
+            level=level,
+            format=f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+            force=True,
+        )
     else:  # a notebook: the package's lines on stdout (warnings on stderr), everything else only when an error
         out = logging.StreamHandler(sys.stdout)
         out.addFilter(lambda r: r.levelno < logging.WARNING)
@@ -169,8 +173,15 @@ class Progress:
             return
         if any(before < m <= self.done for m in self._marks):
             unit = f" {self.unit}" if self.unit else ""
-            self.log.info("%s %d/%d%s%s (%.0f s)", self.desc, self.done, self.total, unit,
-                          f" {text}" if text else "", time.monotonic() - self.t0)  # fmt: skip
+            self.log.info(
+                "%s %d/%d%s%s (%.0f s)",
+                self.desc,
+                self.done,
+                self.total,
+                unit,
+                f" {text}" if text else "",
+                time.monotonic() - self.t0,
+            )
 
     def close(self) -> None:
         if self._bar is not None:

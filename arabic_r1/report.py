@@ -72,8 +72,10 @@ class Table:
         for (subtitle, a), (_, b) in zip(starts, [*starts[1:], ("", len(self.columns))], strict=True):
             cols = [0, *range(a, b)]
             lines = [f"*{subtitle}*\n"] if subtitle else []
-            lines += ["| " + " | ".join(esc(self.columns[c]) for c in cols) + " |",
-                      "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]  # fmt: skip
+            lines += [
+                "| " + " | ".join(esc(self.columns[c]) for c in cols) + " |",
+                "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|",
+            ]
             lines += ["| " + " | ".join(esc(self.cell(row[c])) for c in cols) + " |" for row in self.rows]
             blocks.append("\n".join(lines))
         notes = "".join(f"\n\n{n}" for n in self.notes)
@@ -184,9 +186,15 @@ def read_scores(path: Path) -> dict[tuple[str, str, str], float]:
     with path.open(encoding="utf-8") as f:
         for r in csv.DictReader(f):
             metric = r["metric"]
-            kind = ("leaderboard" if metric.startswith(("acc_norm", "judge score")) else
-                    "reasoning" if metric.startswith("accuracy (reasoning") else
-                    "parse_failure" if metric.startswith("parse failure") else None)  # fmt: skip
+            kind = (
+                "leaderboard"
+                if metric.startswith(("acc_norm", "judge score"))
+                else "reasoning"
+                if metric.startswith("accuracy (reasoning")
+                else "parse_failure"
+                if metric.startswith("parse failure")
+                else None
+            )
             if kind and r["benchmark"] in BENCHMARKS:
                 out[(r["model"], r["benchmark"], kind)] = float(r["value"])
     return out
@@ -237,8 +245,15 @@ def oall_table(run: Run) -> Table:
             if b == "average" or spec(b).paper_title
             else {}
         )
-        rows.append([title, *(v[i] for v in per_col.values()), *(v[i] for v in deltas.values()),
-                     *(ref.get(c) for c in paper_cols), ref.get("OALL category leader model")])  # fmt: skip
+        rows.append(
+            [
+                title,
+                *(v[i] for v in per_col.values()),
+                *(v[i] for v in deltas.values()),
+                *(ref.get(c) for c in paper_cols),
+                ref.get("OALL category leader model"),
+            ]
+        )
     notes = [
         "Scores in percent. Leaderboard scoring: lighteval's normalised log-likelihood accuracy, a benchmark's score "
         "being the mean over its subsets; reasoning scoring: the answer parsed after the closing think tag. ALRAGE: LLM-judge "
@@ -257,11 +272,19 @@ def composition_table(run: Run) -> Table:
 
     path = run.artifact("data_mixture", file="mixture_stats.json")
     stats = run.json("data_mixture", file="mixture_stats.json")
-    notes = [f"Arabic share of the pool: {stats['arabic_share']['achieved']:.1%} (target "
-             f"{stats['arabic_share']['target']:.0%}); paper columns: the 372M-token supervision set, {REPORTED}."]  # fmt: skip
+    notes = [
+        f"Arabic share of the pool: {stats['arabic_share']['achieved']:.1%} (target "
+        f"{stats['arabic_share']['target']:.0%}); paper columns: the 372M-token supervision set, {REPORTED}."
+    ]
     frame = composition_frame(stats)
-    return frame_table(frame, "composition", "Data composition: category × language tokens",
-                       [path], [composition_note(frame), *notes], decimals=1)  # fmt: skip
+    return frame_table(
+        frame,
+        "composition",
+        "Data composition: category × language tokens",
+        [path],
+        [composition_note(frame), *notes],
+        decimals=1,
+    )
 
 
 def cleaning_table(run: Run) -> Table:
@@ -282,11 +305,22 @@ def cleaning_table(run: Run) -> Table:
     rows = [[r[0], *r[1:], sum(r[1:])] for r in rows]
     decont = run.json("data_mixture", file="decontamination_report.json")
     dpath = run.artifact("data_mixture", file="decontamination_report.json")
-    notes = ["Decontamination against the seven OALL benchmarks (items indexed → training rows removed): "
-             + ", ".join(f"{BENCHMARKS[b].title} {s.get('items', 0)} → {s.get('removed', 0)}"
-                         for b, s in decont["benchmarks"].items() if b in BENCHMARKS)]  # fmt: skip
-    return Table("cleaning", "Cleaning, deduplication and decontamination (rows)", ["step", *langs, "total"], rows,
-                 [path, dpath], notes)  # fmt: skip
+    notes = [
+        "Decontamination against the seven OALL benchmarks (items indexed → training rows removed): "
+        + ", ".join(
+            f"{BENCHMARKS[b].title} {s.get('items', 0)} → {s.get('removed', 0)}"
+            for b, s in decont["benchmarks"].items()
+            if b in BENCHMARKS
+        )
+    ]
+    return Table(
+        "cleaning",
+        "Cleaning, deduplication and decontamination (rows)",
+        ["step", *langs, "total"],
+        rows,
+        [path, dpath],
+        notes,
+    )
 
 
 def funnel_table(run: Run) -> Table:
@@ -295,10 +329,16 @@ def funnel_table(run: Run) -> Table:
     path = run.artifact("trace_verification", file="funnel.json")
     funnel = run.json("trace_verification", file="funnel.json")
     summary = run.json("cot_distillation", file="distill_summary.json")
-    t = frame_table(frame(funnel), "distillation_funnel", "Distillation funnel: traces remaining after each check",
-                    [run.artifact("cot_distillation", file="distill_summary.json"), path])  # fmt: skip
-    t.notes.append(f"Teacher {summary['teacher']} ({summary['backend']}): {summary['items']} pool items, "
-                   f"{summary['traces_ok']} traces returned, {funnel['overall']['kept']} kept for SFT.")  # fmt: skip
+    t = frame_table(
+        frame(funnel),
+        "distillation_funnel",
+        "Distillation funnel: traces remaining after each check",
+        [run.artifact("cot_distillation", file="distill_summary.json"), path],
+    )
+    t.notes.append(
+        f"Teacher {summary['teacher']} ({summary['backend']}): {summary['items']} pool items, "
+        f"{summary['traces_ok']} traces returned, {funnel['overall']['kept']} kept for SFT."
+    )
     return t
 
 
@@ -315,24 +355,46 @@ def training_table(run: Run, params: Params) -> Table:
         built = run.json("environment", file="env.json").get("base_model", {}).get("embedded", {})
         pretrain = built.get("pretrain")
     lora = s["lora"]
-    rows = [["backbone", backbone], ["backend / precision", f"{s['backend']} / {s['precision']}"],
-            ["LoRA r / alpha / dropout", f"{lora['r']} / {lora['alpha']:g} / {lora['dropout']:g}"],
-            ["LoRA targets", ", ".join(lora["targets"])], ["router trained", lora["train_router"]]]  # fmt: skip
+    rows = [
+        ["backbone", backbone],
+        ["backend / precision", f"{s['backend']} / {s['precision']}"],
+        ["LoRA r / alpha / dropout", f"{lora['r']} / {lora['alpha']:g} / {lora['dropout']:g}"],
+        ["LoRA targets", ", ".join(lora["targets"])],
+        ["router trained", lora["train_router"]],
+    ]
     rows += [
         [f"trainable parameters: {fam.replace('_', ' ')}", n]
         for fam, n in s["trainable_parameters"].items()
         if n
     ]
     if pretrain:
-        rows.append(["backbone pre-training (plain text, full parameters)", f"{pretrain['steps']} steps on "
-                     f"{pretrain['corpus_tokens']:,} tokens, loss {pretrain['first_loss']:.3f} → {pretrain['last_loss']:.3f}"])  # fmt: skip
-    rows += [["optimizer steps", s["steps"]], ["training examples", s["examples"]], ["tokens seen", s["tokens"]],
-             ["loss first → last", f"{s['first_loss']:.3f} → {s['last_loss']:.3f}"],
-             *([["loss, median of the last 10% of steps", f"{s['final_loss_median']:.3f}"]] if s.get("final_loss_median") is not None else []),
-             ["training wall time (s)", round(s["train_seconds"])],
-             ["peak memory (MB)", round(s["peak_memory_mb"])]]  # fmt: skip
-    return Table("training", "Training summary (MoE LoRA SFT)", ["item", "value"], rows,
-                 [path, run.artifact("moe_lora_sft", file="coverage.json")])  # fmt: skip
+        rows.append(
+            [
+                "backbone pre-training (plain text, full parameters)",
+                f"{pretrain['steps']} steps on "
+                f"{pretrain['corpus_tokens']:,} tokens, loss {pretrain['first_loss']:.3f} → {pretrain['last_loss']:.3f}",
+            ]
+        )
+    rows += [
+        ["optimizer steps", s["steps"]],
+        ["training examples", s["examples"]],
+        ["tokens seen", s["tokens"]],
+        ["loss first → last", f"{s['first_loss']:.3f} → {s['last_loss']:.3f}"],
+        *(
+            [["loss, median of the last 10% of steps", f"{s['final_loss_median']:.3f}"]]
+            if s.get("final_loss_median") is not None
+            else []
+        ),
+        ["training wall time (s)", round(s["train_seconds"])],
+        ["peak memory (MB)", round(s["peak_memory_mb"])],
+    ]
+    return Table(
+        "training",
+        "Training summary (MoE LoRA SFT)",
+        ["item", "value"],
+        rows,
+        [path, run.artifact("moe_lora_sft", file="coverage.json")],
+    )
 
 
 # ----------------------------------------------------------------------------------------------- student
@@ -367,17 +429,27 @@ def student_table(run: Run) -> Table:
                 )
                 cells.append(value(summary) if summary and summary.get("n") else None)
         rows.append(["All benchmarks" if b == "all" else BENCHMARKS[b].title, *cells])
-    notes = ["Every reasoning output through phase 03's checks, same code and thresholds: *parse failure* = no option named "
-             "after the closing think tag in an output the model ended itself; *truncated* = cut off by the token budget "
-             "(eval.reasoning_max_new_tokens) before naming one; *four-phase* = Analysis, Elimination, Linguistic "
-             "check and Synthesis in order in one closed think block, and an option named after it; *Arabic language* and "
-             "*norms* = those checks passed. Per model and benchmark, with the top failure reasons, in "
-             "05_oall_evaluation/student_audit.json."]  # fmt: skip
+    notes = [
+        "Every reasoning output through phase 03's checks, same code and thresholds: *parse failure* = no option named "
+        "after the closing think tag in an output the model ended itself; *truncated* = cut off by the token budget "
+        "(eval.reasoning_max_new_tokens) before naming one; *four-phase* = Analysis, Elimination, Linguistic "
+        "check and Synthesis in order in one closed think block, and an option named after it; *Arabic language* and "
+        "*norms* = those checks passed. Per model and benchmark, with the top failure reasons, in "
+        "05_oall_evaluation/student_audit.json."
+    ]
     half = (
         1 + len(models) * 3
     )  # parse failures, truncated and four-phase first; language, norms and length after
-    return Table("student", "What the student learned: the reasoning it writes", columns, rows, [path], notes,
-                 decimals=1, parts=(("Format: the answer and the four phases", 1), ("Language, norms, length", half)))  # fmt: skip
+    return Table(
+        "student",
+        "What the student learned: the reasoning it writes",
+        columns,
+        rows,
+        [path],
+        notes,
+        decimals=1,
+        parts=(("Format: the answer and the four phases", 1), ("Language, norms, length", half)),
+    )
 
 
 def student_samples(run: Run, chars: int = 420) -> list[tuple[str, str, str]]:
@@ -420,13 +492,20 @@ def plot_student(table: Table):
     labels = [r[0] for r in table.rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
     width = 0.8 / max(len(models), 1)
-    panels = (("names an option (the answer parses)", "parse failures (%)", lambda v: 100 - v),
-              ("four phases in order + an option", "four-phase (%)", lambda v: v))  # fmt: skip
+    panels = (
+        ("names an option (the answer parses)", "parse failures (%)", lambda v: 100 - v),
+        ("four phases in order + an option", "four-phase (%)", lambda v: v),
+    )
     for ax, (title, column, value) in zip(axes, panels, strict=True):
         for i, m in enumerate(models):
             vals = [table.value(lb, f"{m}: {column}") for lb in labels]
-            ax.bar([k + i * width for k in range(len(labels))], [0 if v is None else value(v) for v in vals], width,
-                   label=m, color=figures.PALETTE[i % len(figures.PALETTE)])  # fmt: skip
+            ax.bar(
+                [k + i * width for k in range(len(labels))],
+                [0 if v is None else value(v) for v in vals],
+                width,
+                label=m,
+                color=figures.PALETTE[i % len(figures.PALETTE)],
+            )
         ax.set_xticks(
             [k + width * (len(models) - 1) / 2 for k in range(len(labels))], labels, rotation=30, ha="right"
         )
@@ -463,12 +542,29 @@ def compare_runs(run_dirs: Sequence[Path], overrides: dict[str, Sequence[str]] |
     for run, scores, summary in per_run:
         ft, base = mean(scores, "finetuned"), mean(scores, "base")
         lora = summary["lora"]
-        rows.append([run.dir.name, " ".join(overrides.get(run.dir.name, [])) or "—",
-                     f"{lora['r']} / {lora['alpha']:g}",
-                     *(None if (v := scores.get(("finetuned", b, "leaderboard"))) is None else 100 * v for b in benches),
-                     ft, None if ft is None or base is None else ft - base, summary["last_loss"]])  # fmt: skip
-    columns = ["run", "overrides", "LoRA r / alpha", *(BENCHMARKS[b].title for b in benches),
-               f"mean of {len(counted)}", "Δ vs base (mean)", "final loss"]  # fmt: skip
+        rows.append(
+            [
+                run.dir.name,
+                " ".join(overrides.get(run.dir.name, [])) or "—",
+                f"{lora['r']} / {lora['alpha']:g}",
+                *(
+                    None if (v := scores.get(("finetuned", b, "leaderboard"))) is None else 100 * v
+                    for b in benches
+                ),
+                ft,
+                None if ft is None or base is None else ft - base,
+                summary["last_loss"],
+            ]
+        )
+    columns = [
+        "run",
+        "overrides",
+        "LoRA r / alpha",
+        *(BENCHMARKS[b].title for b in benches),
+        f"mean of {len(counted)}",
+        "Δ vs base (mean)",
+        "final loss",
+    ]
     leaderboard = counted_in_average(BENCHMARKS)
     over = (
         f"the paper's {_NUMBER_WORDS.get(len(leaderboard), len(leaderboard))} benchmarks"
@@ -497,9 +593,16 @@ def plot_oall(table: Table):
     width = 0.84 / len(series)
     for i, col in enumerate(series):
         vals = [table.value(lb, col) for lb in labels]
-        ax.bar([k + i * width for k in range(len(labels))], [v or 0 for v in vals], width,
-               label=col.replace(f" ({REPORTED})", " (paper)"), color=figures.PALETTE[i % len(figures.PALETTE)],
-               hatch="//" if col.endswith(f"({REPORTED})") else None, edgecolor="white", linewidth=0.3)  # fmt: skip
+        ax.bar(
+            [k + i * width for k in range(len(labels))],
+            [v or 0 for v in vals],
+            width,
+            label=col.replace(f" ({REPORTED})", " (paper)"),
+            color=figures.PALETTE[i % len(figures.PALETTE)],
+            hatch="//" if col.endswith(f"({REPORTED})") else None,
+            edgecolor="white",
+            linewidth=0.3,
+        )
     ax.set_xticks([k + width * (len(series) - 1) / 2 for k in range(len(labels))], labels, rotation=20)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
@@ -518,8 +621,13 @@ def plot_deltas(table: Table):
     width = 0.8 / max(len(cols), 1)
     for i, col in enumerate(cols):
         vals = [table.value(lb, col) for lb in labels]
-        ax.bar([k + i * width for k in range(len(labels))], [v or 0 for v in vals], width,
-               label=col.split("(")[-1].rstrip(")") + " scoring", color=figures.PALETTE[i])  # fmt: skip
+        ax.bar(
+            [k + i * width for k in range(len(labels))],
+            [v or 0 for v in vals],
+            width,
+            label=col.split("(")[-1].rstrip(")") + " scoring",
+            color=figures.PALETTE[i],
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([k + width * (len(cols) - 1) / 2 for k in range(len(labels))], labels, rotation=20)
     ax.set_ylabel("fine-tuned − base (points)")
@@ -529,8 +637,9 @@ def plot_deltas(table: Table):
     return fig
 
 
-def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int,
-                 student: Table | None = None) -> dict[str, list[Path]]:  # fmt: skip
+def draw_figures(
+    run: Run, oall: Table, out: Path, formats: list[str], dpi: int, student: Table | None = None
+) -> dict[str, list[Path]]:
     from arabic_r1.mixture_views import plot_composition
     from arabic_r1.trace_views import plot_funnel
     from arabic_r1.train_views import plot_expert_load, plot_loss
@@ -557,26 +666,35 @@ def draw_figures(run: Run, oall: Table, out: Path, formats: list[str], dpi: int,
 def student_statement(params: Params, student: Table) -> str:
     """The headline in words: how often each model writes the four phases and names an option."""
     models = [c.split(": ")[0] for c in student.columns if c.endswith(": four-phase (%)")]
-    said = [f"{m} writes the four phases in order with a parseable answer in "
-            f"{student.value('All benchmarks', f'{m}: four-phase (%)'):.0f}% of its reasoning outputs and names an option in "
-            f"{100 - student.value('All benchmarks', f'{m}: parse failures (%)'):.0f}%" for m in models]  # fmt: skip
+    said = [
+        f"{m} writes the four phases in order with a parseable answer in "
+        f"{student.value('All benchmarks', f'{m}: four-phase (%)'):.0f}% of its reasoning outputs and names an option in "
+        f"{100 - student.value('All benchmarks', f'{m}: parse failures (%)'):.0f}%"
+        for m in models
+    ]
     text = "; ".join(said) + "."
     if params.model.is_embedded:
-        text += (" The embedded student knows no facts, so its *accuracy* is at chance by construction: this section, not "
-                 "the accuracy columns of Table 1, is what shows that the trace format travelled from teacher to student.")  # fmt: skip
+        text += (
+            " The embedded student knows no facts, so its *accuracy* is at chance by construction: this section, not "
+            "the accuracy columns of Table 1, is what shows that the trace format travelled from teacher to student."
+        )
     return text + "\n"
 
 
 def profile_statement(params: Params, run: Run) -> str:
     if params.model.is_embedded:
         n = run.manifests.get("environment", {}).get("metrics", {}).get("base_model_parameters", 0)
-        return (f"This is the **{params.profile}** profile: it trains a {n / 1e6:.1f}M-parameter sparse MoE (the embedded "
-                "backbone, pre-trained for a few hundred steps on the package's plain text) on a small pool, with a "
-                "hand-written teacher cache replayed offline. Its accuracies are at chance by construction: they exist to "
-                "prove the machinery, end to end, on a CPU, in minutes; what the student learned is the trace format "
-                f"(below). The paper's numbers stand next to them, always labelled '{REPORTED}'.")  # fmt: skip
-    return (f"This is the **{params.profile}** profile: backbone `{params.model.name_or_path}`, teacher "
-            f"`{params.distill.teacher}`, token budget {params.data.token_budget:,}.")  # fmt: skip
+        return (
+            f"This is the **{params.profile}** profile: it trains a {n / 1e6:.1f}M-parameter sparse MoE (the embedded "
+            "backbone, pre-trained for a few hundred steps on the package's plain text) on a small pool, with a "
+            "hand-written teacher cache replayed offline. Its accuracies are at chance by construction: they exist to "
+            "prove the machinery, end to end, on a CPU, in minutes; what the student learned is the trace format "
+            f"(below). The paper's numbers stand next to them, always labelled '{REPORTED}'."
+        )
+    return (
+        f"This is the **{params.profile}** profile: backbone `{params.model.name_or_path}`, teacher "
+        f"`{params.distill.teacher}`, token budget {params.data.token_budget:,}."
+    )
 
 
 def _code_summary(code: dict[str, str] | None) -> str:
@@ -593,17 +711,31 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
     rel = params.shown  # a committed report names no folder of this machine
     commit, commit_00 = git_commit(params.base_dir) or "none (not a git checkout)", env.get("git_commit")
     src = params.source_file
-    lines = ["## Provenance", "", f"- run folder: `{rel(run.dir)}`",
-             f"- git commit: `{commit}`" + (f" (phase 00 ran at `{commit_00}`)" if commit_00 and commit_00 != commit else ""),
-             f"- params file: `{rel(src) if src else 'inline'}`" + (f" (sha256 {file_digest(src)[:16]})" if src else "")
-             + f", overrides: {', '.join(params.overrides) or 'none'}",
-             "- device: " + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items() if k != "torch_threads"),
-             "- torch threads by phase (CPU results depend on them): " + (", ".join(
-                 f"{p.slug[:2]} {m['device']['torch_threads']}" for p in PHASES
-                 if (m := run.manifests.get(p.name)) and "torch_threads" in m.get("device", {})) or MISSING),
-             "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()), "",
-             "| phase | wall time (s) | peak RSS (MB) | finished | code (notebook + modules) |",
-             "|---|---:|---:|---|---|"]  # fmt: skip
+    lines = [
+        "## Provenance",
+        "",
+        f"- run folder: `{rel(run.dir)}`",
+        f"- git commit: `{commit}`"
+        + (f" (phase 00 ran at `{commit_00}`)" if commit_00 and commit_00 != commit else ""),
+        f"- params file: `{rel(src) if src else 'inline'}`"
+        + (f" (sha256 {file_digest(src)[:16]})" if src else "")
+        + f", overrides: {', '.join(params.overrides) or 'none'}",
+        "- device: "
+        + ", ".join(f"{k} {v}" for k, v in env.get("device", {}).items() if k != "torch_threads"),
+        "- torch threads by phase (CPU results depend on them): "
+        + (
+            ", ".join(
+                f"{p.slug[:2]} {m['device']['torch_threads']}"
+                for p in PHASES
+                if (m := run.manifests.get(p.name)) and "torch_threads" in m.get("device", {})
+            )
+            or MISSING
+        ),
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        "",
+        "| phase | wall time (s) | peak RSS (MB) | finished | code (notebook + modules) |",
+        "|---|---:|---:|---|---|",
+    ]
     total, peak = 0.0, 0.0
     for p in PHASES:
         m = run.manifests.get(p.name)
@@ -611,18 +743,24 @@ def provenance(params: Params, run: Run, tables: list[Table], started: float) ->
             continue
         rss = max(m.get("peak_memory_mb", {}).values(), default=0.0)
         total, peak = total + m.get("duration_s", 0.0), max(peak, rss)
-        lines.append(f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} | "
-                     f"{_code_summary(m.get('key', {}).get('code'))} |")  # fmt: skip
+        lines.append(
+            f"| {p.slug} | {m.get('duration_s', 0):.1f} | {rss:.0f} | {m.get('finished_at', '')} | "
+            f"{_code_summary(m.get('key', {}).get('code'))} |"
+        )
     own = time.monotonic() - started
-    lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — | "
-                 f"{_code_summary(run_code)} |")  # fmt: skip
-    lines += ["", f"Each phase timed by itself, from its first line of work to its manifest: **{total + own:.0f} s** "
-              f"in all, no phase's kernel above **{peak:.0f} MB** of resident memory. The Budget above is the "
-              "runner's wall clock for the whole reproduce, so it also counts starting each notebook's kernel and "
-              "importing torch, transformers and lighteval; a phase reused from an earlier run keeps that run's "
-              "time here. *code*: one digest of the phase's notebook code cells and every package module they "
-              "import (each file's digest is in its manifest, key.code); a phase re-runs when one of them changes.", "",
-              "Each table and the run artifacts it was computed from (sha256):", ""]  # fmt: skip
+    lines.append(f"| 06_paper_report (this report, so far) | {own:.1f} | — | — | {_code_summary(run_code)} |")
+    lines += [
+        "",
+        f"Each phase timed by itself, from its first line of work to its manifest: **{total + own:.0f} s** "
+        f"in all, no phase's kernel above **{peak:.0f} MB** of resident memory. The Budget above is the "
+        "runner's wall clock for the whole reproduce, so it also counts starting each notebook's kernel and "
+        "importing torch, transformers and lighteval; a phase reused from an earlier run keeps that run's "
+        "time here. *code*: one digest of the phase's notebook code cells and every package module they "
+        "import (each file's digest is in its manifest, key.code); a phase re-runs when one of them changes.",
+        "",
+        "Each table and the run artifacts it was computed from (sha256):",
+        "",
+    ]
     for t in tables:
         srcs = ", ".join(f"`{s.relative_to(run.dir)}` ({file_digest(s)[:12]})" for s in t.sources)
         lines.append(f"- {t.title}: {srcs}")
@@ -661,16 +799,40 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
     figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi, student)
     png = {k: next((p for p in v if p.suffix == ".png"), v[0]) for k, v in figs.items()}
     img = lambda k, alt: f"![{alt}]({png[k].relative_to(out_dir)})\n"  # noqa: E731
-    parts = [f"# Arabic-DeepSeek-R1 reproduction: {params.profile} profile\n", profile_statement(params, run) + "\n",
-             "## OALL v2 (the paper's Table 1)\n", oall.markdown(), img("oall_benchmarks", "OALL per benchmark"),
-             img("oall_deltas", "fine-tuned minus base"),
-             *(["## What the student learned\n", student_statement(params, student), student.markdown(),
-                img("student", "what the student writes"), "One output of each model for the same prompt (truncated):\n",
-                samples_markdown(student_samples(run))] if student is not None else []),
-             "## Data\n", tables[1].markdown(), img("composition", "composition"), tables[2].markdown(),
-             "## Distillation and verification\n", tables[3].markdown(), img("funnel", "funnel"),
-             "## Training\n", tables[4].markdown(), img("loss", "loss curve"), img("expert_load", "expert load"),
-             "## Budget\n", BUDGET_PENDING, provenance(params, run, tables, started)]  # fmt: skip
+    parts = [
+        f"# Arabic-DeepSeek-R1 reproduction: {params.profile} profile\n",
+        profile_statement(params, run) + "\n",
+        "## OALL v2 (the paper's Table 1)\n",
+        oall.markdown(),
+        img("oall_benchmarks", "OALL per benchmark"),
+        img("oall_deltas", "fine-tuned minus base"),
+        *(
+            [
+                "## What the student learned\n",
+                student_statement(params, student),
+                student.markdown(),
+                img("student", "what the student writes"),
+                "One output of each model for the same prompt (truncated):\n",
+                samples_markdown(student_samples(run)),
+            ]
+            if student is not None
+            else []
+        ),
+        "## Data\n",
+        tables[1].markdown(),
+        img("composition", "composition"),
+        tables[2].markdown(),
+        "## Distillation and verification\n",
+        tables[3].markdown(),
+        img("funnel", "funnel"),
+        "## Training\n",
+        tables[4].markdown(),
+        img("loss", "loss curve"),
+        img("expert_load", "expert load"),
+        "## Budget\n",
+        BUDGET_PENDING,
+        provenance(params, run, tables, started),
+    ]
     report_md = out_dir / "report.md"
     report_md.write_text("\n".join(parts), encoding="utf-8")
     return ReportResult(out_dir, tables, figs, report_md)
@@ -684,8 +846,10 @@ def report_dir(params: Params) -> Path:
 
 # ---------------------------------------------------------------------------------------------- budget
 BUDGET_BEGIN, BUDGET_END = "<!-- budget -->", "<!-- /budget -->"
-BUDGET_PENDING = (f"{BUDGET_BEGIN}\n_Filled in by the runner when `make reproduce` finishes (this report was built "
-                  f"outside a full run)._\n{BUDGET_END}\n")  # fmt: skip
+BUDGET_PENDING = (
+    f"{BUDGET_BEGIN}\n_Filled in by the runner when `make reproduce` finishes (this report was built "
+    f"outside a full run)._\n{BUDGET_END}\n"
+)
 SMOKE_BUDGET = {"wall_s": 600, "peak_rss_mb": 4096}
 
 
@@ -702,18 +866,20 @@ def stamp_budget(report_md: Path, record: dict[str, Any]) -> None:
     for p in phases:
         peak = MISSING if p.get("peak_rss_mb") is None else f"{p['peak_rss_mb']:.0f}"
         rows.append(f"| {p['phase']} | {p['action']} | {p['seconds']:.1f} | {peak} |")
-    text = "\n".join([
-        BUDGET_BEGIN,
-        f"Measured by the runner for the `arabic-r1 reproduce` that wrote this report (started {record['started_at']}; "
-        f"{how}): **{record['wall_s']:.0f} s** wall, peak memory **{record['peak_rss_mb']:.0f} MB** (runner + papermill "
-        f"+ kernel processes, resident, sampled every 0.5 s). The embedded default's budget is "
-        f"{SMOKE_BUDGET['wall_s']} s and {SMOKE_BUDGET['peak_rss_mb']} MB: {'within' if ok else 'OVER'}.",
-        "",
-        "| phase | action | seconds (incl. kernel start) | peak memory (MB) |",
-        "|---|---|---:|---:|",
-        *rows,
-        BUDGET_END,
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            BUDGET_BEGIN,
+            f"Measured by the runner for the `arabic-r1 reproduce` that wrote this report (started {record['started_at']}; "
+            f"{how}): **{record['wall_s']:.0f} s** wall, peak memory **{record['peak_rss_mb']:.0f} MB** (runner + papermill "
+            f"+ kernel processes, resident, sampled every 0.5 s). The embedded default's budget is "
+            f"{SMOKE_BUDGET['wall_s']} s and {SMOKE_BUDGET['peak_rss_mb']} MB: {'within' if ok else 'OVER'}.",
+            "",
+            "| phase | action | seconds (incl. kernel start) | peak memory (MB) |",
+            "|---|---|---:|---:|",
+            *rows,
+            BUDGET_END,
+        ]
+    )
     md = report_md.read_text(encoding="utf-8")
     begin, end = md.find(BUDGET_BEGIN), md.find(BUDGET_END)
     if begin >= 0 and end > begin:
@@ -738,5 +904,9 @@ def run_paper_report(params: Params, phase: PhaseRun) -> ReportResult:
             "published": str(published),
         },
     )
-    return ReportResult(published, built.tables, {k: [published / p.relative_to(built.out_dir) for p in v]
-                                                  for k, v in built.figures.items()}, published / "report.md")  # fmt: skip
+    return ReportResult(
+        published,
+        built.tables,
+        {k: [published / p.relative_to(built.out_dir) for p in v] for k, v in built.figures.items()},
+        published / "report.md",
+    )

@@ -54,8 +54,11 @@ def slurm_jobs(job_ids: list[str]) -> dict[str, dict[str, str]]:
         return {}
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%S|%e"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if out.returncode != 0:  # "Invalid job id specified": every one of them has been purged
         return {}
     jobs = {}

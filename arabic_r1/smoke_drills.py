@@ -307,11 +307,9 @@ def _arith(rng: random.Random, lang: str) -> Item:
     wrong = tuple(str(value + d) for d in rng.sample([-10, -3, -2, -1, 1, 2, 3, 10], 4) if value + d >= 0)
     if lang == "en":
         e = f"{a} {op.replace('×', 'x')} {b}"
-        return Item(f"What is {e}?", str(value), wrong, "they do not equal the result",
-                    f"{e} equals {value}")  # fmt: skip
+        return Item(f"What is {e}?", str(value), wrong, "they do not equal the result", f"{e} equals {value}")
     ask = rng.choice(["ما ناتج {e}؟", "احسب {e}.", "كم يساوي {e}؟"]).format(e=f"{a} {op} {b}")
-    return Item(ask, str(value), wrong,
-                "لا يساوي ناتج العملية", f"ناتج العملية {a} {op} {b} يساوي {value}")  # fmt: skip
+    return Item(ask, str(value), wrong, "لا يساوي ناتج العملية", f"ناتج العملية {a} {op} {b} يساوي {value}")
 
 
 def _units(rng: random.Random, lang: str) -> Item:
@@ -329,10 +327,20 @@ def _units(rng: random.Random, lang: str) -> Item:
     value = n * factor
     wrong = tuple(str(value + d) for d in rng.sample([-factor, factor, -10, 10, 2 * factor], 4))
     if lang == "en":
-        return Item(f"How many {small} are there in {n} {unit}?", str(value), wrong,
-                    f"they do not equal {n} times {factor}", f"{n} {unit} make {value} {small}")  # fmt: skip
-    return Item(f"كم {small} في {n} {unit}؟", str(value), wrong,
-                f"لا يساوي حاصل ضرب {n} في {factor}", f"{n} {unit} تساوي {value} بالوحدة الأصغر")  # fmt: skip
+        return Item(
+            f"How many {small} are there in {n} {unit}?",
+            str(value),
+            wrong,
+            f"they do not equal {n} times {factor}",
+            f"{n} {unit} make {value} {small}",
+        )
+    return Item(
+        f"كم {small} في {n} {unit}؟",
+        str(value),
+        wrong,
+        f"لا يساوي حاصل ضرب {n} في {factor}",
+        f"{n} {unit} تساوي {value} بالوحدة الأصغر",
+    )
 
 
 def _sequence(rng: random.Random, lang: str) -> Item:
@@ -342,11 +350,21 @@ def _sequence(rng: random.Random, lang: str) -> Item:
     wrong = tuple(str(value + d) for d in rng.sample([-step, step, -1, 1, 2], 4))
     if lang == "en":
         shown = ", ".join(map(str, terms))
-        return Item(f"What number comes next: {shown}, ...?", str(value), wrong,
-                    f"they break the step of {step}", f"each term adds {step} and the next one is {value}")  # fmt: skip
+        return Item(
+            f"What number comes next: {shown}, ...?",
+            str(value),
+            wrong,
+            f"they break the step of {step}",
+            f"each term adds {step} and the next one is {value}",
+        )
     shown = "، ".join(map(str, terms))
-    return Item(f"ما العدد التالي في المتتالية: {shown}، ...؟", str(value), wrong,
-                f"لا يحافظ على الزيادة الثابتة {step}", f"كل حد يزيد {step}، فالحد التالي {value}")  # fmt: skip
+    return Item(
+        f"ما العدد التالي في المتتالية: {shown}، ...؟",
+        str(value),
+        wrong,
+        f"لا يحافظ على الزيادة الثابتة {step}",
+        f"كل حد يزيد {step}، فالحد التالي {value}",
+    )
 
 
 def _parity(rng: random.Random, lang: str) -> Item:
@@ -356,11 +374,17 @@ def _parity(rng: random.Random, lang: str) -> Item:
     wrong = tuple(str(n) for n in nums if (n % 2 == 0) != even)[:4]
     if lang == "en":
         kind = "even" if even else "odd"
-        return Item(f"Which of these numbers is {kind}?", str(right), wrong,
-                    f"they are not {kind}", f"{right} is {kind}")  # fmt: skip
+        return Item(
+            f"Which of these numbers is {kind}?",
+            str(right),
+            wrong,
+            f"they are not {kind}",
+            f"{right} is {kind}",
+        )
     kind = "زوجي" if even else "فردي"
-    return Item(f"أي الأعداد الآتية عدد {kind}؟", str(right), wrong,
-                f"ليس عددًا {kind}ًا", f"العدد {right} {kind}")  # fmt: skip
+    return Item(
+        f"أي الأعداد الآتية عدد {kind}؟", str(right), wrong, f"ليس عددًا {kind}ًا", f"العدد {right} {kind}"
+    )
 
 
 def _word_problem(rng: random.Random, lang: str) -> Item:
@@ -370,26 +394,39 @@ def _word_problem(rng: random.Random, lang: str) -> Item:
     if lang == "en":
         name = rng.choice(("Sara", "Omar", "Lina", "Adam", "Huda", "Karim"))
         thing = rng.choice(("pens", "books", "apples", "notebooks", "tickets"))
-        return Item(f"{name} buys {n} {thing} at {price} dollars each. How much does {name} pay?", str(value), wrong, "they do not equal that product",
-                    f"{n} times {price} is {value}")  # fmt: skip
+        return Item(
+            f"{name} buys {n} {thing} at {price} dollars each. How much does {name} pay?",
+            str(value),
+            wrong,
+            "they do not equal that product",
+            f"{n} times {price} is {value}",
+        )
     name, (things, _) = rng.choice(NAMES_AR), rng.choice(OBJECTS_AR)
-    return Item(f"اشترى {name} {n} {things} بسعر {price} ريالات للواحد، فكم دفع؟" if name not in ("مريم", "سلمى", "ليلى", "هدى")
-                else f"اشترت {name} {n} {things} بسعر {price} ريالات للواحد، فكم دفعت؟", str(value), wrong, "لا يساوي حاصل الضرب",
-                f"حاصل ضرب {n} في {price} يساوي {value}")  # fmt: skip
+    return Item(
+        f"اشترى {name} {n} {things} بسعر {price} ريالات للواحد، فكم دفع؟"
+        if name not in ("مريم", "سلمى", "ليلى", "هدى")
+        else f"اشترت {name} {n} {things} بسعر {price} ريالات للواحد، فكم دفعت؟",
+        str(value),
+        wrong,
+        "لا يساوي حاصل الضرب",
+        f"حاصل ضرب {n} في {price} يساوي {value}",
+    )
 
 
 def _poet_en(rng: random.Random, lang: str) -> Item:
     right, wrong = rng.choice(POETS_EN), tuple(rng.sample(SCIENTISTS_EN, 4))
-    return Item("Which of these people was a poet?", right, wrong, "they were scientists",
-                f"{right} was a poet")  # fmt: skip
+    return Item(
+        "Which of these people was a poet?", right, wrong, "they were scientists", f"{right} was a poet"
+    )
 
 
 def _word_class_en(rng: random.Random, lang: str) -> Item:
     kind = rng.choice(list(WORDS_EN))
     right = rng.choice(WORDS_EN[kind])
     wrong = tuple(rng.sample([w for k, ws in WORDS_EN.items() if k != kind for w in ws], 4))
-    return Item(f"Which of these words is a {kind}?", right, wrong,
-                f"they are not {kind}s", f'"{right}" is a {kind}')  # fmt: skip
+    return Item(
+        f"Which of these words is a {kind}?", right, wrong, f"they are not {kind}s", f'"{right}" is a {kind}'
+    )
 
 
 def _composed_review_en(rng: random.Random, lang: str) -> Item:
@@ -397,8 +434,13 @@ def _composed_review_en(rng: random.Random, lang: str) -> Item:
     first, second = rng.sample(PRAISE_EN if positive else COMPLAINT_EN, 2)
     label = "Positive" if positive else "Negative"
     text = f"{rng.choice(PRODUCTS_EN)} {first} and {second}."
-    return Item(f'Classify this review: "{text}"', label, tuple(x for x in ("Positive", "Negative", "Neutral") if x != label), "they do not fit what the customer says",
-                f"the review is {label.lower()}")  # fmt: skip
+    return Item(
+        f'Classify this review: "{text}"',
+        label,
+        tuple(x for x in ("Positive", "Negative", "Neutral") if x != label),
+        "they do not fit what the customer says",
+        f"the review is {label.lower()}",
+    )
 
 
 def _acceptable_act_en(rng: random.Random, lang: str) -> Item:
@@ -406,64 +448,128 @@ def _acceptable_act_en(rng: random.Random, lang: str) -> Item:
     act, _, value = rng.choice([a for a in ACTS_EN if a[1] == good])
     wrong = tuple(a for a, ok, _ in rng.sample([a for a in ACTS_EN if a[1] != good], 4))
     kind = "acceptable" if good else "unacceptable"
-    return Item(f"Which of these actions is {kind}?", act, wrong,
-                "they are the opposite", f"{act} is {kind}", value)  # fmt: skip
+    return Item(
+        f"Which of these actions is {kind}?", act, wrong, "they are the opposite", f"{act} is {kind}", value
+    )
 
 
 def _authors(rng: random.Random, lang: str) -> list[Item]:
     table = AUTHORS_AR if lang == "ar" else AUTHORS_EN
     names = [a for _, a in table]
     if lang == "en":
-        return [Item(f"Who wrote {w}?", a, _others(rng, names, a), "they did not write this work",
-                     f"{w} was written by {a}") for w, a in table]  # fmt: skip
-    return [Item(f"من مؤلف كتاب «{w}»؟", a, _others(rng, names, a),
-                 "لم يؤلف هذا الكتاب", f"كتاب «{w}» من تأليف {a}") for w, a in table]  # fmt: skip
+        return [
+            Item(
+                f"Who wrote {w}?",
+                a,
+                _others(rng, names, a),
+                "they did not write this work",
+                f"{w} was written by {a}",
+            )
+            for w, a in table
+        ]
+    return [
+        Item(
+            f"من مؤلف كتاب «{w}»؟",
+            a,
+            _others(rng, names, a),
+            "لم يؤلف هذا الكتاب",
+            f"كتاب «{w}» من تأليف {a}",
+        )
+        for w, a in table
+    ]
 
 
 def _devices(rng: random.Random, lang: str) -> list[Item]:
     out = []
     for table in (DEVICES_AR, FORMS_AR):
         names = [n for _, n in table]
-        out += [Item(f"ما اسم {d}؟", n, _others(rng, names, n), "لا ينطبق عليه هذا التعريف",
-                     f"{d} هو {n}") for d, n in table]  # fmt: skip
+        out += [
+            Item(f"ما اسم {d}؟", n, _others(rng, names, n), "لا ينطبق عليه هذا التعريف", f"{d} هو {n}")
+            for d, n in table
+        ]
     return out
 
 
 def _plurals(rng: random.Random, lang: str) -> list[Item]:
     plurals = [p for _, p in PLURALS_AR]
-    return [Item(f"ما جمع كلمة «{w}»؟", p, _others(rng, plurals, p), "جمع لكلمة أخرى",
-                 f"جمع «{w}» هو «{p}»") for w, p in PLURALS_AR]  # fmt: skip
+    return [
+        Item(f"ما جمع كلمة «{w}»؟", p, _others(rng, plurals, p), "جمع لكلمة أخرى", f"جمع «{w}» هو «{p}»")
+        for w, p in PLURALS_AR
+    ]
 
 
 def _antonyms(rng: random.Random, lang: str) -> list[Item]:
     table = ANTONYMS_AR if lang == "ar" else ANTONYMS_EN
     opposites = [o for _, o in table]
     if lang == "en":
-        return [Item(f'What is the opposite of "{w}"?', o, _others(rng, opposites, o),
-                     "their meaning is not the opposite", f"the opposite of {w} is {o}") for w, o in table]  # fmt: skip
-    return [Item(f"ما ضد كلمة «{w}»؟", o, _others(rng, opposites, o),
-                 "لا يضاد معناه معنى الكلمة", f"ضد «{w}» هو «{o}»") for w, o in table]  # fmt: skip
+        return [
+            Item(
+                f'What is the opposite of "{w}"?',
+                o,
+                _others(rng, opposites, o),
+                "their meaning is not the opposite",
+                f"the opposite of {w} is {o}",
+            )
+            for w, o in table
+        ]
+    return [
+        Item(
+            f"ما ضد كلمة «{w}»؟",
+            o,
+            _others(rng, opposites, o),
+            "لا يضاد معناه معنى الكلمة",
+            f"ضد «{w}» هو «{o}»",
+        )
+        for w, o in table
+    ]
 
 
 def _synonyms(rng: random.Random, lang: str) -> list[Item]:
     same = [s for _, s in SYNONYMS_AR]
-    return [Item(f"ما معنى كلمة «{w}»؟", s, _others(rng, same, s),
-                 "معناه بعيد عن معنى الكلمة", f"معنى «{w}» هو «{s}»") for w, s in SYNONYMS_AR]  # fmt: skip
+    return [
+        Item(
+            f"ما معنى كلمة «{w}»؟",
+            s,
+            _others(rng, same, s),
+            "معناه بعيد عن معنى الكلمة",
+            f"معنى «{w}» هو «{s}»",
+        )
+        for w, s in SYNONYMS_AR
+    ]
 
 
 def _stories(rng: random.Random, lang: str) -> list[Item]:
-    return [Item(f"السياق: {c}\nالسؤال: {q}", r, w, "لا يذكره السياق",
-                 f"يذكر السياق أن الجواب {r}") for c, q, r, w in STORY_AR]  # fmt: skip
+    return [
+        Item(f"السياق: {c}\nالسؤال: {q}", r, w, "لا يذكره السياق", f"يذكر السياق أن الجواب {r}")
+        for c, q, r, w in STORY_AR
+    ]
 
 
 def _reviews(rng: random.Random, lang: str) -> list[Item]:
     table = REVIEWS_AR if lang == "ar" else REVIEWS_EN
     if lang == "en":
         labels = ("Positive", "Negative", "Neutral")
-        return [Item(f'What is the sentiment of this review: "{t}"', s, tuple(x for x in labels if x != s), "they do not match the tone of the review",
-                     f"the review is {s.lower()}") for t, s in table]  # fmt: skip
+        return [
+            Item(
+                f'What is the sentiment of this review: "{t}"',
+                s,
+                tuple(x for x in labels if x != s),
+                "they do not match the tone of the review",
+                f"the review is {s.lower()}",
+            )
+            for t, s in table
+        ]
     labels = ("إيجابي", "سلبي", "محايد")
-    return [Item(f"ما نوع المشاعر في هذا التعليق: «{t}»", s, tuple(x for x in labels if x != s), "لا يطابق نبرة التعليق", f"التعليق {s}") for t, s in table]  # fmt: skip
+    return [
+        Item(
+            f"ما نوع المشاعر في هذا التعليق: «{t}»",
+            s,
+            tuple(x for x in labels if x != s),
+            "لا يطابق نبرة التعليق",
+            f"التعليق {s}",
+        )
+        for t, s in table
+    ]
 
 
 def _composed_review(rng: random.Random, lang: str) -> Item:
@@ -473,22 +579,31 @@ def _composed_review(rng: random.Random, lang: str) -> Item:
     first, second = rng.sample(PRAISE_AR if positive else COMPLAINT_AR, 2)
     label = "إيجابي" if positive else "سلبي"
     text = f"{product} {first}، و{second}."
-    return Item(f"صنف هذه المراجعة: «{text}»", label, tuple(x for x in ("إيجابي", "سلبي", "محايد") if x != label), "لا يوافق ما يقوله العميل", f"المراجعة {label}")  # fmt: skip
+    return Item(
+        f"صنف هذه المراجعة: «{text}»",
+        label,
+        tuple(x for x in ("إيجابي", "سلبي", "محايد") if x != label),
+        "لا يوافق ما يقوله العميل",
+        f"المراجعة {label}",
+    )
 
 
 def _ethics(rng: random.Random, lang: str) -> list[Item]:
     if lang == "en":
-        return [Item(q, r, w, f"they go against {v}",
-                     f"the right choice is to {r[0].lower() + r[1:]}", v) for q, r, w, v in ETHICS_EN]  # fmt: skip
-    return [Item(q, r, w, f"يخالف {v}", f"الصواب {r}", v) for q, r, w, v in ETHICS_AR]  # fmt: skip
+        return [
+            Item(q, r, w, f"they go against {v}", f"the right choice is to {r[0].lower() + r[1:]}", v)
+            for q, r, w, v in ETHICS_EN
+        ]
+    return [Item(q, r, w, f"يخالف {v}", f"الصواب {r}", v) for q, r, w, v in ETHICS_AR]
 
 
 def _acts(rng: random.Random, lang: str) -> list[Item]:
     out = []
     for act, ok, value in ACTS_AR:
         right, wrong = ("مقبول", "مرفوض") if ok else ("مرفوض", "مقبول")
-        out.append(Item(f"هل {act} تصرف مقبول أم مرفوض؟", right, (wrong,), f"يناقض {value}",
-                        f"{act} {right}", value))  # fmt: skip
+        out.append(
+            Item(f"هل {act} تصرف مقبول أم مرفوض؟", right, (wrong,), f"يناقض {value}", f"{act} {right}", value)
+        )
     return out
 
 
@@ -505,16 +620,20 @@ def _word_class(rng: random.Random, lang: str) -> Item:
     kind = rng.choice(list(classes))
     right = rng.choice(classes[kind])
     wrong = tuple(rng.sample([w for k, ws in classes.items() if k != kind for w in ws], 4))
-    return Item(f"أي الكلمات الآتية {kind}؟", right, wrong, f"ليس {kind}ًا",
-                f"كلمة «{right}» {kind}")  # fmt: skip
+    return Item(f"أي الكلمات الآتية {kind}؟", right, wrong, f"ليس {kind}ًا", f"كلمة «{right}» {kind}")
 
 
 def _dialect_phrase(rng: random.Random, lang: str) -> Item:
     dialect = rng.choice(list(PHRASES_AR))
     right = rng.choice(PHRASES_AR[dialect])
     wrong = tuple(rng.choice(PHRASES_AR[d]) for d in rng.sample([d for d in PHRASES_AR if d != dialect], 4))
-    return Item(f"أي العبارات الآتية باللهجة {dialect}؟", right, wrong,
-                "من لهجة أخرى", f"«{right}» عبارة باللهجة {dialect}")  # fmt: skip
+    return Item(
+        f"أي العبارات الآتية باللهجة {dialect}؟",
+        right,
+        wrong,
+        "من لهجة أخرى",
+        f"«{right}» عبارة باللهجة {dialect}",
+    )
 
 
 def _acceptable_act(rng: random.Random, lang: str) -> Item:
@@ -522,24 +641,43 @@ def _acceptable_act(rng: random.Random, lang: str) -> Item:
     act, _, value = rng.choice([a for a in ACTS_AR if a[1] == good])
     wrong = tuple(a for a, ok, _ in rng.sample([a for a in ACTS_AR if a[1] != good], 4))
     kind = "مقبول" if good else "مرفوض"
-    return Item(f"أي التصرفات الآتية {kind}؟", act, wrong, f"عكس ذلك في ميزان {value}",
-                f"{act} تصرف {kind}", value)  # fmt: skip
+    return Item(
+        f"أي التصرفات الآتية {kind}؟", act, wrong, f"عكس ذلك في ميزان {value}", f"{act} تصرف {kind}", value
+    )
 
 
 def _dialects(rng: random.Random, lang: str) -> list[Item]:
-    return [Item(f"ما معنى «{w}» في اللهجة {d}؟", m, _others(rng, MEANINGS_AR, m),
-                 "ليس معنى هذه الكلمة", f"«{w}» في اللهجة {d} تعني «{m}»") for w, d, m in DIALECT_AR]  # fmt: skip
+    return [
+        Item(
+            f"ما معنى «{w}» في اللهجة {d}؟",
+            m,
+            _others(rng, MEANINGS_AR, m),
+            "ليس معنى هذه الكلمة",
+            f"«{w}» في اللهجة {d} تعني «{m}»",
+        )
+        for w, d, m in DIALECT_AR
+    ]
 
 
 def _greetings(rng: random.Random, lang: str) -> list[Item]:
     replies = [r for _, r in GREETINGS_AR]
-    return [Item(f"ما الرد المعتاد على من يقول: «{g}»؟", r, _others(rng, replies, r),
-                 "لا يقال ردًا على هذه العبارة", f"الرد على «{g}» هو «{r}»") for g, r in GREETINGS_AR]  # fmt: skip
+    return [
+        Item(
+            f"ما الرد المعتاد على من يقول: «{g}»؟",
+            r,
+            _others(rng, replies, r),
+            "لا يقال ردًا على هذه العبارة",
+            f"الرد على «{g}» هو «{r}»",
+        )
+        for g, r in GREETINGS_AR
+    ]
 
 
 def _social_en(rng: random.Random, lang: str) -> list[Item]:
-    return [Item(q, r, w, "they would be impolite here",
-                 f"the courteous response is to {r[0].lower() + r[1:]}") for q, r, w in SOCIAL_EN]  # fmt: skip
+    return [
+        Item(q, r, w, "they would be impolite here", f"the courteous response is to {r[0].lower() + r[1:]}")
+        for q, r, w in SOCIAL_EN
+    ]
 
 
 Maker = Callable[[random.Random, str], Any]
@@ -651,8 +789,15 @@ def build(seed: int = SEED) -> dict[str, list[dict[str, Any]]]:
                 if prompt in seen:
                     continue
                 seen.add(prompt)
-                out[lang].append({"id": f"drill-{category}-{lang}-{len(seen):03d}", "category": category,
-                                  "prompt": prompt, "answer": gold, "trace": trace})  # fmt: skip
+                out[lang].append(
+                    {
+                        "id": f"drill-{category}-{lang}-{len(seen):03d}",
+                        "category": category,
+                        "prompt": prompt,
+                        "answer": gold,
+                        "trace": trace,
+                    }
+                )
     return out
 
 
@@ -680,8 +825,14 @@ def write(resources_dir: Path, seed: int = SEED) -> dict[str, int]:
     old = read_jsonl(pack)
     responses = [(pool[e["prompt_id"]], e["text"]) for e in old if not e["prompt_id"].startswith("drill-")]
     responses += [(pool[r["id"]], r["trace"]) for items in rows.values() for r in items]
-    p = DistillParams(backend="replay", teacher="arabic_r1/hand-written-v1", cache_dir=pack.parent,
-                      template_version="v1", temperature=0.6, max_new_tokens=1024)  # fmt: skip
+    p = DistillParams(
+        backend="replay",
+        teacher="arabic_r1/hand-written-v1",
+        cache_dir=pack.parent,
+        template_version="v1",
+        temperature=0.6,
+        max_new_tokens=1024,
+    )
     write_cache_pack(p, responses, pack)
     write_jsonl(resources_dir / "pretrain_questions.jsonl", [{"text": text} for text in answered_questions()])
     return {lang: len(items) for lang, items in rows.items()}

@@ -158,11 +158,17 @@ def write_sweep(base: Params, runs: Sequence[SweepRun], name: str) -> Path:
         "profile": base.profile,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "runs": [
-            {"name": r.name, "overrides": r.overrides, "run_dir": str(r.run_dir), "reused": r.reused,
-             "status": "failed" if r.error else "done" if r.summary else "pending", "error": r.error}
+            {
+                "name": r.name,
+                "overrides": r.overrides,
+                "run_dir": str(r.run_dir),
+                "reused": r.reused,
+                "status": "failed" if r.error else "done" if r.summary else "pending",
+                "error": r.error,
+            }
             for r in runs
         ],
-    }  # fmt: skip
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
     done = [r for r in runs if r.summary is not None]

@@ -280,11 +280,16 @@ class TransformersTeacher:
                 n_new = (
                     int((new != tok.pad_token_id).sum()) if tok.pad_token_id != tok.eos_token_id else len(new)
                 )
-                on_result(req, Result(
-                    text=tok.decode(new, skip_special_tokens=True), prompt_tokens=int(enc["attention_mask"][i].sum()),
-                    completion_tokens=n_new, latency_s=round(latency, 3),
-                    finish_reason="stop" if tok.eos_token_id in new.tolist() else "length",
-                ))  # fmt: skip
+                on_result(
+                    req,
+                    Result(
+                        text=tok.decode(new, skip_special_tokens=True),
+                        prompt_tokens=int(enc["attention_mask"][i].sum()),
+                        completion_tokens=n_new,
+                        latency_s=round(latency, 3),
+                        finish_reason="stop" if tok.eos_token_id in new.tolist() else "length",
+                    ),
+                )
 
 
 # ----------------------------------------------------------------------------------------------- vLLM

@@ -144,9 +144,17 @@ def build_config(family: str, shape: TinyMoEParams, tokenizer: PreTrainedTokeniz
             **ids,
         )
     # Mixtral and gpt-oss: every layer an MoE of experts_per_token of num_local_experts, grouped-query attention
-    experts = dict(hidden_size=s.hidden_size, intermediate_size=s.expert_intermediate_size, num_hidden_layers=s.num_layers,
-                   num_attention_heads=s.num_heads, num_key_value_heads=max(1, s.num_heads // 2), head_dim=head_dim,
-                   num_local_experts=s.num_experts, num_experts_per_tok=s.experts_per_token, **ids)  # fmt: skip
+    experts = dict(
+        hidden_size=s.hidden_size,
+        intermediate_size=s.expert_intermediate_size,
+        num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads,
+        num_key_value_heads=max(1, s.num_heads // 2),
+        head_dim=head_dim,
+        num_local_experts=s.num_experts,
+        num_experts_per_tok=s.experts_per_token,
+        **ids,
+    )
     if family == "mixtral":
         return MixtralConfig(**experts)
     if family == "gpt_oss":  # + a router module, fused experts with biases, attention sinks, sliding layers
@@ -212,5 +220,5 @@ def save_backbone(
         info["family"],
         info["parameters"] / 1e6,
         Path(*out_dir.parts[-2:]),
-    )  # fmt: skip - the phase folder and the model folder, not the machine's path
+    )  # the phase folder and the model folder, not the machine's path
     return out_dir

@@ -28,14 +28,26 @@ def summary_table(summary: dict[str, Any]):
         if rows
         else pd.DataFrame(columns=["lang", "category", "traces"])
     )
-    totals = pd.Series({
-        "status": summary["status"], "items": summary["items"], "traces ok": summary["traces_ok"], "well formed": summary["well_formed"],
-        "failed": summary["failed"], "not attempted": summary["not_attempted"], "requests this run": summary["requests_sent_this_run"],
-        "from cache this run": summary["from_cache_this_run"], "retries": summary["retries_this_run"],
-        "prompt tokens (all)": summary["tokens_all_traces"]["prompt"], "completion tokens (all)": summary["tokens_all_traces"]["completion"],
-        "cost this run (USD)": summary["cost_usd_this_run"], "cost of all traces at params prices (USD)": summary["cost_usd_all_traces_at_params_prices"],
-        "failures by kind": _counts(summary["failures_this_run"]), "parse problems": _counts(summary["parse_problems"]),
-    }, name="value")  # fmt: skip
+    totals = pd.Series(
+        {
+            "status": summary["status"],
+            "items": summary["items"],
+            "traces ok": summary["traces_ok"],
+            "well formed": summary["well_formed"],
+            "failed": summary["failed"],
+            "not attempted": summary["not_attempted"],
+            "requests this run": summary["requests_sent_this_run"],
+            "from cache this run": summary["from_cache_this_run"],
+            "retries": summary["retries_this_run"],
+            "prompt tokens (all)": summary["tokens_all_traces"]["prompt"],
+            "completion tokens (all)": summary["tokens_all_traces"]["completion"],
+            "cost this run (USD)": summary["cost_usd_this_run"],
+            "cost of all traces at params prices (USD)": summary["cost_usd_all_traces_at_params_prices"],
+            "failures by kind": _counts(summary["failures_this_run"]),
+            "parse problems": _counts(summary["parse_problems"]),
+        },
+        name="value",
+    )
     return table(counts, "Traces per language and category"), table(
         totals.to_frame(), "This run's distillation"
     )
@@ -62,7 +74,7 @@ def render_traces(traces: list[dict[str, Any]], n: int = 3) -> str:
                 f"<div dir='{direction}' style='border:1px solid #ccc;padding:8px;margin:6px 0;text-align:{'right' if lang == 'ar' else 'left'}'>"
                 f"<div style='color:#555;font-size:90%' dir='ltr'>{html.escape(t['prompt_id'])} · {t['category']} · {_gold(t.get('gold'))} · problems: {html.escape(problems)}</div>"
                 f"<p><i>{bidi_html(prompt)}</i></p>{phases}<p><b>{'الإجابة' if lang == 'ar' else 'Answer'}:</b> {html.escape(str(parsed['answer']))}</p></div>"
-            )  # fmt: skip
+            )
     return "".join(blocks)
 
 
@@ -86,15 +98,21 @@ def funnel_frame(funnel: dict[str, Any]):
 
 
 def funnel_table(funnel: dict[str, Any]):
-    return table(funnel_frame(funnel), "Traces remaining after each check, in order; failures per check counted "
-                                       "independently (a trace can fail several)")  # fmt: skip
+    return table(
+        funnel_frame(funnel),
+        "Traces remaining after each check, in order; failures per check counted "
+        "independently (a trace can fail several)",
+    )
 
 
 def funnel_by_category(funnel: dict[str, Any]):
     import pandas as pd
 
-    rows = [{"group": g, "generated": f["steps"][0]["remaining"], **f["failed_per_check"], "kept": f["kept"]}
-            for g, f in funnel["by_group"].items() if "/" in g]  # fmt: skip
+    rows = [
+        {"group": g, "generated": f["steps"][0]["remaining"], **f["failed_per_check"], "kept": f["kept"]}
+        for g, f in funnel["by_group"].items()
+        if "/" in g
+    ]
     return table(pd.DataFrame(rows).set_index("group"), "Failures per check, by language and category")
 
 
@@ -103,8 +121,11 @@ def reasons_table(funnel: dict[str, Any]):
     import pandas as pd
 
     examples = funnel.get("reason_examples", {})
-    rows = [{"check": c, "reason (first trace of its kind)": examples.get(c, {}).get(r, r), "traces": n}
-            for c, rs in funnel["reasons"].items() for r, n in rs.items()]  # fmt: skip
+    rows = [
+        {"check": c, "reason (first trace of its kind)": examples.get(c, {}).get(r, r), "traces": n}
+        for c, rs in funnel["reasons"].items()
+        for r, n in rs.items()
+    ]
     frame = pd.DataFrame(rows, columns=["check", "reason (first trace of its kind)", "traces"])
     return table(frame, "Why traces were rejected (a trace can fail several checks)")
 

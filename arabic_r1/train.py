@@ -103,14 +103,24 @@ class TrainLog:
                 if not logs or "loss" not in logs or not state.is_world_process_zero:
                     return
                 now, seen = time.perf_counter(), int(state.num_input_tokens_seen or 0)
-                row = {"step": state.global_step, "loss": logs.get("loss"), "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                       "tokens_per_s": round((seen - self.tokens) / max(now - self.t, 1e-9), 1), "peak_memory_mb": _peak_memory_mb()}  # fmt: skip
+                row = {
+                    "step": state.global_step,
+                    "loss": logs.get("loss"),
+                    "lr": logs.get("learning_rate"),
+                    "grad_norm": logs.get("grad_norm"),
+                    "tokens_per_s": round((seen - self.tokens) / max(now - self.t, 1e-9), 1),
+                    "peak_memory_mb": _peak_memory_mb(),
+                }
                 self.t, self.tokens = now, seen
                 append_jsonl(log_ref.path, [row])
                 if self.bar is None:
                     self.bar = Progress(state.max_steps, "step", logger=log)
-                self.bar.update(state.global_step - self.bar.done, loss=row["loss"], lr=row["lr"] or 0.0,
-                                tokens_per_s=row["tokens_per_s"])  # fmt: skip
+                self.bar.update(
+                    state.global_step - self.bar.done,
+                    loss=row["loss"],
+                    lr=row["lr"] or 0.0,
+                    tokens_per_s=row["tokens_per_s"],
+                )
 
             def on_train_end(self, args, state, control, **kwargs):
                 if self.bar is not None:
@@ -194,8 +204,9 @@ def train_sft(
     callbacks = [TrainLog(out_dir / "train_log.jsonl").callback]
     if params.train.save_minutes:
         callbacks.append(save_on_time(params.train.save_minutes))
-    trainer = make_trainer(shards, model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                           callbacks=callbacks)  # fmt: skip
+    trainer = make_trainer(
+        shards, model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
     # one dict per step would flood papermill's output; TrainLog logs instead
     trainer.remove_callback(PrinterCallback)
     routed = RoutedTokens(model)  # which experts the router fed during training
@@ -223,14 +234,32 @@ def train_sft(
         with no_v4_moe_remap(model):
             trainer.save_model(str(adapter_dir))
     if ranks.main:
-        summary = {"backend": params.train.backend, "precision": precision, "steps": trainer.state.global_step,
-                   "train_seconds": round(train_seconds, 1), "resumed_from": last, "launcher": params.train.launcher,
-                   "processes": ranks.world, "global_batch": params.train.global_batch}  # fmt: skip
+        summary = {
+            "backend": params.train.backend,
+            "precision": precision,
+            "steps": trainer.state.global_step,
+            "train_seconds": round(train_seconds, 1),
+            "resumed_from": last,
+            "launcher": params.train.launcher,
+            "processes": ranks.world,
+            "global_batch": params.train.global_batch,
+        }
         if not sharded:
             with no_v4_moe_remap(model):
                 model.save_pretrained(str(adapter_dir))
-        save_outputs(params, None if sharded else model, model_path, tokenizer, out_dir, data, cov_model, experts,
-                     routing_before, probes, summary)  # fmt: skip
+        save_outputs(
+            params,
+            None if sharded else model,
+            model_path,
+            tokenizer,
+            out_dir,
+            data,
+            cov_model,
+            experts,
+            routing_before,
+            probes,
+            summary,
+        )
     barrier()
     return load_result(out_dir)
 
@@ -252,9 +281,19 @@ def full_parameters(trainer: Any):
     yield
 
 
-def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, out_dir: Path, data: Prepared,
-                 cov_model: dict[str, Any], experts: dict[str, Any], routing_before: dict[str, Any],
-                 probes: dict[str, list[str]], summary: dict[str, Any]) -> None:  # fmt: skip
+def save_outputs(
+    params: Params,
+    model: Any,
+    model_path: str,
+    tokenizer: Any,
+    out_dir: Path,
+    data: Prepared,
+    cov_model: dict[str, Any],
+    experts: dict[str, Any],
+    routing_before: dict[str, Any],
+    probes: dict[str, list[str]],
+    summary: dict[str, Any],
+) -> None:
     """What the phase outputs (rank 0 alone, the adapter already saved): merged model, routing after, coverage,
     composition, the loss mask of one example, the summary. ``model`` is None after a ZeRO-3 / FSDP launch, whose
     weights no rank holds whole: the merge then loads the base from ``model_path`` into this process's memory and
@@ -268,9 +307,16 @@ def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, ou
     base_loaded = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))[
         "base_model_name_or_path"
     ]
-    write_adapter_provenance(adapter_dir, {"base_requested": params.model.name_or_path, "base_loaded": base_loaded,
-                                           "backend": params.train.backend, "load_in_4bit": params.model.load_in_4bit,
-                                           "expert_layout": expert_layout(model) if model is not None else "fused"})  # fmt: skip
+    write_adapter_provenance(
+        adapter_dir,
+        {
+            "base_requested": params.model.name_or_path,
+            "base_loaded": base_loaded,
+            "backend": params.train.backend,
+            "load_in_4bit": params.model.load_in_4bit,
+            "expert_layout": expert_layout(model) if model is not None else "fused",
+        },
+    )
     cov_adapter = coverage_of_adapter(adapter_dir)
     check_coverage(cov_adapter, params.train.lora, f"saved adapter {adapter_dir}")
     trained, merge_check = model, None
@@ -284,16 +330,26 @@ def save_outputs(params: Params, model: Any, model_path: str, tokenizer: Any, ou
     # one step's loss is one batch's: the median of the last tenth says more
     tail = sorted(losses[-max(1, len(losses) // 10) :])
     summary |= {
-        "examples": len(data.examples), "dropped_too_long": data.dropped_too_long, "tokens": data.composition["tokens"],
-        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-        "final_loss_median": tail[len(tail) // 2] if tail else None, "peak_memory_mb": _peak_memory_mb(),
-        "merged": params.train.merge, "merge_check": merge_check, "lora": {**params.train.lora.model_dump(), "families": params.train.lora.scales()},
+        "examples": len(data.examples),
+        "dropped_too_long": data.dropped_too_long,
+        "tokens": data.composition["tokens"],
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "final_loss_median": tail[len(tail) // 2] if tail else None,
+        "peak_memory_mb": _peak_memory_mb(),
+        "merged": params.train.merge,
+        "merge_check": merge_check,
+        "lora": {**params.train.lora.model_dump(), "families": params.train.lora.scales()},
         "trainable_parameters": {f: v["parameters"] for f, v in cov_model.items()},
         "expert_adapters": {k: v if isinstance(v, int) else len(v) for k, v in experts.items()},
-    }  # fmt: skip
-    reports = {"routing.json": routing, "coverage.json": {"model": cov_model, "adapter": cov_adapter, "experts": experts},
-               "composition.json": data.composition, "loss_mask.json": mask_example(tokenizer, data.examples[0]["messages"]),
-               "train_summary.json": summary}  # fmt: skip
+    }
+    reports = {
+        "routing.json": routing,
+        "coverage.json": {"model": cov_model, "adapter": cov_adapter, "experts": experts},
+        "composition.json": data.composition,
+        "loss_mask.json": mask_example(tokenizer, data.examples[0]["messages"]),
+        "train_summary.json": summary,
+    }
     for name, payload in reports.items():
         write_json_atomic(out_dir / name, payload, indent=1)
 
@@ -312,8 +368,12 @@ def reload_adapted(params: Params, model_path: str, adapter_dir: Path) -> Any:
     registered = hf_deepspeed._hf_deepspeed_config_weak_ref
     hf_deepspeed.unset_hf_deepspeed_config()
     try:
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, revision=params.model.revision,
-                                                    trust_remote_code=params.model.trust_remote_code)  # fmt: skip
+        base = AutoModelForCausalLM.from_pretrained(
+            model_path,
+            dtype=dtype,
+            revision=params.model.revision,
+            trust_remote_code=params.model.trust_remote_code,
+        )
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = registered
     with no_v4_moe_remap(base):
@@ -327,9 +387,18 @@ def load_result(out_dir: Path) -> TrainResult:
         return json.loads((out_dir / name).read_text(encoding="utf-8"))
 
     summary, coverage = read("train_summary.json"), read("coverage.json")
-    return TrainResult(out_dir, out_dir / "adapter", out_dir / "merged" if summary["merged"] else None, coverage["model"],
-                       coverage["adapter"], read_jsonl(out_dir / "train_log.jsonl"), read("composition.json"),
-                       read("routing.json"), read("loss_mask.json"), summary)  # fmt: skip
+    return TrainResult(
+        out_dir,
+        out_dir / "adapter",
+        out_dir / "merged" if summary["merged"] else None,
+        coverage["model"],
+        coverage["adapter"],
+        read_jsonl(out_dir / "train_log.jsonl"),
+        read("composition.json"),
+        read("routing.json"),
+        read("loss_mask.json"),
+        summary,
+    )
 
 
 def run_moe_lora_sft(params: Params, phase: PhaseRun) -> TrainResult:
@@ -352,12 +421,28 @@ def train_phase(params: Params, run_dir: Path, out_dir: Path) -> TrainResult:
 def finish_phase(phase: PhaseRun, result: TrainResult) -> None:
     """The phase's manifest (one per run: the caller is the only process, or rank 0)."""
     d = phase.dir
-    outputs = {"adapter": result.adapter_dir, "train_log": d / "train_log.jsonl", "routing": d / "routing.json",
-               "coverage": d / "coverage.json", "summary": d / "train_summary.json"}  # fmt: skip
+    outputs = {
+        "adapter": result.adapter_dir,
+        "train_log": d / "train_log.jsonl",
+        "routing": d / "routing.json",
+        "coverage": d / "coverage.json",
+        "summary": d / "train_summary.json",
+    }
     if result.merged_dir is not None:
         outputs["merged"] = result.merged_dir
-    metrics = ("backend", "launcher", "processes", "global_batch", "steps", "examples", "first_loss", "last_loss",
-               "final_loss_median", "train_seconds", "trainable_parameters")  # fmt: skip
+    metrics = (
+        "backend",
+        "launcher",
+        "processes",
+        "global_batch",
+        "steps",
+        "examples",
+        "first_loss",
+        "last_loss",
+        "final_loss_median",
+        "train_seconds",
+        "trainable_parameters",
+    )
     phase.finish(outputs, {k: result.summary[k] for k in metrics})
 
 

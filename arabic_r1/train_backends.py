@@ -66,24 +66,35 @@ def load_model_and_tokenizer(params: Params, model_path: str, precision: str):
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=model_path, max_seq_length=params.model.max_seq_length, dtype=dtype, revision=params.model.revision,
-            load_in_4bit=params.model.load_in_4bit, trust_remote_code=params.model.trust_remote_code,
-        )  # fmt: skip
+            model_name=model_path,
+            max_seq_length=params.model.max_seq_length,
+            dtype=dtype,
+            revision=params.model.revision,
+            load_in_4bit=params.model.load_in_4bit,
+            trust_remote_code=params.model.trust_remote_code,
+        )
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         m = params.model
         try:
-            plan = load_plan("train", quantization_of(config_dict(model_path, m.revision)[0]), load_in_4bit=m.load_in_4bit,
-                             key="model.load_in_4bit", compute_dtype=str(dtype).removeprefix("torch."),
-                             cuda=torch.cuda.is_available(), local_rank=Ranks.from_env().local,
-                             placement="engine" if params.train.launcher in LAUNCHER_CONFIGS else "process")  # fmt: skip
+            plan = load_plan(
+                "train",
+                quantization_of(config_dict(model_path, m.revision)[0]),
+                load_in_4bit=m.load_in_4bit,
+                key="model.load_in_4bit",
+                compute_dtype=str(dtype).removeprefix("torch."),
+                cuda=torch.cuda.is_available(),
+                local_rank=Ranks.from_env().local,
+                placement="engine" if params.train.launcher in LAUNCHER_CONFIGS else "process",
+            )
         except ModelLoadError as exc:
             raise TrainSetupError(str(exc)) from None
         for note in plan.notes:
             log.info("%s: %s", model_path, note)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=m.trust_remote_code,
-                                                     revision=m.revision, **plan.kwargs)  # fmt: skip
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, trust_remote_code=m.trust_remote_code, revision=m.revision, **plan.kwargs
+        )
         tokenizer = AutoTokenizer.from_pretrained(
             model_path, trust_remote_code=params.model.trust_remote_code, revision=params.model.revision
         )
@@ -122,16 +133,33 @@ def sft_config(params: Params, out_dir: Path, precision: str, max_length: int):
 
     t = params.train
     owned = dict(
-        output_dir=str(out_dir / "checkpoints"), max_steps=t.max_steps or -1, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,  # <1: a ratio (transformers 5)
+        output_dir=str(out_dir / "checkpoints"),
+        max_steps=t.max_steps or -1,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # <1: a ratio (transformers 5)
         gradient_checkpointing=t.gradient_checkpointing and params.train.backend != "unsloth",
-        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=precision == "bf16", fp16=precision == "fp16",
-        assistant_only_loss=True, packing=t.packing, max_length=max_length, logging_steps=1,
-        save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=params.run.seed, data_seed=params.run.seed,
-        report_to=list(t.report_to) or "none", run_name=params.run.name or params.profile, dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", use_cpu=not torch.cuda.is_available(), disable_tqdm=not sys.stderr.isatty(),
-    )  # fmt: skip
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        assistant_only_loss=True,
+        packing=t.packing,
+        max_length=max_length,
+        logging_steps=1,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=params.run.seed,
+        data_seed=params.run.seed,
+        report_to=list(t.report_to) or "none",
+        run_name=params.run.name or params.profile,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not sys.stderr.isatty(),
+    )
     assert owned.keys() == SFT_OWNED.keys(), "params.SFT_OWNED must list exactly the fields set here"
     try:
         return SFTConfig(**t.sft, **owned)

@@ -82,9 +82,12 @@ def check_world_size(params: Params, ranks: Ranks) -> None:
         raise TrainSetupError(
             f"train.launcher={t.launcher} asks for {t.processes} processes (train.num_gpus={t.num_gpus} x "
             f"train.num_machines={t.num_machines}) but this one is one of WORLD_SIZE={ranks.world}: "
-            + ("start it through the phase (arabic-r1 run 04 / notebook 04), which launches them"
-               if ranks.world == 1 else "launch it with the command of arabic_r1.train_launch.launch_command")
-        )  # fmt: skip
+            + (
+                "start it through the phase (arabic-r1 run 04 / notebook 04), which launches them"
+                if ranks.world == 1
+                else "launch it with the command of arabic_r1.train_launch.launch_command"
+            )
+        )
 
 
 def _distributed() -> bool:
@@ -121,15 +124,44 @@ def launch_command(params: Params, run_dir: Path) -> list[str]:
     if params.source_file is None:
         raise ValueError("a multi-process launch needs params loaded from a file")
     if t.launcher == "torchrun":
-        nodes = (["--standalone"] if t.num_machines == 1 else
-                 ["--rdzv-backend", "c10d", "--rdzv-endpoint", "$MASTER_ADDR:$MASTER_PORT", "--rdzv-id", run_dir.name])  # fmt: skip
-        cmd = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nnodes", str(t.num_machines),
-               "--nproc-per-node", str(t.num_gpus)]  # fmt: skip
+        nodes = (
+            ["--standalone"]
+            if t.num_machines == 1
+            else [
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                "$MASTER_ADDR:$MASTER_PORT",
+                "--rdzv-id",
+                run_dir.name,
+            ]
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *nodes,
+            "--nnodes",
+            str(t.num_machines),
+            "--nproc-per-node",
+            str(t.num_gpus),
+        ]
     else:
         # the precision the Trainer uses, so the engine's agrees (DeepSpeed refuses "ds bf16.enabled=True vs hf bf16=False")
         mixed = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(params), "no")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
-               "--num_processes", str(t.processes), "--num_machines", str(t.num_machines), "--mixed_precision", mixed]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(CONFIGS_DIR / LAUNCHER_CONFIGS[t.launcher]),
+            "--num_processes",
+            str(t.processes),
+            "--num_machines",
+            str(t.num_machines),
+            "--mixed_precision",
+            mixed,
+        ]
     cmd += ["-m", "arabic_r1.train", "--params", str(params.source_file), "--run-dir", str(run_dir)]
     for item in params.overrides:
         cmd += ["-o", item]
@@ -153,8 +185,16 @@ def launch(params: Params, run_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}  # a launch from a rank: a new world
     env |= {RUN_ENV: token, "PYTHONUNBUFFERED": "1"}
     log.info("launching %d ranks: %s", t.processes, " ".join(cmd))
-    proc = subprocess.Popen(owned_command(cmd, token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            text=True, encoding="utf-8", errors="replace", start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        owned_command(cmd, token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
+    )
     tail: deque[str] = deque(maxlen=300)
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
@@ -185,6 +225,8 @@ def failure_message(output: str, rc: int, world: int) -> str:
     rank, local, code = int(m.group(1)), int(m.group(2)), int(m.group(3))
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
     cause = re.search(r"traceback\s*:\s*(.*)", m.group(4), re.S)
-    return (f"phase 04: rank {rank} of {world} (local rank {local}) {how}; torchrun stopped the other ranks, and "
-            f"running the phase again resumes from its last complete checkpoint, if it has one. "
-            f"{cause.group(1).strip()[-2000:] if cause else ''}").rstrip()  # fmt: skip
+    return (
+        f"phase 04: rank {rank} of {world} (local rank {local}) {how}; torchrun stopped the other ranks, and "
+        f"running the phase again resumes from its last complete checkpoint, if it has one. "
+        f"{cause.group(1).strip()[-2000:] if cause else ''}"
+    ).rstrip()

@@ -25,10 +25,15 @@ def adapter_tensors(result, n: int = 3) -> Any:
     """A few adapter tensor names per family, as saved (the prefix every name shares left out)."""
     import pandas as pd
 
-    rows = [{"family": fam, "tensor": name.removeprefix("base_model.model."), "of": len(f["tensors"])}
-            for fam, f in result.coverage_adapter.items() for name in f["tensors"][:n]]  # fmt: skip
-    return table(pd.DataFrame(rows, columns=["family", "tensor", "of"]).set_index("family"),
-                 f"The first {n} saved adapter tensors of each family, of how many")  # fmt: skip
+    rows = [
+        {"family": fam, "tensor": name.removeprefix("base_model.model."), "of": len(f["tensors"])}
+        for fam, f in result.coverage_adapter.items()
+        for name in f["tensors"][:n]
+    ]
+    return table(
+        pd.DataFrame(rows, columns=["family", "tensor", "of"]).set_index("family"),
+        f"The first {n} saved adapter tensors of each family, of how many",
+    )
 
 
 def render_mask(mask: list[dict[str, Any]]) -> str:
@@ -39,8 +44,10 @@ def render_mask(mask: list[dict[str, Any]]) -> str:
         for r in mask
     )
     n, total = sum(r["tokens"] for r in mask if r["loss"]), sum(r["tokens"] for r in mask)
-    return (f"<p dir='ltr'>{n} of {total} tokens carry the loss (highlighted: the assistant turn)</p>"
-            f"<div dir='auto' style='line-height:1.9;white-space:pre-wrap;unicode-bidi:plaintext'>{spans}</div>")  # fmt: skip
+    return (
+        f"<p dir='ltr'>{n} of {total} tokens carry the loss (highlighted: the assistant turn)</p>"
+        f"<div dir='auto' style='line-height:1.9;white-space:pre-wrap;unicode-bidi:plaintext'>{spans}</div>"
+    )
 
 
 def composition_table(comp: dict[str, Any]) -> Any:
@@ -53,11 +60,16 @@ def composition_table(comp: dict[str, Any]) -> Any:
             "target": comp["arabic_share"]["target"],
         }
     ]
-    rows += [{"slice": c, "achieved": v["achieved"], "target": v["target"], "tokens": v["tokens"]}
-             for c, v in comp["categories"].items()]  # fmt: skip
+    rows += [
+        {"slice": c, "achieved": v["achieved"], "target": v["target"], "tokens": v["tokens"]}
+        for c, v in comp["categories"].items()
+    ]
     frame = pd.DataFrame(rows).set_index("slice")
-    return table(frame, "Training tokens (student tokenizer) per slice, against the params targets",
-                 formats={"achieved": "{:.1%}", "target": "{:.1%}"})  # fmt: skip
+    return table(
+        frame,
+        "Training tokens (student tokenizer) per slice, against the params targets",
+        formats={"achieved": "{:.1%}", "target": "{:.1%}"},
+    )
 
 
 def plot_loss(rows: list[dict[str, Any]]):
