@@ -130,7 +130,7 @@ class DistillParams(Section):
 
 
 class VerifyParams(Section):
-    """Phase 03: which checks run and their thresholds (defaults measured on real Arabic/English text, README)."""
+    """Phase 03: which checks run and their thresholds (defaults measured on real Arabic/English text, docs/phases.md)."""
 
     checks: list[str] = Field(
         default_factory=lambda: ["all"],

@@ -150,7 +150,7 @@ def sweep_file(base: Params, name: str) -> Path:
 
 def write_sweep(base: Params, runs: Sequence[SweepRun], name: str) -> Path:
     """The sweep record (runs, overrides, what was reused) and its comparison table in md + csv."""
-    from arabic_r1.report import compare_runs
+    from arabic_r1.paper_tables import compare_runs
 
     path = sweep_file(base, name)
     record = {

@@ -5,7 +5,7 @@ degeneration, regional norms — and the two types they share: what a check sees
 Each check is a small function ``(Trace, VerifyParams) -> Verdict``; :func:`verify_trace` runs every enabled one (no
 short-circuit), so a funnel can attribute every rejection. Phase 03 runs them on the teacher's traces (verify.py),
 phase 05's student audit on the student's answers (audit.py). Thresholds come from params; the defaults were
-measured on real Arabic and English text (tests/test_verify.py, README).
+measured on real Arabic and English text (tests/test_verify.py, docs/phases.md).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from arabic_r1.decontam import build_index
 from arabic_r1.eval_generation import read_outputs
 from arabic_r1.evaluate import evaluate_model, tidy_rows
 from arabic_r1.oall_tasks import Warts, lighteval_configs
+from arabic_r1.paper_tables import oall_table
 from arabic_r1.params import DecontaminationParams, EvalParams, VerifyParams
 from arabic_r1.reference import paper_table1
-from arabic_r1.report import Run, oall_table
+from arabic_r1.report_tables import Run
 from arabic_r1.tiny_model import save_tiny_moe
 from arabic_r1.trace_checks import CHECKS, CheckSpec, Verdict
 from arabic_r1.verify import verify_traces

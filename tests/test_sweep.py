@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from arabic_r1.paper_tables import compare_runs, read_scores
 from arabic_r1.params import ParamsError
-from arabic_r1.report import Run, compare_runs, read_scores
+from arabic_r1.report_tables import Run
 from arabic_r1.sweep import comparable_runs, parse_sets, run_name, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
