@@ -106,6 +106,16 @@ MUTATIONS = (
     Mutation("hosted-install-unconstrained", "arabic_r1/hosted_install.py",
              "constraints = runtime_constraints(versions)", "constraints = []",
              ("tests/test_hosted_install.py", "-k", "plan_installs")),
+    # ---- issue 31: the registries
+    Mutation("average-over-fewer-benchmarks", "arabic_r1/benchmarks.py",
+             "if not values or any(v is None for v in values):", "values = [v for v in values if v is not None]\n    if not values:",
+             ("tests/test_extending.py", "-k", "average")),
+    Mutation("family-rank-unchecked", "arabic_r1/moe_lora.py",
+             'if r["default"] != want_r or abs(module.scaling["default"] - want_scale) > 1e-9:', "if False:",
+             ("tests/test_plan.py", "-k", "peft")),
+    Mutation("text-answers-read-as-labels", "arabic_r1/eval_generation.py",
+             "answers = spec(benchmark_of(c.name)).answers", 'answers = "labels"',
+             ("tests/test_extending.py", "-k", "text_answer")),
 )  # fmt: skip
 
 

@@ -173,14 +173,25 @@ def test_recipe_add_a_benchmark_runs_phases_01_05_06(ninth: Path, tmp_path: Path
     assert [r[0] for r in table.rows][-2:] == ["BoolQ-ar", "Average"]
 
 
-def test_a_text_answer_benchmark_is_scored_on_its_words_not_as_option_letters(ninth: Path) -> None:
-    from arabic_r1.audit import reasoning_answer
+def test_a_text_answer_benchmark_is_scored_on_its_words_not_as_option_letters(
+    ninth: Path, tmp_path: Path
+) -> None:
+    """Phase 05's reasoning scoring reads a benchmark's answers as its spec says: BoolQ-ar's choices are the words
+    نعم / لا, and an answer written with diacritics still names one (as option labels it would be a parse failure)."""
+    from arabic_r1.eval_generation import Generation, run_reasoning
+    from arabic_r1.oall_tasks import task_configs
 
-    output = "<think>\nالتحليل: المقطع يذكر ذلك صراحة.\n</think>\nالإجابة: نَعَمْ"
-    assert reasoning_answer(output, ["نعم", "لا"], answers="text") == (0, None)
-    assert (
-        reasoning_answer(output, ["نعم", "لا"], answers="labels")[0] is None
-    )  # the old reading: a parse failure
+    ep = EvalParams(source="mirror", mirror_dir=ninth, benchmarks=[BOOLQ.key], scoring=["reasoning"])
+    configs, _ = task_configs(ep, BOOLQ.key, Warts())
+    said = "<think>\nالتحليل: المقطع يذكر ذلك صراحة.\n</think>\nالإجابة: نَعَمْ"
+    scores = run_reasoning(
+        lambda prompts, n: [Generation(said, False)] * len(prompts), configs, ep, tmp_path / "r.jsonl"
+    )
+    (task,) = scores.values()
+    assert task["parse_failure_rate"] == 0.0 and task["n"] == len(PASSAGES)
+    assert task["accuracy"] == pytest.approx(
+        sum(a for _, _, a in PASSAGES) / len(PASSAGES)
+    )  # "yes" is right twice
 
 
 # --------------------------------------------------------------------------------- recipe: a check

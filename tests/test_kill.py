@@ -127,7 +127,9 @@ def _phase02_overrides(server, project: Path, traces: int) -> list[str]:
             "distill.concurrency=1", f"distill.cache_dir={project / 'teacher_cache'}"]  # fmt: skip
 
 
-@pytest.mark.parametrize("kills", [5, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills", [2, pytest.param(5, marks=pytest.mark.slow), pytest.param(20, marks=pytest.mark.slow)]
+)
 def test_phase_02_killed_runner_and_kernel_lose_and_duplicate_nothing(base, server, tmp_path: Path, kills: int) -> None:  # fmt: skip
     n = PER_KILL * 2 * kills
     ref = _copy(base, tmp_path / "ref", "02_cot_distillation")
@@ -154,7 +156,9 @@ def test_phase_02_killed_runner_and_kernel_lose_and_duplicate_nothing(base, serv
     assert {r["prompt_id"]: r["raw_text"] for r in read_traces(traces)} == expected
 
 
-@pytest.mark.parametrize("kills", [5, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills", [2, pytest.param(5, marks=pytest.mark.slow), pytest.param(20, marks=pytest.mark.slow)]
+)
 def test_phase_04_killed_runner_and_kernel_resume_loss_for_loss(base, tmp_path: Path, kills: int) -> None:
     steps = PER_KILL * 2 * kills
     overrides = [f"train.max_steps={steps}", "train.save_steps=3"]
