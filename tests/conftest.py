@@ -156,7 +156,25 @@ HEAVY_FILES = {"test_kill.py", "test_ray.py", "test_train_ddp.py", "test_lab.py"
                "test_notebooks.py", "test_pipeline.py", "test_real_checkpoint.py", "test_slurm.py", "test_sweep.py"}  # fmt: skip
 
 
+HEAVY_TESTS = (  # measured at 8-22 s each (pytest --durations): subprocesses, or several trainings
+    "test_gpu_check_dry_run",
+    "test_doctor_",
+    "test_unsloth_backend_trains",
+    "imports_it_before_transformers",
+    "test_killed_run_resumes",
+    "test_two_mirrors_with_one_layout",
+    "test_retraining_into_the_same_folder",
+    "test_a_planted_break_between_training_and_generation",
+    "test_phase_00_writes_the_bf16_copy",
+    "test_real_text_passes_with_at_most_2_percent",
+)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if item.path.name in HEAVY_FILES or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (
+            item.path.name in HEAVY_FILES
+            or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(name in item.name for name in HEAVY_TESTS)
+        ):
             item.add_marker(pytest.mark.heavy)
