@@ -213,15 +213,16 @@ class BenchmarkError(ValueError):
     """A benchmark name or spec the registry cannot take."""
 
 
-def register(spec: BenchmarkSpec, registry: dict[str, BenchmarkSpec] = BENCHMARKS) -> BenchmarkSpec:
+def register(spec: BenchmarkSpec) -> BenchmarkSpec:
     """Add a benchmark to the registry (for a plugin or a test; a benchmark of the project is an entry above)."""
-    if spec.key in registry:
+    if spec.key in BENCHMARKS:
         raise BenchmarkError(f"benchmark {spec.key!r} is already registered")
-    if any(s.task == spec.task for s in registry.values()):
+    if any(s.task == spec.task for s in BENCHMARKS.values()):
         raise BenchmarkError(f"benchmark {spec.key!r}: lighteval task prefix {spec.task!r} is already taken")
-    if spec.scoring == "judged" and judged():
-        raise BenchmarkError(f"benchmark {spec.key!r}: one judged benchmark is supported ({judged()[0]} is)")
-    registry[spec.key] = spec
+    judged = [k for k, s in BENCHMARKS.items() if s.scoring == "judged"]
+    if spec.scoring == "judged" and judged:
+        raise BenchmarkError(f"benchmark {spec.key!r}: one judged benchmark is supported ({judged[0]} is)")
+    BENCHMARKS[spec.key] = spec
     return spec
 
 
@@ -245,14 +246,6 @@ def check_names(names: Iterable[str]) -> list[str]:
     for name in names:
         spec(name)
     return names
-
-
-def loglikelihood_scored() -> tuple[str, ...]:
-    return tuple(k for k, s in BENCHMARKS.items() if s.scoring == "loglikelihood")
-
-
-def judged() -> tuple[str, ...]:
-    return tuple(k for k, s in BENCHMARKS.items() if s.scoring == "judged")
 
 
 def in_table_order(names: Iterable[str]) -> list[str]:

@@ -188,13 +188,14 @@ def tidy_rows(models: list[ModelScores]) -> list[dict[str, Any]]:
                 }
             )
         board = m.board()
-        mean = average(board, board)
+        counted = counted_in_average(board)
+        mean = average(board, counted)
         if mean is not None:
             rows.append(
                 {
                     "model": m.label,
                     "benchmark": "average",
-                    "metric": f"mean of {len(counted_in_average(board))} benchmarks",
+                    "metric": f"mean of {len(counted)} benchmarks",
                     "value": round(mean, 4),
                 }
             )

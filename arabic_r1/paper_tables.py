@@ -76,12 +76,8 @@ def oall_table(run: Run) -> Table:
     ]
     rows = []
     for i, b in enumerate([*shown, "average"]):
-        title = "Average" if b == "average" else spec(b).title
-        ref = (
-            paper["rows"]["Average" if b == "average" else spec(b).paper_title]
-            if b == "average" or spec(b).paper_title
-            else {}
-        )
+        title, in_paper = ("Average", "Average") if b == "average" else (spec(b).title, spec(b).paper_title)
+        ref = paper["rows"][in_paper] if in_paper else {}
         rows.append(
             [
                 title,

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from test_verify import GOOD_AR
 
 from arabic_r1 import benchmarks
 from arabic_r1.arabic_text import normalized_words
@@ -201,13 +202,7 @@ def check_no_links(t, p) -> Verdict:
     return Verdict("no_links", not links, f"links: {links[:2]}" if links else "no links")
 
 
-GOOD = """<think>
-التحليل: يسأل السؤال عن عاصمة المملكة المغربية، وهو سؤال معرفي في الجغرافيا.
-الاستبعاد: نستبعد الخيار (أ) لأن الدار البيضاء أكبر المدن وليست العاصمة، ونستبعد (ج) و(د).
-التدقيق اللغوي: كلمة «الرباط» اسم علم مرفوع، والجملة الاسمية سليمة الإعراب والإملاء.
-الخلاصة: عاصمة المغرب هي مدينة الرباط.
-</think>
-الإجابة: ب"""
+GOOD = GOOD_AR  # a four-phase Arabic trace that passes every check
 
 
 def test_recipe_add_a_check_reaches_the_funnel_and_the_student_audit(monkeypatch, tmp_path: Path) -> None:
