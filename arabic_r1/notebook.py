@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def auto_threads(sample_s: float = 0.5, busy_percent: float = 60.0) -> int:
     """The cores this process may use (its CPU affinity) that no other work keeps busy right now, at least 1: torch
     threads sharing a core with a busy neighbour wait on each other at every parallel region (phase 00 of the smoke
-    run: 64 s quiet, 782 s with two threads beside one busy process)."""
+    run: 64 s quiet, 782 s with two threads beside one busy process). ``OMP_NUM_THREADS``, when set, caps it, as it
+    caps torch's own default."""
     import psutil
 
     cores = (
@@ -34,7 +35,9 @@ def auto_threads(sample_s: float = 0.5, busy_percent: float = 60.0) -> int:
     )
     load = psutil.cpu_percent(interval=sample_s, percpu=True)
     busy = [c for c in cores if c < len(load) and load[c] > busy_percent]
-    return max(1, len(cores) - len(busy))
+    free = max(1, len(cores) - len(busy))
+    omp = os.environ.get("OMP_NUM_THREADS", "")  # a scheduler's (Slurm's --cpus-per-task) or the user's own cap
+    return min(free, int(omp)) if omp.isdigit() and int(omp) > 0 else free
 
 
 def apply_runtime(params: Params) -> None:

@@ -102,7 +102,8 @@ class RunParams(Section):
     torch_threads: PositiveInt | Literal["auto"] | None = Field(
         None,
         description="torch.set_num_threads; auto: the cores this process may use that other work is not keeping "
-        "busy when the phase starts (a busy neighbour on a shared core slows torch's threads 4-12x); null: torch's own",
+        "busy when the phase starts (a busy neighbour on a shared core slows torch's threads 4-12x), at most "
+        "$OMP_NUM_THREADS when that is set; null: torch's own",
     )
     stall_timeout_s: PositiveInt = Field(
         1800,

@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs two pytest-xdist workers on the CI machine's two cores: each worker and every notebook kernel,
+# training rank or server it starts keeps to one torch thread (OMP_NUM_THREADS caps torch's default and the
+# profiles' `run.torch_threads: auto`), so that the two never oversubscribe the cores (torch's threads slow 4-12x
+# beside a busy neighbour) and a run's numbers do not depend on what the other worker was doing at the time.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
 # Real rows and corpora whose licences (CC BY-NC-SA, CC BY-SA) keep them out of the repository: the workspace this
 # project is built in keeps them next to the checkout; elsewhere point ARABIC_R1_TEST_DATA at an equivalent folder.
 DATA_ENV = "ARABIC_R1_TEST_DATA"
@@ -170,8 +178,14 @@ HEAVY_TESTS = (  # measured at 8-22 s each (pytest --durations): subprocesses, o
 )
 
 
+# One smoke run per session: `--dist loadgroup` sends every test that reads it to the same worker.
+SMOKE_GROUP = pytest.mark.xdist_group("smoke_run")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(SMOKE_GROUP)
         if (
             item.path.name in HEAVY_FILES
             or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))

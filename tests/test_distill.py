@@ -241,11 +241,11 @@ def test_cache_packs_are_read(project: Path) -> None:
     assert cache.get("def0")["text"] == "u"
 
 
-def test_api_key_reaches_the_server_and_no_file_of_the_run(server, tmp_path: Path, monkeypatch) -> None:
-    """The key comes from the environment variable named in params, and appears in nothing the run writes."""
+def test_api_key_reaches_the_server_and_no_file_of_the_run(smoke_run, server, tmp_path: Path, monkeypatch) -> None:
+    """The key comes from the environment variable named in params, and appears in nothing the run writes (phase 02
+    run by the runner on a copy of the suite's smoke project, whose phases 00-01 stay fresh: no key reaches them)."""
+    import shutil
     import uuid
-
-    from conftest import copy_smoke_project
 
     from arabic_r1.params import REPO_DIR
     from arabic_r1.params_loading import load_params
@@ -253,7 +253,9 @@ def test_api_key_reaches_the_server_and_no_file_of_the_run(server, tmp_path: Pat
 
     secret = f"sk-test-{uuid.uuid4().hex}"
     monkeypatch.setenv("ARABIC_R1_TEST_KEY", secret)
-    project = copy_smoke_project(tmp_path)
+    project = tmp_path / "project"
+    shutil.copytree(smoke_run[0], project, symlinks=True)
+    shutil.rmtree(project / "runs" / "smoke" / "02_cot_distillation")
     proxy = FlakyProxy(server.url)
     try:
         overrides = ["distill.backend=openai", f"distill.base_url={proxy.url}", f"distill.teacher={server.model}",
@@ -263,7 +265,7 @@ def test_api_key_reaches_the_server_and_no_file_of_the_run(server, tmp_path: Pat
         summary = reproduce(params, notebooks_dir=REPO_DIR / "notebooks", only=["00", "01", "02"])
     finally:
         proxy.close()
-    assert [r.action for r in summary.results] == ["ran", "ran", "ran"]
+    assert [r.action for r in summary.results] == ["skipped", "skipped", "ran"]
     assert proxy.forwarded == 4 and set(proxy.auth_headers) == {f"Bearer {secret}"}
     leaks = [
         str(f)

@@ -192,12 +192,15 @@ def neighbour():
     proc.wait()
 
 
-def test_auto_threads_leave_the_busy_core_to_its_neighbour(neighbour) -> None:
+def test_auto_threads_leave_the_busy_core_to_its_neighbour(neighbour, monkeypatch) -> None:
     import os
 
     from arabic_r1.notebook import auto_threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # `make test`'s workers set it (tests/conftest.py)
     assert auto_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a scheduler's cap (Slurm's --cpus-per-task) wins over free cores
+    assert auto_threads(sample_s=0.1) == 1
 
 
 def test_phase_04_on_a_busy_machine_resumes_from_a_time_checkpoint(base, neighbour, tmp_path: Path) -> None:
