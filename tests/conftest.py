@@ -182,6 +182,7 @@ HEAVY_TESTS = (  # measured at 8-22 s each (pytest --durations): subprocesses, o
 SMOKE_GROUP = pytest.mark.xdist_group("smoke_run")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "smoke_run" in getattr(item, "fixturenames", ()):

@@ -203,6 +203,9 @@ def test_auto_threads_leave_the_busy_core_to_its_neighbour(neighbour, monkeypatc
     assert auto_threads(sample_s=0.1) == 1
 
 
+@pytest.mark.slow  # 80-110 s; the default suite keeps its parts: test_pipeline's busy-but-silent run is not
+# stopped, test_train's save_on_time test asks for a checkpoint by the clock, test_train's killed run resumes
+# loss for loss, and this file's kill trials
 def test_phase_04_on_a_busy_machine_resumes_from_a_time_checkpoint(base, neighbour, tmp_path: Path) -> None:
     """Beside a CPU-bound neighbour, with a short stall limit: the phase is slower, not stopped; killed after its
     first checkpoint taken on time (save_steps never comes), the resumed run's losses equal an uninterrupted run's."""

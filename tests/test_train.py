@@ -649,3 +649,23 @@ def test_a_saved_adapter_that_lost_a_family_fails_the_phase(setup, tmp_path: Pat
     monkeypatch.setattr(train_module, "coverage_of_adapter", without_family)
     with pytest.raises(CoverageError, match=f"saved adapter .* {family} got no adapter"):
         _train(setup, tmp_path / "o", ["train.max_steps=2"], resume=False)
+
+
+def test_save_on_time_asks_for_a_checkpoint_by_the_clock_alone(monkeypatch) -> None:
+    """``train.save_minutes``: a save is due once the minutes passed since the last save, whatever save_steps says."""
+    from transformers import TrainerControl
+
+    from arabic_r1 import checkpoints
+
+    now = [1000.0]
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: now[0])
+    callback = checkpoints.save_on_time(0.5)
+    asked = []
+    for seconds in (10, 20, 2, 27, 1):  # 30 s passed: due; then 2 s and 29 s after that save: not; 30 s: due
+        now[0] += seconds
+        control = TrainerControl()
+        callback.on_step_end(None, None, control)
+        asked.append(control.should_save)
+        if control.should_save:
+            callback.on_save(None, None, control)
+    assert asked == [False, True, False, False, True]
