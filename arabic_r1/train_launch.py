@@ -210,18 +210,31 @@ def launch(params: Params, run_dir: Path) -> None:
         raise LaunchFailed(failure_message("".join(tail), rc, t.processes))
 
 
-ROOT_CAUSE = re.compile(
-    r"Root Cause.*?rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*exitcode\s*:\s*(-?\d+)(.*?)={8}", re.S
+# one failed rank in torchrun's failure summary: rank, local rank, exit code, the rest of its block
+FAILED_RANK = re.compile(
+    r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*exitcode\s*:\s*(-?\d+)(.*?)(?=^\s*\[\d+\]:|^[-=]{8}|\Z)",
+    re.S | re.M,
 )
 
 
 def failure_message(output: str, rc: int, world: int) -> str:
     """Which rank failed, how, and its traceback, from the failure summary torchrun prints (accelerate launches
-    through it too); the lines of the launch otherwise."""
-    m = ROOT_CAUSE.search(output)
-    if m is None:
+    through it too); the lines of the launch otherwise.
+
+    torchrun's "Root Cause" is the failure with the earliest time, and a rank killed from outside (the OOM killer's
+    SIGKILL) has no error file, so its time is when torchrun noticed: on a busy machine a surviving rank's "connection
+    reset by peer" can come first. torchrun stops survivors with SIGTERM, so a rank ended by any other signal is the
+    cause; otherwise the Root Cause is."""
+    failures = [
+        (m, output[: m.start()].rfind("Root Cause") > output[: m.start()].rfind("Failures:"))
+        for m in FAILED_RANK.finditer(output)
+    ]
+    if not failures:
         last = "".join(output.splitlines(keepends=True)[-20:])
         return f"phase 04: the launch exited with code {rc} without naming a failed rank; its last output:\n{last}"
+    killed = [m for m, _ in failures if int(m.group(3)) < 0 and -int(m.group(3)) != signal.SIGTERM]
+    root = [m for m, is_root in failures if is_root]
+    m = (killed or root or [failures[0][0]])[0]
     rank, local, code = int(m.group(1)), int(m.group(2)), int(m.group(3))
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
     cause = re.search(r"traceback\s*:\s*(.*)", m.group(4), re.S)

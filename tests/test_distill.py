@@ -241,7 +241,9 @@ def test_cache_packs_are_read(project: Path) -> None:
     assert cache.get("def0")["text"] == "u"
 
 
-def test_api_key_reaches_the_server_and_no_file_of_the_run(smoke_run, server, tmp_path: Path, monkeypatch) -> None:
+def test_api_key_reaches_the_server_and_no_file_of_the_run(
+    smoke_run, server, tmp_path: Path, monkeypatch
+) -> None:
     """The key comes from the environment variable named in params, and appears in nothing the run writes (phase 02
     run by the runner on a copy of the suite's smoke project, whose phases 00-01 stay fresh: no key reaches them)."""
     import shutil

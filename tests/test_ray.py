@@ -64,6 +64,9 @@ def rows_per_rank(out: Path) -> list[int]:
     return [sum(s["stats"]["documents"]["total"] for s in steps if "READER" in s["name"]) for steps in stats]
 
 
+@pytest.mark.slow  # 100-150 s (a Ray cluster's start and two phase-01 runs); the default suite keeps the executor-
+# neutral claims: test_data's two-task local runs (sharded sources, dedup across shards, every row accounted for)
+# and, below, the clear error for a cluster that is not there
 def test_phase_01_on_a_local_ray_cluster_equals_local(tmp_path: Path, tokenizer: str) -> None:
     try:
         import ray

@@ -669,3 +669,50 @@ def test_save_on_time_asks_for_a_checkpoint_by_the_clock_alone(monkeypatch) -> N
         if control.should_save:
             callback.on_save(None, None, control)
     assert asked == [False, True, False, False, True]
+
+
+TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+arabic_r1.train FAILED
+------------------------------------------------------------
+Failures:
+[0]:
+  time      : 2026-12-07_19:38:22
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 26416)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 26416
+------------------------------------------------------------
+Root Cause (first observed failure):
+[1]:
+  time      : 2026-12-07_19:38:21
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 26415)  (SIGTERM)
+  error_file: /tmp/torchelastic_x/attempt_0/0/error.json
+  traceback : Traceback (most recent call last):
+    File "accelerate/utils/operations.py", line 345, in _gpu_gather_one
+  RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:9372: Connection reset by peer.
+============================================================
+"""
+
+
+def test_a_rank_killed_from_outside_is_named_even_when_torchrun_saw_a_survivor_fail_first() -> None:
+    """The summary torchrun printed on a busy machine (issue 31's xdist run): rank 1 was SIGKILLed, rank 0's
+    collective failed on the reset connection a moment before torchrun noticed, so its Root Cause is rank 0."""
+    from arabic_r1.train_launch import failure_message
+
+    msg = failure_message(TORCHRUN_SUMMARY, 1, 2)
+    assert msg.startswith("phase 04: rank 1 of 2 (local rank 1) was killed by SIGKILL"), msg
+    # a Python error with no rank killed from outside: torchrun's Root Cause, with its traceback
+    crashed = TORCHRUN_SUMMARY.replace(
+        "exitcode  : -9 (pid: 26416)  (SIGKILL)", "exitcode  : -15 (pid: 26416)"
+    )
+    crashed = crashed.replace("exitcode  : -15 (pid: 26415)  (SIGTERM)", "exitcode  : 1 (pid: 26415)")
+    msg = failure_message(crashed, 1, 2)
+    assert (
+        msg.startswith("phase 04: rank 0 of 2 (local rank 0) exited with code 1")
+        and "Connection reset" in msg
+    )
+    assert "without naming a failed rank" in failure_message("no summary\n", 1, 2)
