@@ -61,8 +61,12 @@ test-slow: install
 params-doc: install
 	$(PY) -m arabic_r1.params_doc
 
-## Plant the listed bugs in phases 01-05 one at a time and run the tests that cover each (opt-in, ~10 min).
+## Every mutant of the modules in pyproject's [tool.mutmut], each against the fast tests that call its function
+## (mutmut caches results by function: a re-run tests only what changed), the score per module into
+## docs/mutation.md, then the hand-picked regression list of planted bugs (scripts/mutation.py). Opt-in.
 mutation: install
+	ARABIC_R1_TEST_DATA=$${ARABIC_R1_TEST_DATA:-$(abspath ../shared/data)} $(VENV)/bin/mutmut run --max-children 2
+	$(PY) scripts/mutmut_report.py
 	$(PY) scripts/mutation.py
 
 ## What benchmarks/gpu_check.sh needs on a GPU machine without network, in .gpu_bundle/ (fails over 64 MiB with the repo).
