@@ -25,6 +25,7 @@ DOC = REPO / "docs" / "mutation.md"
 BEGIN, END = "<!-- mutmut -->", "<!-- /mutmut -->"
 TARGET = 0.90
 
+
 def modules() -> list[str]:
     """The modules pyproject's [tool.mutmut] mutates."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
