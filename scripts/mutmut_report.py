@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
 
+import tomllib
 from mutmut.stats import status_by_exit_code  # the exit code of a mutant's test run -> killed, survived ...
 
 REPO = Path(__file__).resolve().parents[1]
