@@ -93,3 +93,53 @@ def test_verify_writes_sft_messages_in_the_students_format():
     t.prompt, t.raw_text = "ما عاصمة المغرب؟", TRACE
     assert sft_messages(t, "harmony")[1]["thinking"] == assistant_turn(TRACE, "harmony")["thinking"]
     assert json.dumps(sft_messages(t))  # think_tags default: plain {"role","content"} messages
+
+
+def test_an_unknown_format_names_the_key_and_the_known_ones():
+    from arabic_r1.reasoning_format import assistant_turn, to_think_tags
+
+    expected = "model.reasoning_format: unknown format 'chatml'; expected one of think_tags, harmony"
+    for call in (
+        lambda: to_think_tags("x", "chatml"),
+        lambda: assistant_turn("<think>a</think> b", "chatml"),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == expected
+
+
+def test_harmony_output_that_starts_inside_the_analysis_channel():
+    """A template that opens the analysis channel itself: the output is reasoning until a channel switch; no token
+    of the format may reach the reasoning, and commentary counts as reasoning, one message per line."""
+    from arabic_r1.reasoning_format import to_think_tags
+
+    assert to_think_tags(" still thinking\n", "harmony") == "<think>still thinking"
+    assert (
+        to_think_tags("<|channel|>analysis", "harmony") == "<think><|channel|>analysis"
+    )  # cut off: no crash
+    assert to_think_tags("<|message|>still <b>thinking</b>", "harmony") == "<think>still <b>thinking</b>"
+    assert to_think_tags("a<|message|>b<|message|>c", "harmony") == "<think>b<|message|>c"
+    two = "<|channel|>analysis<|message|>A<|end|><|start|>assistant<|channel|>commentary<|message|>C<|end|>"
+    assert (
+        to_think_tags(two + "<|start|>assistant<|channel|>final<|message|>B", "harmony")
+        == "<think>A\nC</think>\nB"
+    )
+
+
+def test_split_trace_and_rebuilt_reasoning_at_their_edges():
+    """Text before <think> is not reasoning; a later <think> or </think> inside the answer is the answer's; a
+    server's separate reasoning is put back only when there is some and the content has no block of its own."""
+    from arabic_r1.reasoning_format import assistant_turn, split_trace, with_reasoning
+
+    assert split_trace("</think>A") == ("", "A")
+    assert split_trace("x<think>R</think>A</think>") == ("R", "A</think>")
+    assert split_trace("R</think>A<think>") == ("R", "A<think>")
+    assert split_trace("t<think>R<think>S</think>A") == ("R<think>S", "A")
+    with pytest.raises(ValueError) as err:
+        split_trace("<think>R")
+    assert str(err.value) == "trace has no closing </think>"
+    assert with_reasoning("A", "R") == "<think>\nR\n</think>\n\nA"
+    assert with_reasoning("A", " ") == with_reasoning("A", None) == "A"
+    assert with_reasoning("<think>S</think>A", "R") == "<think>S</think>A"
+    assert assistant_turn("x<think>R</think>A<think>", "think_tags")["content"] == "<think>R</think>A<think>"
+    assert assistant_turn("R</think>A", "think_tags")["content"] == "R</think>A"
