@@ -36,9 +36,8 @@ def auto_threads(sample_s: float = 0.5, busy_percent: float = 60.0) -> int:
     load = psutil.cpu_percent(interval=sample_s, percpu=True)
     busy = [c for c in cores if c < len(load) and load[c] > busy_percent]
     free = max(1, len(cores) - len(busy))
-    omp = os.environ.get(
-        "OMP_NUM_THREADS", ""
-    )  # a scheduler's (Slurm's --cpus-per-task) or the user's own cap
+    # a scheduler's cap (Slurm's --cpus-per-task sets it) or the user's own
+    omp = os.environ.get("OMP_NUM_THREADS", "")
     return min(free, int(omp)) if omp.isdigit() and int(omp) > 0 else free
 
 
