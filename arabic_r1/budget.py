@@ -62,9 +62,10 @@ class Selection:
 def select_to_budget(sizes: Sequence[int], target: int, tolerance: float, seed: int = 0) -> Selection:
     """Choose items (token counts ``sizes``) summing to ``target`` +- ``tolerance``.
 
-    Greedy in a seeded random order up to the upper bound; if that stops short, an exact subset-sum over the
-    unchosen items fills the gap, and failing that, over all items. "off_target" then means no subset of the
-    items lands in the tolerance; "dry" means all items together are not enough.
+    Greedy in a seeded random order up to the upper bound; if that stops short, an exact subset-sum over all items
+    (in the same order) replaces it. No top-up of the greedy picks is possible: an item the pass skipped did not fit
+    the room left when it was met, and the room only shrank. "off_target" then means no subset of the items lands
+    in the tolerance; "dry" means all items together are not enough.
     """
     lo, hi = (
         math.ceil(target * (1 - tolerance) - 1e-9),
@@ -75,25 +76,17 @@ def select_to_budget(sizes: Sequence[int], target: int, tolerance: float, seed: 
         return sel
     order = list(range(len(sizes)))
     random.Random(seed).shuffle(order)
-    rest = []
     for i in order:
         n = sizes[i]
         if n > 0 and sel.tokens + n <= hi:
             sel.chosen.append(i)
             sel.tokens += n
-        else:
-            rest.append(i)
         if sel.tokens >= target:
             break
     if sel.tokens < lo and sel.available >= lo:
-        fill = _subset_sum(rest, sizes, lo - sel.tokens, hi - sel.tokens)
-        if fill is not None:
-            sel.chosen.extend(fill)
-            sel.tokens += sum(sizes[i] for i in fill)
-        else:  # the greedy picks block every fill: search all items (in the same seeded order)
-            exact = _subset_sum(order, sizes, lo, hi)
-            if exact is not None:
-                sel.chosen, sel.tokens = exact, sum(sizes[i] for i in exact)
+        exact = _subset_sum(order, sizes, lo, hi)
+        if exact is not None:
+            sel.chosen, sel.tokens = exact, sum(sizes[i] for i in exact)
     return sel
 
 

@@ -52,3 +52,24 @@ def test_dry_and_off_target_are_distinguished() -> None:
 
 def test_zero_target_selects_nothing() -> None:
     assert select_to_budget([5, 6], 0, 0.02).chosen == []
+
+
+def test_a_selection_lands_in_the_tolerance_whenever_some_subset_does():
+    """Against brute force on small random cases: the selection is distinct items whose sizes sum to its token
+    count, inside [lo, hi] exactly when some subset of the items is (the greedy pass alone often stops short)."""
+    import itertools
+    import random
+
+    rng = random.Random(7)
+    fills = 0
+    for case in range(400):
+        sizes = [rng.randint(0, 60) for _ in range(rng.randint(1, 9))]
+        target, tol = rng.randint(1, 200), rng.choice([0.0, 0.02, 0.1])
+        sel = select_to_budget(sizes, target, tol, seed=case)
+        assert len(set(sel.chosen)) == len(sel.chosen) and sel.tokens == sum(sizes[i] for i in sel.chosen)
+        assert sel.tokens <= sel.hi and sel.available == sum(sizes), (sizes, target, tol)
+        sums = {sum(c) for k in range(len(sizes) + 1) for c in itertools.combinations(sizes, k)}
+        reachable = any(sel.lo <= s <= sel.hi for s in sums)
+        assert (sel.lo <= sel.tokens <= sel.hi) == reachable, (sizes, target, tol, sel)
+        fills += reachable and sel.tokens < target
+    assert fills > 20  # cases the greedy pass alone would have left short are among them
