@@ -225,16 +225,14 @@ def failure_message(output: str, rc: int, world: int) -> str:
     SIGKILL) has no error file, so its time is when torchrun noticed: on a busy machine a surviving rank's "connection
     reset by peer" can come first. torchrun stops survivors with SIGTERM, so a rank ended by any other signal is the
     cause; otherwise the Root Cause is."""
-    failures = [
-        (m, output[: m.start()].rfind("Root Cause") > output[: m.start()].rfind("Failures:"))
-        for m in FAILED_RANK.finditer(output)
-    ]
+    failures = list(FAILED_RANK.finditer(output))
     if not failures:
         last = "".join(output.splitlines(keepends=True)[-20:])
         return f"phase 04: the launch exited with code {rc} without naming a failed rank; its last output:\n{last}"
-    killed = [m for m, _ in failures if int(m.group(3)) < 0 and -int(m.group(3)) != signal.SIGTERM]
-    root = [m for m, is_root in failures if is_root]
-    m = (killed or root or [failures[0][0]])[0]
+    root_at = output.find("Root Cause")
+    killed = [m for m in failures if int(m.group(3)) < 0 and -int(m.group(3)) != signal.SIGTERM]
+    root = [m for m in failures if 0 <= root_at < m.start()]
+    m = (killed or root or failures)[0]
     rank, local, code = int(m.group(1)), int(m.group(2)), int(m.group(3))
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
     cause = re.search(r"traceback\s*:\s*(.*)", m.group(4), re.S)

@@ -185,11 +185,12 @@ SMOKE_GROUP = pytest.mark.xdist_group("smoke_run")
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "smoke_run" in fixtures:
             item.add_marker(SMOKE_GROUP)
         if (
             item.path.name in HEAVY_FILES
-            or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or HEAVY_FIXTURES & fixtures
             or any(name in item.name for name in HEAVY_TESTS)
         ):
             item.add_marker(pytest.mark.heavy)
