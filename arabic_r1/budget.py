@@ -41,7 +41,6 @@ def cell_targets(
 
 @dataclass
 class Selection:
-    target: int
     lo: int
     hi: int
     chosen: list[int] = field(default_factory=list)  # indices into the candidate list
@@ -59,7 +58,7 @@ class Selection:
         return "dry" if self.available < self.lo else "off_target"
 
 
-def select_to_budget(sizes: Sequence[int], target: int, tolerance: float, seed: int = 0) -> Selection:
+def select_to_budget(sizes: Sequence[int], target: int, tolerance: float, *, seed: int) -> Selection:
     """Choose items (token counts ``sizes``) summing to ``target`` +- ``tolerance``.
 
     Greedy in a seeded random order up to the upper bound; if that stops short, an exact subset-sum over all items
@@ -71,7 +70,7 @@ def select_to_budget(sizes: Sequence[int], target: int, tolerance: float, seed: 
         math.ceil(target * (1 - tolerance) - 1e-9),
         math.floor(target * (1 + tolerance) + 1e-9),
     )  # inside, never rounded out
-    sel = Selection(target, lo, hi, available=sum(sizes))
+    sel = Selection(lo, hi, available=sum(sizes))
     if target <= 0:
         return sel
     order = list(range(len(sizes)))
