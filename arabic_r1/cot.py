@@ -182,7 +182,7 @@ def named_option(answer: str | None, labels: list[str] | tuple[str, ...]) -> int
     return choice
 
 
-def option_labels(lang: str, n: int = 4) -> tuple[str, ...]:
+def option_labels(lang: str, n: int) -> tuple[str, ...]:
     return (ARABIC_OPTION_LETTERS if lang == "ar" else LATIN_OPTION_LETTERS)[:n]
 
 

@@ -310,7 +310,9 @@ class VLLMTeacher:
             kw["top_p"] = self.p.top_p
         return kw
 
-    def generate(self, requests: Sequence[Request], on_result: OnResult, reserve: Reserve) -> None:
+    def generate(
+        self, requests: Sequence[Request], on_result: OnResult, reserve: Reserve
+    ) -> None:  # pragma: no mutate block - needs vLLM on a GPU: no test here can run it
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:

@@ -61,20 +61,26 @@ class ServedModel:
 
 
 class FlakyProxy:
-    """Forwards to ``upstream``; the first ``fail_first`` requests get ``status`` instead. Counts what it saw."""
+    """Forwards to ``upstream``; the first ``fail_first`` requests get ``status`` instead. Counts what it saw.
+
+    Without ``upstream`` it is the endpoint itself and answers every request it does not fail with a canned chat
+    completion (``answer``, with ``usage`` unless it is None): the teacher client's unit tests, in milliseconds."""
 
     def __init__(
-        self, upstream: str, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
-        reasoning_field: str | None = None, answer: str = "", delay_s: float = 0.0,
+        self, upstream: str | None, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
+        reasoning_field: str | None = None, answer: str = "", delay_s: float = 0.0, retry_after: str | None = "0",
+        usage: dict | None = None,
     ):  # fmt: skip
         """``reasoning_field``: answer as a server with a reasoning parser does: the model's text moved into
         ``message.<reasoning_field>``, ``answer`` as the content. ``delay_s``: wait that long before answering (a
-        slow server, for the client's timeout)."""
-        self.upstream = upstream.rstrip("/")
+        slow server, for the client's timeout). ``retry_after``: the Retry-After header of a failure (None: none)."""
+        self.upstream = upstream.rstrip("/") if upstream else None
         self.plan = list(statuses) if statuses is not None else [status] * fail_first
         self.requests = 0
         self.forwarded = 0
         self.auth_headers: list[str] = []
+        self.bodies: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         proxy = self
 
@@ -87,24 +93,41 @@ class FlakyProxy:
                 with proxy.lock:
                     proxy.requests += 1
                     proxy.auth_headers.append(self.headers.get("Authorization", ""))
+                    proxy.bodies.append(json.loads(body or b"{}"))
                     fail = proxy.plan.pop(0) if proxy.plan else None
+                    proxy.in_flight += 1
+                    proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+                try:
+                    self._answer(body, None if fail == 200 else fail)
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+
+            def _answer(self, body: bytes, fail: int | None) -> None:
                 time.sleep(delay_s)
+                if fail == 0:  # a dropped connection: no response at all
+                    self.close_connection = True
+                    return
                 if fail is not None:
                     payload = json.dumps({"error": {"message": f"injected {fail}", "type": "test"}}).encode()
                     self.send_response(fail)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Retry-After", "0")
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                req = urllib.request.Request(
-                    proxy.upstream + self.path.removeprefix("/v1"),
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(req, timeout=120) as resp:
-                    data = resp.read()
+                if proxy.upstream is None:
+                    data = json.dumps(canned_completion(answer, usage)).encode()
+                else:
+                    req = urllib.request.Request(
+                        proxy.upstream + self.path.removeprefix("/v1"),
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    with urllib.request.urlopen(req, timeout=120) as resp:
+                        data = resp.read()
                 if reasoning_field:
                     reply = json.loads(data)
                     for choice in reply["choices"]:
@@ -130,3 +153,14 @@ class FlakyProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def canned_completion(content: str, usage: dict | None) -> dict:
+    """A chat completion as an OpenAI-compatible server returns it."""
+    reply = {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "canned",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+    }  # fmt: skip
+    if usage is not None:
+        reply["usage"] = usage
+    return reply

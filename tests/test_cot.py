@@ -36,13 +36,13 @@ def test_well_formed_arabic_trace() -> None:
     p = parse_trace(AR)
     assert p.well_formed and p.closed and p.order == list(PHASES)
     assert p.phases["elimination"].startswith("نستبعد") and p.answer == "ب"
-    assert extract_option(p.answer, option_labels("ar")) == 1
+    assert extract_option(p.answer, option_labels("ar", 4)) == 1
 
 
 def test_markdown_headings_and_latin_letters() -> None:
     p = parse_trace(EN)
     assert p.well_formed, p.problems
-    assert p.answer == "B) Mars" and extract_option(p.answer, option_labels("en")) == 1
+    assert p.answer == "B) Mars" and extract_option(p.answer, option_labels("en", 4)) == 1
 
 
 def test_unclosed_think_has_no_answer() -> None:
@@ -78,10 +78,10 @@ def test_repeated_and_empty_phases() -> None:
 @pytest.mark.parametrize(
     ("answer", "labels", "index"),
     [
-        ("ب", option_labels("ar"), 1), ("(ج)", option_labels("ar"), 2), ("الخيار د لأنه الأصح", option_labels("ar"), 3),
-        ("ا", option_labels("ar"), 0), ("هـ", option_labels("ar", 5), 4), ("ه", option_labels("ar", 5), 4),
-        ("الرباط", option_labels("ar"), None), ("C", option_labels("en"), 2), ("b) mars", option_labels("en"), 1),
-        ("It is a B", option_labels("en"), 1), ("2", ["1", "2", "3", "4"], 1), ("0", ["0", "1", "2"], 0), ("", option_labels("en"), None),
+        ("ب", option_labels("ar", 4), 1), ("(ج)", option_labels("ar", 4), 2), ("الخيار د لأنه الأصح", option_labels("ar", 4), 3),
+        ("ا", option_labels("ar", 4), 0), ("هـ", option_labels("ar", 5), 4), ("ه", option_labels("ar", 5), 4),
+        ("الرباط", option_labels("ar", 4), None), ("C", option_labels("en", 4), 2), ("b) mars", option_labels("en", 4), 1),
+        ("It is a B", option_labels("en", 4), 1), ("2", ["1", "2", "3", "4"], 1), ("0", ["0", "1", "2"], 0), ("", option_labels("en", 4), None),
     ],
 )  # fmt: skip
 def test_extract_option(answer: str, labels, index) -> None:
@@ -121,3 +121,54 @@ def test_a_model_that_corrects_itself_is_read_by_its_last_answer_line() -> None:
 def test_the_first_standalone_label_names_the_option() -> None:
     assert extract_option("ب) القاهرة، وليست أ", ["أ", "ب", "ج", "د"]) == 1
     assert extract_option("B, not A", ["A", "B", "C", "D"]) == 1
+
+
+_P = "Analysis: a\nElimination: b\nLinguistic check: c\nSynthesis: d\n"
+_ALL = {"analysis": "a", "elimination": "b", "linguistic_check": "c", "synthesis": "d"}
+_BODY = "Analysis: a\nElimination: b\nLinguistic check: c\nSynthesis: d"
+
+
+@pytest.mark.parametrize(
+    ("text", "think", "closed", "phases", "answer", "problems"),
+    [
+        ("", None, False, {}, None, ["no think block", "no final answer"]),
+        (None, None, False, {}, None, ["no think block", "no final answer"]),
+        ("Answer: D", None, False, {}, "D", ["no think block"]),
+        (_P + "</think>\nAnswer: B", _BODY, True, _ALL, "B", ["no opening <think> (reasoning starts at the top)"]),
+        ("Sure. <think>\n" + _P + "</think>\nAnswer: B", _BODY, True, _ALL, "B", []),
+        ("</think>Answer: B", "", True, {}, "B", ["no opening <think> (reasoning starts at the top)",
+                                                  "missing phase(s): analysis, elimination, linguistic_check, synthesis"]),
+        ("<think>\nAnalysis: a\n</think>\n<think>\n" + _P + "</think>\nAnswer: C", "Analysis: a", True, {"analysis": "a"},
+         "C", ["more than one think block", "missing phase(s): elimination, linguistic_check, synthesis"]),
+        ("<think>\n<think>\n" + _P + "</think>\nAnswer: C", "<think>\n" + _BODY, True, _ALL, "C", ["more than one think block"]),
+        ("<think>\n" + _P + "</think>\nAnswer: A\n</think>\nAnswer: C", _BODY, True, _ALL, "C", ["more than one think block"]),
+        ("Sure. <think>\nAnalysis: a\nElimination: b", "Analysis: a\nElimination: b", False,
+         {"analysis": "a", "elimination": "b"}, None, ["unclosed think block", "missing phase(s): linguistic_check, synthesis"]),
+        ("<think>\nAnalysis: a\nAnalysis: again\nElimination: b\nLinguistic check: c\nSynthesis: d\n</think>\nAnswer: A",
+         "Analysis: a\nAnalysis: again\nElimination: b\nLinguistic check: c\nSynthesis: d", True, _ALL, "A",
+         ["phase repeated: analysis"]),
+        ("<think>\nAnalysis:\nElimination:\nSynthesis: d\n</think>\n**Answer:** **X-ray**", "Analysis:\nElimination:\nSynthesis: d",
+         True, {"analysis": "", "elimination": "", "synthesis": "d"}, "X-ray",
+         ["missing phase(s): linguistic_check", "empty phase(s): analysis, elimination"]),
+    ],
+    ids=["empty", "none", "no_block", "no_opening", "text_before", "closing_first", "two_blocks", "two_openings",
+         "two_closings", "unclosed", "repeated", "empty_phases"],
+)  # fmt: skip
+def test_every_part_of_a_malformed_trace(text, think, closed, phases, answer, problems) -> None:
+    """The whole parse of each malformed shape: what phase 03 rejects, phase 04 trains on and phase 05 scores depends
+    on every field, not only on the problem list being non-empty. A repeated phase keeps its first text."""
+    p = parse_trace(text)
+    assert (p.think, p.closed, p.phases, p.answer, p.problems) == (think, closed, phases, answer, problems)
+    assert p.order == list(phases)
+
+
+def test_reading_traces_never_rewrites_the_file_unless_asked(tmp_path) -> None:
+    """Phase 03 reads phase 02's file as it is (a torn last line is skipped, the file left alone); only phase 02
+    itself, resuming, cuts the torn line off before appending."""
+    from arabic_r1.cot import read_traces
+
+    path = tmp_path / "traces.jsonl"
+    whole = b'{"prompt_id": "a", "v": 1}\n{"prompt_id": "a", "v": 2}\n'
+    path.write_bytes(whole + b'{"prompt_id": "b", "v"')
+    assert read_traces(path) == [{"prompt_id": "a", "v": 2}] and path.read_bytes().startswith(whole + b"{")
+    assert read_traces(path, repair=True) == [{"prompt_id": "a", "v": 2}] and path.read_bytes() == whole

@@ -232,15 +232,6 @@ def test_replay_miss_names_the_prompt(project: Path) -> None:
         distill(params, project / "pool.jsonl", project / "out")
 
 
-def test_cache_packs_are_read(project: Path) -> None:
-    cache = ResponseCache(project / "c")
-    (project / "c").mkdir()
-    (project / "c" / "pack.jsonl").write_text(json.dumps({"key": "abc", "text": "t"}) + "\n")
-    assert cache.get("abc")["text"] == "t" and cache.get("zzz") is None
-    cache.put("def0", {"key": "def0", "text": "u"})
-    assert cache.get("def0")["text"] == "u"
-
-
 def test_api_key_reaches_the_server_and_no_file_of_the_run(
     smoke_run, server, tmp_path: Path, monkeypatch
 ) -> None:

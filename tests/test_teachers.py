@@ -1,0 +1,318 @@
+"""The teacher backends on their own. The OpenAI-compatible client against a local HTTP endpoint with canned answers
+(the real openai client, real HTTP): what it sends, how it retries and backs off, when it gives up or stops; the
+local transformers teacher on the tiny model, against the model's own ``generate``. The end-to-end runs against a
+real model server are in test_distill.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from openai.types.chat import ChatCompletionMessage
+from teacher_server import FlakyProxy
+
+from arabic_r1 import teachers
+from arabic_r1.params import DistillParams
+from arabic_r1.teachers import (
+    OpenAITeacher,
+    ReplayTeacher,
+    Request,
+    Result,
+    TeacherError,
+    TeacherUnreachable,
+    TransformersTeacher,
+    reasoning_field,
+)
+
+USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+
+
+def _params(url: str, **kw) -> DistillParams:
+    base = {"backend": "openai", "base_url": url, "teacher": "t", "max_new_tokens": 7, "concurrency": 1}
+    return DistillParams(**(base | kw))
+
+
+def _requests(n: int) -> list[Request]:
+    return [
+        Request(f"k{i}", f"p{i}", [{"role": "user", "content": f"q{i}"}], prompt_tokens_estimate=42)
+        for i in range(n)
+    ]
+
+
+def _run(p: DistillParams, n: int = 1, reserve=lambda r: True) -> dict[str, Result | TeacherError]:
+    out: dict[str, Result | TeacherError] = {}
+    OpenAITeacher(p).generate(_requests(n), lambda req, res: out.__setitem__(req.prompt_id, res), reserve)
+    return out
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The client's backoff waits, recorded instead of slept; the jitter factor pinned at its top (x 1.25)."""
+    waited: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float, *args, **kwargs):
+        waited.append(round(delay, 6))
+        return await real_sleep(0)
+
+    monkeypatch.setattr(teachers.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr(teachers.random, "random", lambda: 1.0)
+    return waited
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def test_a_request_carries_the_teacher_and_its_sampling_and_reads_the_usage() -> None:
+    ep = FlakyProxy(None, answer="<think>x</think>Answer: B", usage=USAGE)
+    try:
+        r = _run(_params(ep.url, temperature=0.3, top_p=0.9, max_tokens_param="max_completion_tokens"))["p0"]
+        plain = _run(_params(ep.url, temperature=None))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, Result) and r.text == "<think>x</think>Answer: B" and r.finish_reason == "stop"
+    assert (r.prompt_tokens, r.completion_tokens, r.attempts) == (11, 5, 1) and r.latency_s >= 0
+    first, second = ep.bodies
+    assert first == {"model": "t", "messages": [{"role": "user", "content": "q0"}], "max_completion_tokens": 7,
+                     "temperature": 0.3, "top_p": 0.9}  # fmt: skip
+    assert second == {"model": "t", "messages": [{"role": "user", "content": "q0"}], "max_tokens": 7}
+    assert isinstance(plain, Result) and plain.text == r.text
+
+
+def test_without_usage_the_prompt_estimate_stands() -> None:
+    ep = FlakyProxy(None, answer="Answer: A", usage=None)
+    try:
+        r = _run(_params(ep.url))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, Result) and (r.prompt_tokens, r.completion_tokens) == (42, 0)
+
+
+def test_retry_after_is_honoured_on_429_and_5xx(sleeps: list[float]) -> None:
+    ep = FlakyProxy(None, statuses=[429, 503], retry_after="3", answer="Answer: A", usage=USAGE)
+    try:
+        r = _run(_params(ep.url, backoff_initial_s=0.5))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, Result) and r.attempts == 3 and ep.requests == 3
+    assert sleeps == [3.75, 3.75]  # the server's 3 s, plus at most a quarter of jitter
+
+
+def test_without_retry_after_the_backoff_doubles_up_to_its_cap(sleeps: list[float]) -> None:
+    ep = FlakyProxy(
+        None, statuses=[429, 500, 502, 503, 504], retry_after=None, answer="Answer: A", usage=USAGE
+    )
+    try:
+        r = _run(_params(ep.url, backoff_initial_s=0.5, backoff_max_s=3.0))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, Result) and r.attempts == 6
+    assert sleeps == [0.625, 1.25, 2.5, 3.75, 3.75]  # 0.5, 1, 2, then the 3 s cap; x 1.25 jitter
+
+
+def test_retries_give_up_after_max_retries_naming_the_kind(sleeps: list[float]) -> None:
+    ep = FlakyProxy(None, statuses=[503] * 10)
+    try:
+        r = _run(_params(ep.url, max_retries=2))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, TeacherError) and (r.kind, r.attempts) == ("http_503", 3) and ep.requests == 3
+    assert str(r) == "p0: gave up after 3 attempts (http_503)" and len(sleeps) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_a_client_error_is_not_retried(status: int, sleeps: list[float]) -> None:
+    ep = FlakyProxy(None, statuses=[status])
+    try:
+        r = _run(_params(ep.url))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, TeacherError) and (r.kind, r.attempts) == (f"http_{status}", 1) and ep.requests == 1
+    assert str(r).startswith("p0: ") and f"injected {status}" in str(r) and sleeps == []
+
+
+def test_timeouts_and_dropped_connections_are_retried_then_counted(sleeps: list[float]) -> None:
+    slow = FlakyProxy(None, delay_s=1.0)
+    dropping = FlakyProxy(None, statuses=[0, 200], answer="Answer: A", usage=USAGE)
+    try:
+        timeout = _run(_params(slow.url, request_timeout_s=0.2, max_retries=1))["p0"]
+        dropped = _run(_params(dropping.url, max_retries=1))["p0"]
+        refused = _run(_params(_dead_url(), max_retries=0))["p0"]
+    finally:
+        slow.close(), dropping.close()
+    assert isinstance(timeout, TeacherError) and (timeout.kind, timeout.attempts) == ("timeout", 2)
+    assert isinstance(dropped, Result) and dropped.attempts == 2  # the dropped connection was retried
+    assert isinstance(refused, TeacherError) and (refused.kind, refused.attempts) == ("connection", 1)
+
+
+def test_an_unreachable_endpoint_stops_after_the_failures_in_a_row(sleeps: list[float]) -> None:
+    """Items that could not reach the endpoint count in a row; one that did resets the count. At the limit the run
+    stops, naming the endpoint and the items left unsent."""
+    ep = FlakyProxy(None, statuses=[0, 200, 0, 0, 200], answer="Answer: A", usage=USAGE)
+    out: dict[str, Result | TeacherError] = {}
+    try:
+        with pytest.raises(TeacherUnreachable) as err:
+            OpenAITeacher(_params(ep.url, max_retries=0, max_consecutive_connection_failures=2)).generate(
+                _requests(6), lambda req, res: out.__setitem__(req.prompt_id, res), lambda r: True
+            )
+    finally:
+        ep.close()
+    kinds = [v.kind if isinstance(v, TeacherError) else "ok" for v in out.values()]
+    assert kinds == ["connection", "ok", "connection", "connection"] and ep.requests == 4
+    assert f"2 items in a row could not reach {ep.url}" in str(err.value)
+    assert "1 attempts each" in str(err.value) and "2 items not sent" in str(err.value)
+
+
+def test_the_budget_stops_the_run_between_requests() -> None:
+    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE)
+    asked: list[str] = []
+
+    def reserve(req: Request) -> bool:
+        asked.append(req.prompt_id)
+        return len(asked) <= 2
+
+    try:
+        out = _run(_params(ep.url, concurrency=2), n=5, reserve=reserve)
+    finally:
+        ep.close()
+    assert sorted(out) == ["p0", "p1"] and ep.requests == 2 and len(asked) <= 4
+
+
+def test_concurrency_bounds_the_requests_in_flight() -> None:
+    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE, delay_s=0.3)
+    try:
+        out = _run(_params(ep.url, concurrency=3), n=6)
+        one = _run(_params(ep.url, concurrency=1), n=1)
+    finally:
+        ep.close()
+    assert len(out) == 6 and len(one) == 1 and ep.max_in_flight == 3
+
+
+def test_the_api_key_comes_from_the_named_variable_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE)
+    try:
+        monkeypatch.delenv("TEACHER_KEY_FOR_TEST", raising=False)
+        with pytest.raises(
+            TeacherError, match="TEACHER_KEY_FOR_TEST .distill.api_key_env. is not set"
+        ) as err:
+            _run(_params(ep.url, api_key_env="TEACHER_KEY_FOR_TEST"))
+        assert err.value.kind == "auth" and ep.requests == 0
+        monkeypatch.setenv("TEACHER_KEY_FOR_TEST", "sk-test")
+        _run(_params(ep.url, api_key_env="TEACHER_KEY_FOR_TEST"))
+        _run(_params(ep.url))
+    finally:
+        ep.close()
+    assert ep.auth_headers == ["Bearer sk-test", "Bearer not-needed"]
+
+
+def test_the_reasoning_a_server_returns_apart_is_found_in_either_field() -> None:
+    def msg(**extra) -> ChatCompletionMessage:
+        return ChatCompletionMessage.model_validate({"role": "assistant", "content": "B", **extra})
+
+    assert reasoning_field(msg(reasoning_content="because")) == "because"
+    assert reasoning_field(msg(reasoning="vllm style")) == "vllm style"
+    assert reasoning_field(msg(reasoning_content="  ", reasoning="second")) == "second"
+    assert reasoning_field(msg(reasoning_content=3)) is None and reasoning_field(msg()) is None
+
+
+def test_run_coroutine_works_inside_a_running_loop_and_raises_the_coroutine_error() -> None:
+    async def value() -> int:
+        return 7
+
+    async def fails() -> None:
+        raise TeacherError("x", "boom")
+
+    async def from_a_notebook() -> int:  # Jupyter's loop is already running when a cell calls generate()
+        return teachers.run_coroutine(value())
+
+    assert asyncio.run(from_a_notebook()) == 7 and teachers.run_coroutine(value()) == 7
+    with pytest.raises(TeacherError, match="boom"):
+        teachers.run_coroutine(fails())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    from arabic_r1.tiny_model import save_tiny_moe
+
+    return str(save_tiny_moe(tmp_path_factory.mktemp("teacher") / "tiny"))
+
+
+def _alone(model_dir: str, messages: list[dict[str, str]], max_new: int, **sampling) -> tuple[list[int], int]:
+    """What the model generates for one prompt on its own (no batch, no padding): new ids, prompt length."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new, pad_token_id=tok.pad_token_id, **sampling)
+    width = ids["input_ids"].shape[1]
+    return out[0, width:].tolist(), width
+
+
+def test_the_local_teacher_batches_like_one_prompt_at_a_time(tiny: str) -> None:
+    """Batched generation (left padding, several prompts of different lengths) gives each prompt what the model
+    gives it alone, with its real prompt length, the new tokens it wrote (padding not counted) and why it stopped."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    texts = [
+        "ما عاصمة المغرب؟",
+        "Which planet is red? A) Venus B) Mars",
+        "اكتب جملة عن فضل القراءة في حياة الإنسان.",
+    ]
+    reqs = [Request(f"k{i}", f"p{i}", [{"role": "user", "content": t}]) for i, t in enumerate(texts)]
+    p = DistillParams(backend="transformers", teacher=tiny, max_new_tokens=6, batch_size=2, temperature=None)
+    out: dict[str, Result | TeacherError] = {}
+    TransformersTeacher(p, tiny, device="cpu").generate(
+        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
+    )
+    assert list(out) == ["p0", "p1", "p2"]
+    for req in reqs:
+        new, width = _alone(tiny, req.messages, 6, do_sample=False)
+        written = new[: new.index(tok.eos_token_id) + 1] if tok.eos_token_id in new else new
+        r = out[req.prompt_id]
+        assert isinstance(r, Result) and r.text == tok.decode(written, skip_special_tokens=True)
+        assert (r.prompt_tokens, r.completion_tokens) == (width, len(written))
+        assert r.finish_reason == ("stop" if tok.eos_token_id in new else "length") and r.latency_s >= 0
+
+
+def test_the_local_teacher_samples_with_the_params_and_stops_on_the_budget(tiny: str) -> None:
+    import torch
+
+    reqs = [Request(f"k{i}", f"p{i}", [{"role": "user", "content": f"سؤال رقم {i}"}]) for i in range(3)]
+    p = DistillParams(
+        backend="transformers", teacher=tiny, max_new_tokens=5, batch_size=1, temperature=1.3, top_p=0.8
+    )
+    out: dict[str, Result | TeacherError] = {}
+    torch.manual_seed(5)
+    TransformersTeacher(p, tiny, device="cpu").generate(
+        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: r.prompt_id != "p1"
+    )
+    assert list(out) == ["p0"]  # the budget said no before p1: nothing after it is generated either
+    torch.manual_seed(5)
+    new, _ = _alone(tiny, reqs[0].messages, 5, do_sample=True, temperature=1.3, top_p=0.8)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    assert out["p0"].text == tok.decode(new, skip_special_tokens=True)
+    assert TransformersTeacher(p, tiny).teacher_id == tiny
+
+
+def test_replay_answers_nothing_it_has_not_cached(tmp_path) -> None:
+    (tmp_path / "cache").mkdir()
+    p = DistillParams(backend="replay", teacher="nobody", cache_dir=tmp_path / "cache", template_version="v2")
+    req = Request(
+        "k1", "p7", [{"role": "system", "content": "s"}, {"role": "user", "content": "ما عاصمة المغرب؟"}]
+    )
+    with pytest.raises(TeacherError) as err:
+        ReplayTeacher(p, lambda key: None).generate([req], lambda r, res: None, lambda r: True)
+    assert err.value.kind == "cache_miss"
+    assert str(err.value).startswith(
+        "replay: no cached response for prompt p7 ('ما عاصمة المغرب؟'...) with teacher 'nobody', template v2"
+    )
