@@ -84,6 +84,30 @@ def write_notebook(
 BACKBONE_CACHE = Path(tempfile.gettempdir()) / "arabic_r1_test_backbones"
 
 
+def cached_tiny_model() -> Path:
+    """The default random tiny MoE (``save_tiny_moe``), saved once under BACKBONE_CACHE and keyed like a pre-trained
+    backbone (tiny_model's source, the shipped texts, library versions), so a test that only reads a model does not
+    pay the tokenizer's training each time: mutmut runs such a test once per mutant. Read it, never write into it."""
+    import os
+    import shutil
+
+    from arabic_r1.params import TinyMoEParams
+    from arabic_r1.pretrain import cache_key
+    from arabic_r1.tiny_model import save_tiny_moe
+
+    shape = TinyMoEParams()
+    out = BACKBONE_CACHE / f"random-{cache_key('deepseek_v3', shape, 0)}"
+    if not (out / "config.json").is_file():
+        BACKBONE_CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = BACKBONE_CACHE / f".random.{os.getpid()}.tmp"
+        save_tiny_moe(tmp, "deepseek_v3", shape, 0)
+        try:
+            os.replace(tmp, out)  # whole or not at all: a concurrent worker never sees half a model
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def copy_smoke_project(tmp_path: Path) -> Path:
     """The smoke profile and the notebooks in a scratch project, so runs land in tmp_path/runs."""
     import shutil

@@ -160,3 +160,37 @@ def test_each_backend_gets_its_teacher(tmp_path: Path) -> None:
     assert changed.teacher_id != embedded.teacher_id  # a new embedded model must not reuse the old responses
     with pytest.raises(ValueError, match="'embedded' needs the run's base model"):
         make_teacher(_params(tmp_path, backend="transformers", teacher="embedded"), cache)
+
+
+def test_the_budget_counts_what_the_teacher_reported_and_nothing_for_a_failure(tmp_path: Path) -> None:
+    """Each request reserves 2 + 10 tokens. A failed request costs nothing, so with max_total_tokens=12 the next one
+    still fits; a success costs its prompt + completion tokens (30 + 4), so with 40 nothing fits after it."""
+    requests = [(f"r{i}", [{"role": "user", "content": f"item {i}"}]) for i in range(2)]
+    failing = FlakyProxy(None, statuses=[400], answer="Score: 3", usage=USAGE)
+    ok = FlakyProxy(None, answer="Score: 3", usage=USAGE)
+    try:
+        after_failure = complete_all(
+            _params(tmp_path, failing.url, max_total_tokens=12), requests, "judge-v1"
+        )
+        after_success = complete_all(
+            _params(tmp_path / "b", ok.url, max_total_tokens=40), requests, "judge-v1"
+        )
+    finally:
+        failing.close(), ok.close()
+    assert isinstance(after_failure["r0"], TeacherError) and after_failure["r1"] == "Score: 3"
+    assert after_success["r0"] == "Score: 3" and isinstance(after_success["r1"], TeacherError)
+    assert after_success["r1"].kind == "budget"
+
+
+def test_complete_all_replays_from_the_cache_and_names_a_miss(tmp_path: Path) -> None:
+    ep = FlakyProxy(None, answer="Score: 9", usage=USAGE)
+    asked = [("r0", [{"role": "user", "content": "item"}])]
+    try:
+        complete_all(_params(tmp_path, ep.url), asked, "judge-v1")
+    finally:
+        ep.close()
+    replay = _params(tmp_path, backend="replay")
+    assert complete_all(replay, asked, "judge-v1") == {"r0": "Score: 9"}
+    with pytest.raises(TeacherError, match="replay: no cached response for prompt r1") as err:
+        complete_all(replay, [("r1", [{"role": "user", "content": "new item"}])], "judge-v1")
+    assert err.value.kind == "cache_miss"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cached_tiny_model
 from teacher_server import FlakyProxy
 
 from arabic_r1.completions import ResponseCache
@@ -18,7 +19,6 @@ from arabic_r1.distill import TRACES_FILE, distill
 from arabic_r1.params import DistillParams
 from arabic_r1.params_loading import validate_params
 from arabic_r1.teachers import TeacherError, TeacherUnreachable
-from arabic_r1.tiny_model import save_tiny_moe
 
 POOL = [
     {"id": f"p{i}", "text": t, "lang": lang, "category": "c", "source": "s", "n_tokens": 10, "answer": ans}
@@ -318,7 +318,7 @@ def test_smoke_pool_replays_completely_with_the_planted_flaws(tmp_path: Path) ->
     from arabic_r1.params_loading import load_params
 
     params = load_params("smoke")
-    mix = run_mixture(params, tmp_path / "01", str(save_tiny_moe(tmp_path / "tok")))
+    mix = run_mixture(params, tmp_path / "01", str(cached_tiny_model()))
     r = distill(params, mix.pool_path, tmp_path / "02")
     s = r.summary
     assert (
@@ -335,7 +335,7 @@ def test_smoke_pool_replays_completely_with_the_planted_flaws(tmp_path: Path) ->
 
 
 def test_local_transformers_teacher_on_the_embedded_model(project: Path, tmp_path: Path) -> None:
-    model = save_tiny_moe(tmp_path / "tiny")
+    model = cached_tiny_model()
     params = validate_params({"data": {"token_budget": 10}, "distill": {"backend": "transformers", "teacher": "embedded", "max_new_tokens": 8,
                               "batch_size": 4, "cache_dir": str(project / "cache")}}, source_file=project / "params" / "p.yaml")  # fmt: skip
     r = distill(params, project / "pool.jsonl", project / "out", base_model=str(model))

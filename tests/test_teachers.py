@@ -9,6 +9,7 @@ import asyncio
 import socket
 
 import pytest
+from conftest import cached_tiny_model
 from openai.types.chat import ChatCompletionMessage
 from teacher_server import FlakyProxy
 
@@ -235,10 +236,8 @@ def test_run_coroutine_works_inside_a_running_loop_and_raises_the_coroutine_erro
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    from arabic_r1.tiny_model import save_tiny_moe
-
-    return str(save_tiny_moe(tmp_path_factory.mktemp("teacher") / "tiny"))
+def tiny() -> str:
+    return str(cached_tiny_model())
 
 
 def _alone(model_dir: str, messages: list[dict[str, str]], max_new: int, **sampling) -> tuple[list[int], int]:
@@ -316,3 +315,95 @@ def test_replay_answers_nothing_it_has_not_cached(tmp_path) -> None:
     assert str(err.value).startswith(
         "replay: no cached response for prompt p7 ('ما عاصمة المغرب؟'...) with teacher 'nobody', template v2"
     )
+
+
+def _model_with(src: str, dst, eos_id: int | None = None, pad: bool = True) -> str:
+    """A copy of the tiny model whose end-of-sequence token is ``eos_id`` (one the model does write, so sequences
+    of a batch end at different steps), or whose tokenizer has no padding token (as many base models ship)."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(src, dst)
+    tok = AutoTokenizer.from_pretrained(dst)
+    if eos_id is not None:
+        for name in ("config.json", "generation_config.json"):
+            cfg = json.loads((dst / name).read_text(encoding="utf-8"))
+            cfg["eos_token_id"] = eos_id
+            (dst / name).write_text(json.dumps(cfg), encoding="utf-8")
+        tok.eos_token = tok.convert_ids_to_tokens(eos_id)
+    if not pad:
+        tok.pad_token = None
+    tok.save_pretrained(dst)
+    return str(dst)
+
+
+def test_a_batch_whose_sequences_end_early_counts_only_what_each_wrote(tiny: str, tmp_path) -> None:
+    """One prompt of the batch hits its end token after a few tokens while the other goes on: its text and token
+    count stop there (the padding after it is neither counted nor decoded) and it reports "stop", the other
+    "length"; the latency of a batch is shared among its prompts."""
+    import time
+
+    from transformers import AutoTokenizer
+
+    msgs = [
+        [{"role": "user", "content": "ما عاصمة المغرب؟"}],
+        [{"role": "user", "content": "Which planet is red?"}],
+    ]
+    first, _ = _alone(tiny, msgs[0], 8, do_sample=False)
+    model = _model_with(tiny, tmp_path / "eos", eos_id=first[2])  # the third token prompt 0 writes ends it
+    tok = AutoTokenizer.from_pretrained(model)
+    reqs = [Request(f"k{i}", f"p{i}", m) for i, m in enumerate(msgs)]
+    p = DistillParams(backend="transformers", teacher=model, max_new_tokens=8, batch_size=2, temperature=None)
+    out: dict[str, Result | TeacherError] = {}
+    t0 = time.monotonic()
+    TransformersTeacher(p, model, device="cpu").generate(
+        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
+    )
+    elapsed = time.monotonic() - t0
+    ends = []
+    for req in reqs:
+        new, width = _alone(model, req.messages, 8, do_sample=False)
+        written = new[: new.index(tok.eos_token_id) + 1] if tok.eos_token_id in new else new
+        r = out[req.prompt_id]
+        assert isinstance(r, Result) and r.text == tok.decode(written, skip_special_tokens=True)
+        assert (r.prompt_tokens, r.completion_tokens) == (width, len(written))
+        ends.append(r.finish_reason)
+    assert out["p0"].completion_tokens == 3 and "<|" not in out["p0"].text
+    assert ends[0] == "stop" and out["p1"].completion_tokens > 3
+    assert 0 < out["p0"].latency_s == out["p1"].latency_s and out["p0"].latency_s * 2 <= elapsed
+
+
+def test_a_tokenizer_without_a_padding_token_still_batches(tiny: str, tmp_path) -> None:
+    model = _model_with(tiny, tmp_path / "nopad", pad=False)
+    reqs = [
+        Request(f"k{i}", f"p{i}", [{"role": "user", "content": t}])
+        for i, t in enumerate(["سؤال", "a longer English question"])
+    ]
+    p = DistillParams(backend="transformers", teacher=model, max_new_tokens=4, batch_size=2, temperature=None)
+    out: dict[str, Result | TeacherError] = {}
+    TransformersTeacher(p, model, device="cpu").generate(
+        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
+    )
+    assert [r.completion_tokens for r in out.values()] == [4, 4]  # the end token pads: every new token counts
+
+
+def test_the_local_teacher_takes_the_gpu_only_when_asked_and_present(
+    tiny: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``device`` auto/cuda uses a GPU torch can see; cpu never does. (Here torch is told it sees one: a CPU build
+    then fails the moment the model is moved, which is how the choice shows.)"""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    p = DistillParams(backend="transformers", teacher=tiny, max_new_tokens=2, temperature=None)
+    req = [Request("k", "p", [{"role": "user", "content": "سؤال"}])]
+    out: dict[str, Result | TeacherError] = {}
+    TransformersTeacher(p, tiny, device="cpu").generate(
+        req, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
+    )
+    assert isinstance(out["p"], Result)
+    for device in ("auto", "cuda"):
+        with pytest.raises((AssertionError, RuntimeError), match="(?i)cuda"):
+            TransformersTeacher(p, tiny, device=device).generate(req, lambda r, res: None, lambda r: True)
