@@ -66,7 +66,7 @@ params-doc: install
 ## docs/mutation.md, then the hand-picked regression list of planted bugs (scripts/mutation.py). Opt-in.
 mutation: install
 	ARABIC_R1_TEST_DATA=$${ARABIC_R1_TEST_DATA:-$(abspath ../shared/data)} $(VENV)/bin/mutmut run --max-children 2
-	$(PY) scripts/mutmut_report.py
+	$(PY) scripts/mutmut_report.py --check
 	$(PY) scripts/mutation.py
 
 ## What benchmarks/gpu_check.sh needs on a GPU machine without network, in .gpu_bundle/ (fails over 64 MiB with the repo).
