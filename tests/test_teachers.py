@@ -137,7 +137,7 @@ def test_a_client_error_is_not_retried(status: int, sleeps: list[float]) -> None
 
 
 def test_timeouts_and_dropped_connections_are_retried_then_counted(sleeps: list[float]) -> None:
-    slow = FlakyProxy(None, delay_s=1.0)
+    slow = FlakyProxy(None, delay_s=0.6)
     dropping = FlakyProxy(None, statuses=[0, 200], answer="Answer: A", usage=USAGE)
     try:
         timeout = _run(_params(slow.url, request_timeout_s=0.2, max_retries=1))["p0"]
@@ -184,7 +184,7 @@ def test_the_budget_stops_the_run_between_requests() -> None:
 
 
 def test_concurrency_bounds_the_requests_in_flight() -> None:
-    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE, delay_s=0.3)
+    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE, delay_s=0.15)
     try:
         out = _run(_params(ep.url, concurrency=3), n=6)
         one = _run(_params(ep.url, concurrency=1), n=1)
