@@ -125,9 +125,7 @@ def make_teacher(p: DistillParams, cache: ResponseCache, base_model: str | None 
     path = base_model if p.teacher == "embedded" else p.teacher
     if path is None:
         raise ValueError("distill.teacher 'embedded' needs the run's base model (phase 00)")
-    if p.backend == "vllm_in_process":
-        return VLLMTeacher(p, path)
-    teacher = TransformersTeacher(p, path)
+    teacher = VLLMTeacher(p, path) if p.backend == "vllm_in_process" else TransformersTeacher(p, path)
     if p.teacher == "embedded":  # the id must change when the embedded model does, or the cache would lie
         teacher.teacher_id = f"embedded:{_short_digest(path)}"
     return teacher

@@ -24,7 +24,7 @@ from arabic_r1.jsonl import append_jsonl, read_jsonl
 from arabic_r1.oall_tasks import EvalSetupError
 from arabic_r1.params import DistillParams, EvalParams
 from arabic_r1.reasoning_format import ReasoningFormat, to_think_tags
-from arabic_r1.teachers import TeacherError
+from arabic_r1.teachers import TeacherError, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    stop_ids = {tokenizer.eos_token_id, *_ids(model.generation_config.eos_token_id)} - {None}
+    stops = stop_ids(tokenizer, model)
 
     def generate_hf(prompts: list[str], max_new_tokens: int) -> list[Generation]:
         out: list[Generation] = []
@@ -101,15 +101,11 @@ def generator(model_path: str, ep: EvalParams, dtype: str) -> Generate:
                     .replace(tokenizer.pad_token, "")
                     .strip()
                 )
-                out.append(Generation(opened + text, not stop_ids.intersection(g[width:].tolist())))
+                out.append(Generation(opened + text, not stops.intersection(g[width:].tolist())))
         return out
 
     opened = think_prefix(tokenizer)
     return generate_hf
-
-
-def _ids(value: Any) -> list[int]:
-    return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
 def think_prefix(tokenizer: Any) -> str:

@@ -234,7 +234,7 @@ class TransformersTeacher:
 
     def __init__(self, p: DistillParams, model_path: str, device: str = "auto"):
         self.p = p
-        self.teacher_id = p.teacher if p.teacher != "embedded" else f"embedded:{model_path}"
+        self.teacher_id = p.teacher  # make_teacher names an embedded teacher by its weights' digest
         self.model_path = model_path
         self.device = device
 
@@ -253,6 +253,7 @@ class TransformersTeacher:
             sampling["temperature"] = self.p.temperature
         if self.p.top_p is not None:
             sampling["top_p"] = self.p.top_p
+        stops = stop_ids(tok, model)
         pending = list(requests)
         while pending:
             batch = []
@@ -276,20 +277,32 @@ class TransformersTeacher:
             latency = (time.monotonic() - t0) / len(batch)
             width = enc["input_ids"].shape[1]
             for i, req in enumerate(batch):
-                new = out[i, width:]
-                n_new = (
-                    int((new != tok.pad_token_id).sum()) if tok.pad_token_id != tok.eos_token_id else len(new)
-                )
+                new = written(out[i, width:].tolist(), stops)
                 on_result(
                     req,
                     Result(
                         text=tok.decode(new, skip_special_tokens=True),
                         prompt_tokens=int(enc["attention_mask"][i].sum()),
-                        completion_tokens=n_new,
+                        completion_tokens=len(new),
                         latency_s=round(latency, 3),
-                        finish_reason="stop" if tok.eos_token_id in new.tolist() else "length",
+                        finish_reason="stop" if new and new[-1] in stops else "length",
                     ),
                 )
+
+
+def written(new_ids: list[int], stops: set[int]) -> list[int]:
+    """The tokens a sequence of a batch wrote: up to its first end token. ``generate`` pads a finished sequence
+    until the batch ends, with the end token itself when the tokenizer has no padding token, so counting the ids
+    that are not padding would count that padding as written."""
+    end = next((i + 1 for i, t in enumerate(new_ids) if t in stops), len(new_ids))
+    return new_ids[:end]
+
+
+def stop_ids(tokenizer: Any, model: Any) -> set[int]:
+    """The ids that end a sequence: the tokenizer's end token and the generation config's (Qwen's lists two)."""
+    eos = model.generation_config.eos_token_id
+    configured = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return {tokenizer.eos_token_id, *configured} - {None}
 
 
 # ----------------------------------------------------------------------------------------------- vLLM

@@ -44,7 +44,13 @@ def test_the_budget_reserves_before_and_settles_after_each_request() -> None:
     assert not b.reserve(_req(0)) and b.reached == "max_total_tokens=100"
     b.settle(_req(40), 12)
     assert (b.reserved, b.tokens) == (50, 12)
+    b.settle(_req(40), 0)  # a failed request frees its reservation, costs nothing
+    assert (b.reserved, b.tokens) == (0, 12)
+    assert b.reserve(_req(40))
     assert b.reserve(_req(28)) and not b.reserve(_req(0))  # 12 spent + 50 + 38 = 100; nothing more fits
+    b.settle(_req(40), 30)
+    b.settle(_req(28), 5)
+    assert (b.reserved, b.tokens) == (0, 47)  # every settled request adds what it spent
     n = Budget(max_requests=2, max_tokens=None, max_new_tokens=10)
     assert n.reserve(_req(5)) and n.reserve(_req(5)) and not n.reserve(_req(5))
     assert n.reached == "max_requests=2" and n.requests == 2
@@ -75,6 +81,8 @@ def test_the_cache_reads_its_files_then_its_packs_and_skips_a_broken_entry(
 ) -> None:
     cache = ResponseCache(tmp_path)
     cache.put("ab12", {"text": "one"})
+    cache.put("ab34", {"text": "two"})  # the same two-character folder, already there
+    assert cache.get("ab34") == {"text": "two"}
     assert cache.path("ab12") == tmp_path / "ab" / "ab12.json" and cache.get("ab12") == {"text": "one"}
     (tmp_path / "pack.jsonl").write_text(
         json.dumps({"key": "cd34", "text": "packed"})
@@ -106,10 +114,12 @@ def test_complete_all_caches_every_response_and_reruns_for_free(tmp_path: Path) 
         "r0": "Score: 8"
     }
     assert ep.requests == 4
-    entry = ResponseCache(p.cache_dir).get(cache_key("t", "judge-v1", requests[0][1], {"temperature": 0.6,
-                                                                                         "top_p": None, "max_new_tokens": 10}))  # fmt: skip
+    sampling = {"temperature": 0.6, "top_p": None, "max_new_tokens": 10}
+    key = cache_key("t", "judge-v1", requests[0][1], sampling)
+    entry = ResponseCache(p.cache_dir).get(key)
     assert (
         entry is not None
+        and (entry["key"], entry["sampling"]) == (key, sampling)  # what a shipped pack is indexed by
         and entry["text"] == "Score: 8"
         and entry["usage"] == {"prompt_tokens": 30, "completion_tokens": 4}
     )
@@ -152,9 +162,10 @@ def test_each_backend_gets_its_teacher(tmp_path: Path) -> None:
         str(model),
     )
     vllm = make_teacher(_params(tmp_path, backend="vllm_in_process", teacher="embedded"), cache, str(model))
-    assert isinstance(vllm, VLLMTeacher) and vllm.model_path == str(model)
+    assert isinstance(vllm, VLLMTeacher) and (vllm.model_path, vllm.tensor_parallel_size) == (str(model), 1)
     embedded = make_teacher(_params(tmp_path, backend="transformers", teacher="embedded"), cache, str(model))
     assert embedded.teacher_id.startswith("embedded:") and len(embedded.teacher_id) == len("embedded:") + 12
+    assert vllm.teacher_id == embedded.teacher_id  # either engine: the id names the weights, not the word
     (model / "config.json").write_text('{"changed": true}', encoding="utf-8")
     changed = make_teacher(_params(tmp_path, backend="transformers", teacher="embedded"), cache, str(model))
     assert changed.teacher_id != embedded.teacher_id  # a new embedded model must not reuse the old responses
