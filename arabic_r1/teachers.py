@@ -8,6 +8,7 @@ and asks ``reserve`` before sending each one, so a budget can stop a run between
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -146,7 +147,7 @@ class OpenAITeacher:
             kwargs["temperature"] = self.p.temperature
         if self.p.top_p is not None:
             kwargs["top_p"] = self.p.top_p
-        for attempt in range(1, self.p.max_retries + 2):
+        for attempt in itertools.count(1):  # ends by returning, or by raising after max_retries retries
             t0 = time.monotonic()
             try:
                 resp = await client.chat.completions.create(
@@ -187,17 +188,15 @@ class OpenAITeacher:
             delay *= 1 + 0.25 * random.random()
             log.info("%s: %s, retry %d/%d in %.1fs", req.prompt_id, kind, attempt, self.p.max_retries, delay)
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek API / vLLM<0.10 / SGLang; vLLM >= 0.10
 
 
 def reasoning_field(message: Any) -> str | None:
-    """The reasoning a server returned beside the answer (the client keeps unknown fields as extra attributes)."""
-    extra = getattr(message, "model_extra", None) or {}
+    """The reasoning a server returned beside the answer (the client keeps unknown fields as attributes)."""
     for name in REASONING_FIELDS:
-        value = getattr(message, name, None) or extra.get(name)
+        value = getattr(message, name, None)
         if isinstance(value, str) and value.strip():
             return value
     return None

@@ -69,11 +69,12 @@ class FlakyProxy:
     def __init__(
         self, upstream: str | None, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
         reasoning_field: str | None = None, answer: str = "", delay_s: float = 0.0, retry_after: str | None = "0",
-        usage: dict | None = None,
+        usage: dict | None = None, thought: str = "",
     ):  # fmt: skip
         """``reasoning_field``: answer as a server with a reasoning parser does: the model's text moved into
         ``message.<reasoning_field>``, ``answer`` as the content. ``delay_s``: wait that long before answering (a
-        slow server, for the client's timeout). ``retry_after``: the Retry-After header of a failure (None: none)."""
+        slow server, for the client's timeout). ``retry_after``: the Retry-After header of a failure (None: none).
+        ``thought``: without ``upstream``, the model text a reasoning parser moves into ``reasoning_field``."""
         self.upstream = upstream.rstrip("/") if upstream else None
         self.plan = list(statuses) if statuses is not None else [status] * fail_first
         self.requests = 0
@@ -119,7 +120,9 @@ class FlakyProxy:
                     self.wfile.write(payload)
                     return
                 if proxy.upstream is None:
-                    data = json.dumps(canned_completion(answer, usage)).encode()
+                    data = json.dumps(
+                        canned_completion(thought if reasoning_field else answer, usage)
+                    ).encode()
                 else:
                     req = urllib.request.Request(
                         proxy.upstream + self.path.removeprefix("/v1"),

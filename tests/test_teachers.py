@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from conftest import cached_tiny_model
@@ -49,7 +50,7 @@ def _run(p: DistillParams, n: int = 1, reserve=lambda r: True) -> dict[str, Resu
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The client's backoff waits, recorded instead of slept; the jitter factor pinned at its top (x 1.25)."""
+    """The client's backoff waits, recorded instead of slept; the jitter factor pinned at half its range (x 1.125)."""
     waited: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -58,7 +59,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         return await real_sleep(0)
 
     monkeypatch.setattr(teachers.asyncio, "sleep", fake_sleep)
-    monkeypatch.setattr(teachers.random, "random", lambda: 1.0)
+    monkeypatch.setattr(teachers.random, "random", lambda: 0.5)
     return waited
 
 
@@ -84,6 +85,33 @@ def test_a_request_carries_the_teacher_and_its_sampling_and_reads_the_usage() ->
     assert isinstance(plain, Result) and plain.text == r.text
 
 
+def test_the_latency_is_the_request_s_own_in_milliseconds() -> None:
+    ep = FlakyProxy(None, answer="Answer: A", usage=USAGE, delay_s=0.05)
+    t0 = time.monotonic()
+    try:
+        r = _run(_params(ep.url))["p0"]
+    finally:
+        ep.close()
+    assert isinstance(r, Result) and 0.05 <= r.latency_s <= time.monotonic() - t0
+    assert r.latency_s == round(r.latency_s, 3)
+
+
+def test_reasoning_returned_apart_is_put_back_in_its_think_block() -> None:
+    """A server with a reasoning parser returns the think text in ``reasoning_content`` and only the answer as the
+    content (even none): the trace gets its think block back."""
+    parsed = FlakyProxy(None, reasoning_field="reasoning_content", thought="Analysis: a", answer="Answer: B")
+    bare = FlakyProxy(None, reasoning_field="reasoning_content", thought="Analysis: a", answer="")
+    try:
+        with_answer = _run(_params(parsed.url))["p0"]
+        without = _run(_params(bare.url))["p0"]
+    finally:
+        parsed.close(), bare.close()
+    assert (
+        isinstance(with_answer, Result) and with_answer.text == "<think>\nAnalysis: a\n</think>\n\nAnswer: B"
+    )
+    assert isinstance(without, Result) and without.text == "<think>\nAnalysis: a\n</think>\n\n"
+
+
 def test_without_usage_the_prompt_estimate_stands() -> None:
     ep = FlakyProxy(None, answer="Answer: A", usage=None)
     try:
@@ -93,14 +121,22 @@ def test_without_usage_the_prompt_estimate_stands() -> None:
     assert isinstance(r, Result) and (r.prompt_tokens, r.completion_tokens) == (42, 0)
 
 
-def test_retry_after_is_honoured_on_429_and_5xx(sleeps: list[float]) -> None:
+def test_retry_after_is_honoured_on_429_and_5xx(
+    sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
     ep = FlakyProxy(None, statuses=[429, 503], retry_after="3", answer="Answer: A", usage=USAGE)
+    caplog.set_level("INFO", logger="arabic_r1.teachers")
     try:
         r = _run(_params(ep.url, backoff_initial_s=0.5))["p0"]
     finally:
         ep.close()
     assert isinstance(r, Result) and r.attempts == 3 and ep.requests == 3
-    assert sleeps == [3.75, 3.75]  # the server's 3 s, plus at most a quarter of jitter
+    assert sleeps == [3.375, 3.375]  # the server's 3 s, plus up to a quarter of jitter (here an eighth)
+    said = [r.getMessage() for r in caplog.records if r.name == "arabic_r1.teachers"]
+    assert said == [
+        "p0: http_429, retry 1/5 in 3.4s",
+        "p0: http_503, retry 2/5 in 3.4s",
+    ]  # what a notebook shows
 
 
 def test_without_retry_after_the_backoff_doubles_up_to_its_cap(sleeps: list[float]) -> None:
@@ -112,7 +148,7 @@ def test_without_retry_after_the_backoff_doubles_up_to_its_cap(sleeps: list[floa
     finally:
         ep.close()
     assert isinstance(r, Result) and r.attempts == 6
-    assert sleeps == [0.625, 1.25, 2.5, 3.75, 3.75]  # 0.5, 1, 2, then the 3 s cap; x 1.25 jitter
+    assert sleeps == [0.5625, 1.125, 2.25, 3.375, 3.375]  # 0.5, 1, 2, then the 3 s cap; x 1.125 jitter
 
 
 def test_retries_give_up_after_max_retries_naming_the_kind(sleeps: list[float]) -> None:
@@ -123,6 +159,19 @@ def test_retries_give_up_after_max_retries_naming_the_kind(sleeps: list[float]) 
         ep.close()
     assert isinstance(r, TeacherError) and (r.kind, r.attempts) == ("http_503", 3) and ep.requests == 3
     assert str(r) == "p0: gave up after 3 attempts (http_503)" and len(sleeps) == 2
+
+
+def test_the_kind_of_the_last_failure_is_reported(sleeps: list[float]) -> None:
+    """A rate limit that never lifts is counted as http_429; a 4xx after a retried 5xx keeps its attempt count."""
+    limited = FlakyProxy(None, statuses=[429] * 5)
+    refused = FlakyProxy(None, statuses=[503, 400])
+    try:
+        r429 = _run(_params(limited.url, max_retries=1))["p0"]
+        r400 = _run(_params(refused.url, max_retries=3))["p0"]
+    finally:
+        limited.close(), refused.close()
+    assert isinstance(r429, TeacherError) and (r429.kind, r429.attempts) == ("http_429", 2)
+    assert isinstance(r400, TeacherError) and (r400.kind, r400.attempts) == ("http_400", 2)
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
@@ -165,7 +214,8 @@ def test_an_unreachable_endpoint_stops_after_the_failures_in_a_row(sleeps: list[
     kinds = [v.kind if isinstance(v, TeacherError) else "ok" for v in out.values()]
     assert kinds == ["connection", "ok", "connection", "connection"] and ep.requests == 4
     assert f"2 items in a row could not reach {ep.url}" in str(err.value)
-    assert "1 attempts each" in str(err.value) and "2 items not sent" in str(err.value)
+    assert ", 1 attempts each): stopped, 2 items not sent" in str(err.value)
+    assert str(err.value).endswith("Is the server up at distill.base_url?")
 
 
 def test_the_budget_stops_the_run_between_requests() -> None:
@@ -416,3 +466,24 @@ def test_the_local_teacher_takes_the_gpu_only_when_asked_and_present(
     ):  # auto by default
         with pytest.raises(AssertionError, match="Torch not compiled with CUDA enabled"):
             teacher.generate(req, lambda r, res: None, lambda r: True)
+
+
+def test_a_sequence_ends_at_any_of_its_end_tokens() -> None:
+    """The generation config may list several end tokens (Qwen: <|im_end|> and <|endoftext|>) beside the
+    tokenizer's own; a sequence's written tokens stop at the first of any of them."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from arabic_r1.teachers import stop_ids, written
+
+    def model(eos):
+        return SimpleNamespace(generation_config=GenerationConfig(eos_token_id=eos))
+
+    tok = SimpleNamespace(eos_token_id=2)
+    assert stop_ids(tok, model([5, 7])) == {2, 5, 7} and stop_ids(tok, model(9)) == {2, 9}
+    assert (
+        stop_ids(tok, model(None)) == {2}
+        and stop_ids(SimpleNamespace(eos_token_id=None), model(None)) == set()
+    )
+    assert written([4, 7, 0, 0], {2, 7}) == [4, 7] and written([4, 3, 3], {2}) == [4, 3, 3]
