@@ -429,6 +429,7 @@ def test_a_batch_whose_sequences_end_early_counts_only_what_each_wrote(
     assert out["p0"].completion_tokens == 3 and "<|" not in out["p0"].text
     assert ends[0] == "stop" and out["p1"].completion_tokens > 3
     assert 0 < out["p0"].latency_s == out["p1"].latency_s and out["p0"].latency_s * 2 <= elapsed
+    assert out["p0"].latency_s == round(out["p0"].latency_s, 3)  # milliseconds, like the OpenAI client's
 
 
 def test_a_tokenizer_without_a_padding_token_still_batches(tiny: str, tmp_path) -> None:
