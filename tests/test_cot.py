@@ -125,7 +125,7 @@ def test_the_first_standalone_label_names_the_option() -> None:
 
 _P = "Analysis: a\nElimination: b\nLinguistic check: c\nSynthesis: d\n"
 _ALL = {"analysis": "a", "elimination": "b", "linguistic_check": "c", "synthesis": "d"}
-_BODY = "Analysis: a\nElimination: b\nLinguistic check: c\nSynthesis: d"
+_BODY = _P.rstrip("\n")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ real model server are in test_distill.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 
@@ -42,10 +43,15 @@ def _requests(n: int) -> list[Request]:
     ]
 
 
-def _run(p: DistillParams, n: int = 1, reserve=lambda r: True) -> dict[str, Result | TeacherError]:
+def _collect(teacher, requests: list[Request], reserve=lambda r: True) -> dict[str, Result | TeacherError]:
+    """Each request's outcome by prompt id, in the order the teacher finished them."""
     out: dict[str, Result | TeacherError] = {}
-    OpenAITeacher(p).generate(_requests(n), lambda req, res: out.__setitem__(req.prompt_id, res), reserve)
+    teacher.generate(requests, lambda req, res: out.__setitem__(req.prompt_id, res), reserve)
     return out
+
+
+def _run(p: DistillParams, n: int = 1, reserve=lambda r: True) -> dict[str, Result | TeacherError]:
+    return _collect(OpenAITeacher(p), _requests(n), reserve)
 
 
 @pytest.fixture
@@ -290,13 +296,19 @@ def tiny() -> str:
     return str(cached_tiny_model())
 
 
+@functools.lru_cache(maxsize=4)
+def _loaded(model_dir: str):
+    """Tokenizer and model of a test model folder, loaded once (each folder is written once, before its first read)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
 def _alone(model_dir: str, messages: list[dict[str, str]], max_new: int, **sampling) -> tuple[list[int], int]:
     """What the model generates for one prompt on its own (no batch, no padding): new ids, prompt length."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok, model = _loaded(model_dir)
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new, pad_token_id=tok.pad_token_id, **sampling)
@@ -304,12 +316,22 @@ def _alone(model_dir: str, messages: list[dict[str, str]], max_new: int, **sampl
     return out[0, width:].tolist(), width
 
 
+def _check_like_alone(model_dir: str, reqs: list[Request], out: dict, max_new: int) -> None:
+    """Each batched result is what the model writes for its prompt alone: the text and count up to its end token,
+    its real prompt length, and why it stopped."""
+    tok, _ = _loaded(model_dir)
+    for req in reqs:
+        new, width = _alone(model_dir, req.messages, max_new, do_sample=False)
+        written = new[: new.index(tok.eos_token_id) + 1] if tok.eos_token_id in new else new
+        r = out[req.prompt_id]
+        assert isinstance(r, Result) and r.text == tok.decode(written, skip_special_tokens=True)
+        assert (r.prompt_tokens, r.completion_tokens) == (width, len(written))
+        assert r.finish_reason == ("stop" if tok.eos_token_id in new else "length") and r.latency_s >= 0
+
+
 def test_the_local_teacher_batches_like_one_prompt_at_a_time(tiny: str) -> None:
     """Batched generation (left padding, several prompts of different lengths) gives each prompt what the model
     gives it alone, with its real prompt length, the new tokens it wrote (padding not counted) and why it stopped."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny)
     texts = [
         "ما عاصمة المغرب؟",
         "Which planet is red? A) Venus B) Mars",
@@ -317,18 +339,9 @@ def test_the_local_teacher_batches_like_one_prompt_at_a_time(tiny: str) -> None:
     ]
     reqs = [Request(f"k{i}", f"p{i}", [{"role": "user", "content": t}]) for i, t in enumerate(texts)]
     p = DistillParams(backend="transformers", teacher=tiny, max_new_tokens=6, batch_size=2, temperature=None)
-    out: dict[str, Result | TeacherError] = {}
-    TransformersTeacher(p, tiny, device="cpu").generate(
-        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
-    )
+    out = _collect(TransformersTeacher(p, tiny, device="cpu"), reqs)
     assert list(out) == ["p0", "p1", "p2"]
-    for req in reqs:
-        new, width = _alone(tiny, req.messages, 6, do_sample=False)
-        written = new[: new.index(tok.eos_token_id) + 1] if tok.eos_token_id in new else new
-        r = out[req.prompt_id]
-        assert isinstance(r, Result) and r.text == tok.decode(written, skip_special_tokens=True)
-        assert (r.prompt_tokens, r.completion_tokens) == (width, len(written))
-        assert r.finish_reason == ("stop" if tok.eos_token_id in new else "length") and r.latency_s >= 0
+    _check_like_alone(tiny, reqs, out, 6)
 
 
 def test_the_local_teacher_samples_with_the_params_and_stops_on_the_budget(tiny: str) -> None:
@@ -338,17 +351,12 @@ def test_the_local_teacher_samples_with_the_params_and_stops_on_the_budget(tiny:
     p = DistillParams(
         backend="transformers", teacher=tiny, max_new_tokens=5, batch_size=3, temperature=1.3, top_p=0.8
     )
-    out: dict[str, Result | TeacherError] = {}
     torch.manual_seed(5)
-    TransformersTeacher(p, tiny, device="cpu").generate(
-        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: r.prompt_id != "p1"
-    )
+    out = _collect(TransformersTeacher(p, tiny, device="cpu"), reqs, lambda r: r.prompt_id != "p1")
     assert list(out) == ["p0"]  # reserved before the budget said no to p1: answered; nothing after p1 is sent
     torch.manual_seed(5)
     new, _ = _alone(tiny, reqs[0].messages, 5, do_sample=True, temperature=1.3, top_p=0.8)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny)
+    tok, _ = _loaded(tiny)
     assert out["p0"].text == tok.decode(new, skip_special_tokens=True)
     assert TransformersTeacher(p, tiny).teacher_id == tiny
 
@@ -399,35 +407,20 @@ def test_a_batch_whose_sequences_end_early_counts_only_what_each_wrote(
     """One prompt of the batch hits its end token after a few tokens while the other goes on: its text and token
     count stop there (the padding after it is neither counted nor decoded, also when the tokenizer has no padding
     token and pads with the end token itself) and it reports "stop"; the latency of a batch is shared."""
-    import time
-
-    from transformers import AutoTokenizer
-
     msgs = [
         [{"role": "user", "content": "ما عاصمة المغرب؟"}],
         [{"role": "user", "content": "Which planet is red?"}],
     ]
     first, _ = _alone(tiny, msgs[0], 8, do_sample=False)
     model = _model_with(tiny, tmp_path / "eos", eos_id=first[2], pad=pad)  # prompt 0's third token ends it
-    tok = AutoTokenizer.from_pretrained(model)
     reqs = [Request(f"k{i}", f"p{i}", m) for i, m in enumerate(msgs)]
     p = DistillParams(backend="transformers", teacher=model, max_new_tokens=8, batch_size=2, temperature=None)
-    out: dict[str, Result | TeacherError] = {}
     t0 = time.monotonic()
-    TransformersTeacher(p, model, device="cpu").generate(
-        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
-    )
+    out = _collect(TransformersTeacher(p, model, device="cpu"), reqs)
     elapsed = time.monotonic() - t0
-    ends = []
-    for req in reqs:
-        new, width = _alone(model, req.messages, 8, do_sample=False)
-        written = new[: new.index(tok.eos_token_id) + 1] if tok.eos_token_id in new else new
-        r = out[req.prompt_id]
-        assert isinstance(r, Result) and r.text == tok.decode(written, skip_special_tokens=True)
-        assert (r.prompt_tokens, r.completion_tokens) == (width, len(written))
-        ends.append(r.finish_reason)
+    _check_like_alone(model, reqs, out, 8)
     assert out["p0"].completion_tokens == 3 and "<|" not in out["p0"].text
-    assert ends[0] == "stop" and out["p1"].completion_tokens > 3
+    assert out["p0"].finish_reason == "stop" and out["p1"].completion_tokens > 3
     assert 0 < out["p0"].latency_s == out["p1"].latency_s and out["p0"].latency_s * 2 <= elapsed
     assert out["p0"].latency_s == round(out["p0"].latency_s, 3)  # milliseconds, like the OpenAI client's
 
@@ -439,10 +432,7 @@ def test_a_tokenizer_without_a_padding_token_still_batches(tiny: str, tmp_path) 
         for i, t in enumerate(["سؤال", "a longer English question"])
     ]
     p = DistillParams(backend="transformers", teacher=model, max_new_tokens=4, batch_size=2, temperature=None)
-    out: dict[str, Result | TeacherError] = {}
-    TransformersTeacher(p, model, device="cpu").generate(
-        reqs, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
-    )
+    out = _collect(TransformersTeacher(p, model, device="cpu"), reqs)
     assert [r.completion_tokens for r in out.values()] == [4, 4]  # the end token pads: every new token counts
 
 
@@ -458,11 +448,7 @@ def test_the_local_teacher_takes_the_gpu_only_when_asked_and_present(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     p = DistillParams(backend="transformers", teacher=tiny, max_new_tokens=2, temperature=None)
     req = [Request("k", "p", [{"role": "user", "content": "سؤال"}])]
-    out: dict[str, Result | TeacherError] = {}
-    TransformersTeacher(p, tiny, device="cpu").generate(
-        req, lambda r, res: out.__setitem__(r.prompt_id, res), lambda r: True
-    )
-    assert isinstance(out["p"], Result)
+    assert isinstance(_collect(TransformersTeacher(p, tiny, device="cpu"), req)["p"], Result)
     for teacher in (
         TransformersTeacher(p, tiny),
         TransformersTeacher(p, tiny, device="cuda"),
