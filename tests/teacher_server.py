@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -68,13 +69,15 @@ class FlakyProxy:
 
     def __init__(
         self, upstream: str | None, fail_first: int = 0, status: int = 429, statuses: list[int] | None = None,
-        reasoning_field: str | None = None, answer: str = "", delay_s: float = 0.0, retry_after: str | None = "0",
+        reasoning_field: str | None = None, answer: str | Callable[[dict], str] = "", delay_s: float = 0.0,
+        retry_after: str | None = "0",
         usage: dict | None = None, thought: str = "",
     ):  # fmt: skip
         """``reasoning_field``: answer as a server with a reasoning parser does: the model's text moved into
         ``message.<reasoning_field>``, ``answer`` as the content. ``delay_s``: wait that long before answering (a
         slow server, for the client's timeout). ``retry_after``: the Retry-After header of a failure (None: none).
-        ``thought``: without ``upstream``, the model text a reasoning parser moves into ``reasoning_field``."""
+        ``thought``: without ``upstream``, the model text a reasoning parser moves into ``reasoning_field``.
+        ``answer`` may be a function of the request body (a judge that reads what it is asked)."""
         self.upstream = upstream.rstrip("/") if upstream else None
         self.plan = list(statuses) if statuses is not None else [status] * fail_first
         self.requests = 0
@@ -84,6 +87,7 @@ class FlakyProxy:
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         proxy = self
+        said = answer if callable(answer) else lambda body: answer
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
@@ -121,7 +125,7 @@ class FlakyProxy:
                     return
                 if proxy.upstream is None:
                     data = json.dumps(
-                        canned_completion(thought if reasoning_field else answer, usage)
+                        canned_completion(thought if reasoning_field else said(json.loads(body)), usage)
                     ).encode()
                 else:
                     req = urllib.request.Request(

@@ -345,6 +345,49 @@ def _judge(url: str, model: str, cache: Path, **kw) -> DistillParams:
                          cache_dir=cache, backoff_initial_s=0.01, **kw)  # fmt: skip
 
 
+def test_alrage_judges_the_answer_and_counts_what_it_cannot_score(tmp_path: Path):
+    """In process, against a canned judge that reads what it is asked: the judge sees the answer after the reasoning
+    (an unclosed output whole), the rubric's number is the score, a reply without one and a judge error both score 0
+    and are counted apart, and every judgement lands in the details."""
+    from lighteval.tasks.multilingual.tasks.arabic import judge_template
+
+    from arabic_r1.eval_generation import Generation, _docs, run_alrage
+
+    outputs = ["<think>\nتفكير\n</think>\nجواب ممتاز", "<think>\nتفكير بلا نهاية جواب ممتاز",
+               "<think>\nتفكير\n</think>\nجواب آخر"]  # the fixture mirror's three ALRAGE rows  # fmt: skip
+    asked = []
+
+    def generate(prompts: list[str], n: int) -> list[Generation]:
+        asked.append((prompts, n))
+        return [Generation(o, False) for o in outputs]
+
+    def judge(body: dict) -> str:
+        said = body["messages"][-1]["content"]
+        return "7.5" if "جواب ممتاز" in said and "تفكير" not in said else "لا أستطيع"
+
+    proxy = FlakyProxy(None, answer=judge, usage=None, statuses=[200, 200, 503])
+    try:
+        jp = _judge(proxy.url, "/models/org/judge-7b", tmp_path / "jc", max_retries=0, concurrency=1)
+        ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=8, max_samples_per_task=3, judge=jp)
+        (config,), _ = task_configs(ep, "alrage", Warts())
+        docs = _docs(config, 3)
+        result = run_alrage(generate, config, ep, jp, tmp_path / "alrage.jsonl")
+    finally:
+        proxy.close()
+    assert asked == [([d.query for d in docs], 8)]
+    answers = ["جواب ممتاز", outputs[1], "جواب آخر"]
+    assert [b["messages"] for b in proxy.bodies] == [
+        judge_template(d.query, a, d.choices[0]) for d, a in zip(docs, answers, strict=True)
+    ]
+    details = read_jsonl(tmp_path / "alrage.jsonl")
+    assert [(r["id"], r["answer"], r["gold"], r["score"]) for r in details] == [
+        (d.id, a, d.choices[0], s) for d, a, s in zip(docs, answers, [0.75, None, None], strict=True)
+    ]
+    assert details[1]["judge_output"] == "لا أستطيع" and "http_503" in details[2]["judge_output"]
+    assert result == {"score": pytest.approx(0.75 / 3), "n": 3, "unparseable": 1, "judge_errors": 1,
+                      "judge": "openai:org/judge-7b"}  # fmt: skip
+
+
 def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path, tmp_path: Path):
     ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=8, scoring=["loglikelihood"],
              judge=_judge(server.url, server.model, tmp_path / "jc"))  # fmt: skip
