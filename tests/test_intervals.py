@@ -1,0 +1,113 @@
+"""Intervals that would catch a wrong interval: nominal coverage on synthetic items of known accuracy, subset
+weighting, pairing by item id, McNemar against its textbook values, the paper-margin bound."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from arabic_r1.intervals import (
+    average_bootstrap,
+    bootstrap,
+    mcnemar_exact,
+    paired,
+    resolvable_difference,
+    weighted_score,
+)
+
+
+def _items(correct: np.ndarray, subset: str = "s") -> dict[str, dict[str, float]]:
+    return {subset: {f"{subset}-{i}": float(c) for i, c in enumerate(correct)}}
+
+
+def test_the_interval_covers_the_true_accuracy_at_about_the_nominal_rate() -> None:
+    """200 benchmarks of 150 items drawn at accuracy 0.7: the 95% interval holds 0.7 in 90-99% of them (a
+    binomial 95% band around 0.95 for 200 trials), and its width is the textbook 2 x 1.96 x sqrt(p(1-p)/n)."""
+    rng = np.random.default_rng(0)
+    hits, widths = 0, []
+    for seed in range(200):
+        iv = bootstrap(_items(rng.random(150) < 0.7), resamples=400, seed=seed)
+        hits += iv.low <= 0.7 <= iv.high
+        widths.append(iv.high - iv.low)
+    assert 0.90 <= hits / 200 <= 0.99, hits
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * math.sqrt(0.21 / 150), rel=0.08)
+
+
+def test_seeded_and_weighted_by_subset() -> None:
+    items = {"big": {str(i): float(i % 2) for i in range(100)}, "small": {"a": 1.0, "b": 1.0}}
+    assert weighted_score(items) == 0.75  # (0.5 + 1.0) / 2, not 52 / 102
+    a = bootstrap(items, resamples=300, seed=1)
+    assert a == bootstrap(items, resamples=300, seed=1) != bootstrap(items, resamples=300, seed=2)
+    assert a.value == 0.75 and a.n == 102 and a.low < 0.75 < a.high
+    # the small subset is always right: the spread is the big one's, halved by its weight
+    assert (a.high - a.low) == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 100) / 2, rel=0.2)
+    one = bootstrap({"s": {"a": 1.0}}, resamples=50, seed=0)
+    assert (one.value, one.low, one.high) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="no items"):
+        bootstrap({"s": {}}, resamples=10, seed=0)
+
+
+def test_the_average_of_benchmarks_is_narrower_than_each() -> None:
+    rng = np.random.default_rng(3)
+    benchmarks = {b: _items(rng.random(200) < p, b) for b, p in [("x", 0.6), ("y", 0.8), ("z", 0.5)]}
+    avg = average_bootstrap(benchmarks, resamples=500, seed=0)
+    assert avg.value == pytest.approx(np.mean([weighted_score(i) for i in benchmarks.values()]))
+    assert avg.n == 600 and avg.low < avg.value < avg.high
+    each = [bootstrap(i, resamples=500, seed=0) for i in benchmarks.values()]
+    assert avg.high - avg.low < min(e.high - e.low for e in each)
+
+
+def test_identical_models_differ_by_nothing_and_a_planted_gain_is_found() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.random(300) < 0.5
+    same = paired(_items(base), _items(base), resamples=500, seed=0)
+    assert (
+        same.diff.value == same.diff.low == same.diff.high == 0 and same.p_value == 1.0
+    )  # resampled together
+    assert (same.a_only, same.b_only, same.test) == (0, 0, "mcnemar_exact")
+    better = base.copy()
+    wrong = np.flatnonzero(~base)
+    better[rng.choice(wrong, size=60, replace=False)] = True  # +20 points on 300 items
+    gain = paired(_items(better), _items(base), resamples=500, seed=0)
+    assert gain.diff.value == pytest.approx(0.2) and gain.diff.excludes_zero() and gain.diff.low > 0.1
+    assert (gain.a_only, gain.b_only) == (60, 0) and gain.p_value < 1e-15
+    noise = paired(_items(rng.random(300) < 0.5), _items(base), resamples=500, seed=0)
+    assert (
+        noise.p_value > 0.05 or abs(noise.diff.value) > 0.05
+    )  # independent coins: no finding unless they differ
+
+
+def test_pairs_are_matched_by_item_id_not_position() -> None:
+    a = {"s": {"1": 1.0, "2": 0.0, "3": 1.0}}
+    b = {"s": {"3": 1.0, "2": 0.0, "1": 1.0, "4": 0.0}}  # same answers, other order, one item A lacks
+    p = paired(a, b, resamples=100, seed=0)
+    assert p.diff.value == 0 and p.diff.n == 3 and p.p_value == 1.0
+    with pytest.raises(ValueError, match="share no scored items"):
+        paired(a, {"t": {"1": 1.0}}, resamples=10, seed=0)
+
+
+def test_judge_scores_use_the_paired_bootstrap() -> None:
+    rng = np.random.default_rng(1)
+    b = rng.random(200)
+    p = paired(_items(np.clip(b + 0.3, 0, 1)), _items(b), resamples=500, seed=0)
+    assert p.test == "paired_bootstrap" and p.a_only is None and p.p_value < 0.01 and p.diff.excludes_zero()
+    flat = paired(_items(b), _items(b), resamples=200, seed=0)
+    assert flat.p_value == 1.0 and flat.diff.value == 0
+
+
+def test_mcnemar_matches_the_binomial() -> None:
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # 2 x (1/2)^6
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, i) for i in range(3)) / 2**12)
+    assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
+    assert mcnemar_exact(7000, 7100) == pytest.approx(0.40, abs=0.02)  # large counts stay finite and exact
+
+
+def test_resolvable_difference_of_the_paper_margins() -> None:
+    # MadinahQA (1,200 items) at 86.4% vs 78.0%: ~3.0 points resolve; AraTrust (522) at 90.2 vs 91.4: ~3.5
+    assert resolvable_difference(0.8643, 0.78, 1200) == pytest.approx(0.0304, abs=5e-4)
+    assert resolvable_difference(0.9022, 0.914, 522) == pytest.approx(0.0352, abs=5e-4)
+    assert resolvable_difference(0.5, 0.5, 100) == pytest.approx(1.96 * math.sqrt(0.5 / 100), rel=1e-3)
