@@ -57,35 +57,6 @@ def test_embedded_backbone_counts_equal_the_built_model_and_peft(overrides: list
     assert experts and {p.shape[0] for p in experts.values()} == {lora.rank_of("routed_experts") * n_experts}
 
 
-def test_unsloth_gets_the_same_lora_config_as_peft() -> None:
-    """Every argument derived for FastLanguageModel.get_peft_model is one it names or forwards to LoraConfig (read from
-    the pinned Unsloth source, not imported: importing Unsloth patches transformers for the whole process)."""
-    import ast
-    import importlib.util
-
-    from peft import LoraConfig
-
-    from arabic_r1.moe_lora import lora_config, unsloth_peft_kwargs
-    from arabic_r1.tiny_model import build_tiny_moe
-
-    spec = importlib.util.find_spec("unsloth")
-    if spec is None:
-        pytest.skip("unsloth is not installed (make install installs it --no-deps)")
-    src = Path(spec.origin).parent / "models" / "llama.py"
-    fn = next(n for n in ast.walk(ast.parse(src.read_text(encoding="utf-8")))
-              if isinstance(n, ast.FunctionDef) and n.name == "get_peft_model")  # fmt: skip
-    named = {a.arg for a in fn.args.args}
-    assert fn.args.kwarg is not None  # the rest goes to LoraConfig(**arguments)
-    params = load_params("smoke", [PER_FAMILY])
-    model, _ = build_tiny_moe(params.model.family, params.model.tiny)
-    cfg = lora_config(model, params.train.lora)
-    kwargs = unsloth_peft_kwargs(cfg)
-    assert set(kwargs) - named <= set(LoraConfig.__dataclass_fields__), set(kwargs) - named
-    rebuilt = LoraConfig(**kwargs, task_type="CAUSAL_LM")
-    for field in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "target_parameters", "lora_dropout"):
-        assert getattr(rebuilt, field) == getattr(cfg, field), field
-
-
 @pytest.mark.parametrize(
     "profile, total_b, active_b, published",
     [

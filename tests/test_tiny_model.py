@@ -126,3 +126,16 @@ def test_families_are_sparse_moe_with_fused_experts(family: str) -> None:
 def test_unknown_family_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown family 'llama'"):
         build_tiny_moe("llama")
+
+
+def test_pretrain_texts_are_the_plain_text_then_the_answered_questions() -> None:
+    import json
+
+    from arabic_r1.tiny_model import PRETRAIN_QUESTIONS, corpus_lines, pretrain_texts, resource_text
+
+    questions = [
+        json.loads(ln)["text"] for ln in resource_text(PRETRAIN_QUESTIONS).splitlines() if ln.strip()
+    ]
+    texts = pretrain_texts()
+    assert len(questions) >= 10 and texts == corpus_lines() + questions
+    assert corpus_lines() and all(t.strip() and not t.startswith("#") for t in corpus_lines())

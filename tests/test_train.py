@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_plan import PER_FAMILY
 
 from arabic_r1.checkpoints import checkpoint_problem
 from arabic_r1.moe_lora import (
@@ -716,3 +717,55 @@ def test_a_rank_killed_from_outside_is_named_even_when_torchrun_saw_a_survivor_f
         and "Connection reset" in msg
     )
     assert "without naming a failed rank" in failure_message("no summary\n", 1, 2)
+
+
+def test_unsloth_gets_the_same_lora_config_as_peft() -> None:
+    """Every argument derived for FastLanguageModel.get_peft_model is one it names or forwards to LoraConfig (read from
+    the pinned Unsloth source, not imported: importing Unsloth patches transformers for the whole process)."""
+    import ast
+    import importlib.util
+
+    from peft import LoraConfig
+
+    from arabic_r1.moe_lora import lora_config, unsloth_peft_kwargs
+    from arabic_r1.tiny_model import build_tiny_moe
+
+    spec = importlib.util.find_spec("unsloth")
+    if spec is None:
+        pytest.skip("unsloth is not installed (make install installs it --no-deps)")
+    src = Path(spec.origin).parent / "models" / "llama.py"
+    fn = next(n for n in ast.walk(ast.parse(src.read_text(encoding="utf-8")))
+              if isinstance(n, ast.FunctionDef) and n.name == "get_peft_model")  # fmt: skip
+    named = {a.arg for a in fn.args.args}
+    assert fn.args.kwarg is not None  # the rest goes to LoraConfig(**arguments)
+    params = load_params("smoke", [PER_FAMILY])
+    model, _ = build_tiny_moe(params.model.family, params.model.tiny)
+    cfg = lora_config(model, params.train.lora)
+    kwargs = unsloth_peft_kwargs(cfg)
+    assert set(kwargs) - named <= set(LoraConfig.__dataclass_fields__), set(kwargs) - named
+    rebuilt = LoraConfig(**kwargs, task_type="CAUSAL_LM")
+    for field in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "target_parameters", "lora_dropout",
+                  "bias", "modules_to_save", "target_modules"):  # fmt: skip
+        assert getattr(rebuilt, field) == getattr(cfg, field), field
+    assert kwargs["rank_pattern"] is not cfg.rank_pattern  # a copy: Unsloth may edit what it is given
+    plain = unsloth_peft_kwargs(lora_config(model, load_params("smoke").train.lora))
+    assert "rank_pattern" not in plain and "alpha_pattern" not in plain  # one rank: no patterns passed
+    no_modules = unsloth_peft_kwargs(
+        LoraConfig(target_parameters=["mlp.experts.down_proj"], target_modules=None)
+    )
+    assert no_modules["target_modules"] == []  # Unsloth iterates it: None would fail there
+
+
+def test_the_coverage_table_has_every_family_in_report_order() -> None:
+    from arabic_r1.moe_lora import REPORT_FAMILIES, coverage_from_names, coverage_table
+
+    model = coverage_from_names([("a.self_attn.q_proj.lora_A", 8), ("a.self_attn.k_proj.lora_A", 4),
+                                 ("a.mlp.experts.lora_B", 6), ("x.weird", 1)])  # fmt: skip
+    saved = coverage_from_names([("a.self_attn.q_proj.lora_A", 8)])
+    rows = coverage_table(model, saved)
+    assert [r["family"] for r in rows] == list(REPORT_FAMILIES)
+    by = {r["family"]: r for r in rows}
+    assert by["attention"] == {"family": "attention", "trainable parameters": 12, "tensors": 2,
+                               "saved adapter parameters": 8, "saved adapter tensors": 1}  # fmt: skip
+    assert by["routed_experts"]["saved adapter tensors"] == 0 and by["other"]["trainable parameters"] == 1
+    assert coverage_table(model)[1] == {"family": "routed_experts", "trainable parameters": 6, "tensors": 1}
