@@ -202,6 +202,23 @@ HEAVY_TESTS = (  # measured at 8-22 s each (pytest --durations): subprocesses, o
 )
 
 
+# Tests that run a phase's machinery in process (training, lighteval's pipeline, the teacher replay, phase 03 over the
+# shipped traces), 2.5-10 s each: in `make test` and `make test-fast`, left out of `make mutation`, where each would
+# run once per mutant of every function it reaches; the mutated modules' unit tests stand for them there.
+INTEGRATION_TESTS = (
+    "test_an_adapter_folder_scores_like_its_merged_model",
+    "test_mirror_mode_scores_equal_lighteval_pipeline",
+    "test_the_trap_is_real_with_a_name_keyed_cache",
+    "test_prompts_equal_lighteval_and_gold_right_on_real_rows",
+    "test_each_planted_flaw_is_caught_by_its_own_check_only",
+    "test_outputs_and_funnel",
+    "test_smoke_pool_replays_completely_with_the_planted_flaws",
+    "test_trackers_log_inside_the_phase_folder_and_sft_fields_reach_trl",
+    "test_training_outputs_mask_and_merge_equivalence",
+    "test_routing_counts_equal_a_brute_force_recount_for_every_family",
+)
+
+
 # One smoke run per session: `--dist loadgroup` sends every test that reads it to the same worker.
 SMOKE_GROUP = pytest.mark.xdist_group("smoke_run")
 
@@ -218,3 +235,5 @@ def pytest_collection_modifyitems(config, items) -> None:
             or any(name in item.name for name in HEAVY_TESTS)
         ):
             item.add_marker(pytest.mark.heavy)
+        if any(name in item.name for name in INTEGRATION_TESTS):
+            item.add_marker(pytest.mark.integration)
