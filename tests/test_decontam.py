@@ -180,3 +180,36 @@ def test_the_filter_reads_the_whole_of_a_long_document(index, rows, tmp_path: Pa
         doc = Document(text=f"{filler} {r.question()}", id=r.item_id)
         assert f.filter(doc) == (False, f"contaminated:{r.benchmark}"), r.item_id
         assert doc.metadata["contamination"]["ngram"] in " ".join(normalized_words(r.question()))
+
+
+def test_the_datatrove_filter_reads_the_saved_index_and_names_the_item(tmp_path: Path) -> None:
+    """The phase-01 path in process on the shipped fixture rows: save, load in the filter, drop a document quoting an
+    item with its evidence, keep an unrelated one; the report counts removals per benchmark."""
+    from datatrove.data import Document
+
+    from arabic_r1.benchmark_mirrors import fixture_mirror_dir
+    from arabic_r1.decontam import DecontaminationFilter, DecontaminationIndex, contamination_report
+
+    rows = [r for key in ("arabic_mmlu", "aratrust") for r in iter_mirror_rows(fixture_mirror_dir(), key)]
+    index = build_index(rows, n=13, min_short_words=8)
+    path = index.save(tmp_path / "deep" / "index.pkl")
+    assert path == tmp_path / "deep" / "index.pkl"
+    loaded = DecontaminationIndex.load(path)
+    assert (loaded.items, loaded.ngrams, loaded.stats, loaded.n) == (index.items, index.ngrams, index.stats, 13)
+    quoted = next(r for r in rows if r.benchmark == "aratrust" and len(normalized_words(r.question())) >= 13)
+    f = DecontaminationFilter(path)
+    doc = Document(text=embed(quoted, lambda s: s, False), id="d1")
+    assert f.filter(doc) == (False, "contaminated:aratrust")
+    found = doc.metadata["contamination"]
+    assert found["benchmark"] == "aratrust" and found["item_id"] == quoted.item_id
+    assert found["ngram"] in " ".join(normalized_words(quoted.question()))
+    assert f.stats["contaminated_aratrust"].total == 1
+    assert f.filter(Document(text="نص عادي عن الطقس في المدينة اليوم وغدا وبعد غد.", id="d2")) is True
+    assert index.benchmark_of(index.items.index(quoted.item_id)) == "aratrust"
+    removed = [{"benchmark": "aratrust", "id": "d1"}, {"benchmark": "aratrust", "id": "d3"},
+               {"benchmark": "other", "id": "d4"}]  # fmt: skip
+    report = contamination_report(index, removed)
+    assert report["benchmarks"]["aratrust"] == {**index.stats["aratrust"], "removed": 2}
+    assert report["benchmarks"]["arabic_mmlu"]["removed"] == 0 and report["benchmarks"]["other"] == {"removed": 1}
+    assert (report["n"], report["min_short_words"], report["min_content_words"]) == (13, 8, 3)
+    assert report["removals"] == removed
