@@ -85,6 +85,8 @@ def test_answers_in_words_for_text_benchmarks() -> None:
     assert named_text("صحيحا", yes_no) is None  # whole words only
     assert named_text("الأول ثم الثاني", ["الثاني", "الأول"]) == 1  # same length: the first stated
     assert named_text("قد يكون", ["", "قد يكون"]) == 1  # an empty choice never matches
+    assert named_text("؟", ["", "نعم"]) is None  # not even an answer of no words
+    assert named_text("الأول ثم الثاني ثم الأول", ["الثاني", "الأول"]) == 1  # first stated, wherever repeated
     text = GOOD_AR.replace("الإجابة: ب", "الإجابة: مدينة الرباط")
     assert reasoning_answer(text, ["الدار البيضاء", "مدينة الرباط"], answers="text") == (1, None)
     assert reasoning_answer(text, ["فاس"], answers="text") == (None, "answer names no option")

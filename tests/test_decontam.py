@@ -195,7 +195,12 @@ def test_the_datatrove_filter_reads_the_saved_index_and_names_the_item(tmp_path:
     path = index.save(tmp_path / "deep" / "index.pkl")
     assert path == tmp_path / "deep" / "index.pkl"
     loaded = DecontaminationIndex.load(path)
-    assert (loaded.items, loaded.ngrams, loaded.stats, loaded.n) == (index.items, index.ngrams, index.stats, 13)
+    assert (loaded.items, loaded.ngrams, loaded.stats, loaded.n) == (
+        index.items,
+        index.ngrams,
+        index.stats,
+        13,
+    )
     quoted = next(r for r in rows if r.benchmark == "aratrust" and len(normalized_words(r.question())) >= 13)
     f = DecontaminationFilter(path)
     doc = Document(text=embed(quoted, lambda s: s, False), id="d1")
@@ -210,6 +215,82 @@ def test_the_datatrove_filter_reads_the_saved_index_and_names_the_item(tmp_path:
                {"benchmark": "other", "id": "d4"}]  # fmt: skip
     report = contamination_report(index, removed)
     assert report["benchmarks"]["aratrust"] == {**index.stats["aratrust"], "removed": 2}
-    assert report["benchmarks"]["arabic_mmlu"]["removed"] == 0 and report["benchmarks"]["other"] == {"removed": 1}
+    assert report["benchmarks"]["arabic_mmlu"]["removed"] == 0 and report["benchmarks"]["other"] == {
+        "removed": 1
+    }
     assert (report["n"], report["min_short_words"], report["min_content_words"]) == (13, 8, 3)
     assert report["removals"] == removed
+
+
+_LONG = ("الطالب يدرس الرياضيات في المدرسة الثانوية كل صباح قبل الذهاب إلى المكتبة العامة لقراءة الكتب العلمية "
+         "الحديثة عن الفيزياء والكيمياء")  # fmt: skip
+_BOILER = "اقرأ النص التالي بعناية ثم أجب عن السؤال الذي يليه باختيار الإجابة الصحيحة من الخيارات"
+_TAILS = [
+    "القاهرة",
+    "دمشق",
+    "بغداد",
+    "الرياض",
+    "عمان",
+    "تونس",
+    "الرباط",
+    "الجزائر",
+    "بيروت",
+    "صنعاء",
+    "مسقط",
+    "الدوحة",
+]
+
+
+def _row(i: int, question: str) -> BenchmarkRow:
+    return BenchmarkRow(
+        "aratrust", "s", "train", i, {"Question": question, "A": "نعم", "B": "لا", "C": "ربما"}
+    )
+
+
+def test_long_questions_are_found_by_their_13_word_windows_and_boilerplate_is_not() -> None:
+    """The n-gram half of the index on crafted rows: a 13-word window of a long question is a match, 12 words are
+    not; a 13-word instruction shared by more than 10 items is boilerplate (dropped and counted), by 10 it is not."""
+    rows = [_row(0, _LONG)] + [_row(i + 1, f"{_BOILER} {t}") for i, t in enumerate(_TAILS[:11])]
+    index = build_index(rows)
+    words = normalized_words(_LONG)
+    assert len(words) == 20 and index.n == 13 and index.min_short_words == 8 and index.min_content_words == 3
+    hit = index.match(("مقدمة", *words[3:16], "خاتمة"))
+    assert hit == (0, " ".join(words[3:16]))
+    assert (
+        index.match(words[3:15]) is None
+    )  # 12 words of a long question: not an n-gram, not a short question
+    boiler = normalized_words(_BOILER)
+    assert len(boiler) == 15 and index.match(boiler) is None  # in 11 items: boilerplate
+    n_windows = lambda k: k - 13 + 1  # noqa: E731
+    assert index.stats["aratrust"] == {
+        "items": 12, "segments_ngram": 12,
+        "ngrams": n_windows(20) + 11 * 1,  # each item's own last window (boilerplate + its city) is its own
+        "ngrams_dropped_boilerplate": n_windows(15),
+        "segments_companion_only": 12 * 3,  # the one-word options: too short to match alone
+        "questions_too_short": 0,  # a long question is no short question
+    }  # fmt: skip
+    ten = build_index([_row(i, f"{_BOILER} {t}") for i, t in enumerate(_TAILS[:10])])
+    assert ten.match(boiler)[0] == 0  # in 10 items: kept, owned by the first
+    assert build_index(rows, max_items_per_ngram=11).match(boiler) is not None
+    with pytest.raises(ValueError, match=r"^min_short_words \(14\) must be <= n \(13\)$"):
+        build_index(rows, min_short_words=14)
+    assert build_index(rows, n=8, min_short_words=8).match(words[:8]) == (0, " ".join(words[:8]))
+
+
+def test_short_segments_words_and_the_evidence_a_removal_records() -> None:
+    assert content_words(normalized_words("دم في و الكبد")) == 2  # two letters or more, not a stop word
+    assert segment_words("7") == ("7",) and segment_words("س4: القاهرة") == (
+        "القاهره",
+    )  # an enumerator alone stays
+    exact = build_index([_row(0, " ".join(_LONG.split()[:13]))])  # a question of exactly n words: one window
+    assert exact.match(normalized_words(_LONG)[:13]) == (0, " ".join(normalized_words(_LONG)[:13]))
+    # a question under the information floor counts only with its own options, named in the evidence
+    q = BenchmarkRow("aratrust", "s", "train", 0, {"Question": "ما هو الجواب", "A": "مدينة الرباط", "B": "لا",
+                                                   "C": "ربما"})  # fmt: skip
+    index = build_index([q])
+    said = normalized_words("سؤال: ما هو الجواب؟ الخيارات مدينة الرباط أو لا")
+    assert index.match(said) == (0, "ما هو الجواب … مدينه الرباط")
+    assert index.match(normalized_words("ما هو الجواب يا صديقي")) is None
+    # two short questions that open alike: the one the text quotes is found, not only the first looked at
+    twins = build_index([_row(0, "عاصمة دولة المغرب الجميلة"), _row(1, "عاصمة دولة المغرب القديمة")])
+    assert twins.match(normalized_words("اذكر عاصمة دولة المغرب القديمة من فضلك"))[0] == 1

@@ -547,6 +547,27 @@ def test_generations_are_cached_and_resume_after_a_torn_write(tmp_path: Path):
     )  # written after the torn line
 
 
+def test_a_generator_that_loses_an_output_stops_the_phase_and_a_resume_says_what_it_reused(
+    tmp_path: Path, caplog
+):
+    """Outputs are matched to prompts by position: one missing must stop the run, not shift every later answer onto
+    the wrong question. A resumed run says how many generations it found (a Colab user sees the resume worked)."""
+    import logging
+
+    from arabic_r1.eval_generation import Generation, cached_generations
+
+    path = tmp_path / "new" / "folder" / "generations.jsonl"  # the cache folder need not exist yet
+    drop_last = lambda prompts, n: [Generation(p, False) for p in prompts][:-1]  # noqa: E731
+    with pytest.raises(ValueError, match="zip"):
+        cached_generations(drop_last, path)(["a", "b"], 8)
+    echo = lambda prompts, n: [Generation(p, False) for p in prompts]  # noqa: E731
+    with caplog.at_level(logging.INFO, logger="arabic_r1.eval_generation"):
+        cached_generations(echo, path)(["a", "b"], 8)
+        assert "generations:" not in caplog.text  # nothing to reuse: nothing said
+        cached_generations(echo, path)(["a", "b", "c", "a"], 8)
+    assert "generations: 2 of 3 from generations.jsonl" in caplog.text
+
+
 def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(tmp_path: Path):
     """Qwen3 thinking-2507 / DeepSeek-R1 templates end the generation prompt with <think>: the model's text starts
     inside the block, so an output cut by the token budget has no tags at all and must not count as an answer."""
