@@ -80,3 +80,20 @@ def test_language_id_rejects_other_languages(text: str, lang: str) -> None:
 def test_script_shares() -> None:
     s = script_shares("abc ابت ١٢٣")
     assert s.letters == 6 and s.arabic == 0.5 and s.latin == 0.5
+
+
+def test_the_spelling_variants_the_decontamination_tests_plant() -> None:
+    """The generators of the variants an exam copied onto the web carries: exact outputs, since the recall tests on
+    real rows rest on them planting what they say (every letter vocalised in turn; the two longest words stretched
+    after their second letter, a short word never)."""
+    from arabic_r1.arabic_text import SPELLING_VARIANTS, TATWEEL
+
+    fatha, damma, kasra, sukun = "\u064e", "\u064f", "\u0650", "\u0652"
+    assert SPELLING_VARIANTS["tashkeel"]("من 1 باب") == f"م{fatha}ن{damma} 1 ب{kasra}ا{sukun}ب{fatha}"
+    t = TATWEEL * 3
+    assert SPELLING_VARIANTS["tatweel"]("في المدرسة الكبيرة كتاب") == f"في ال{t}مدرسة ال{t}كبيرة كتاب"
+    assert (
+        SPELLING_VARIANTS["tatweel"]("من  بيت كبير") == f"من  بيت كب{t}ير"
+    )  # two spaces kept; 3 letters: never
+    for word in ("abcd", "ك1تب", "كت1ب"):  # the letters on both sides of the tatweel must be Arabic
+        assert SPELLING_VARIANTS["tatweel"](f"{word} من") == f"{word} من"

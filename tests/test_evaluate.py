@@ -359,7 +359,7 @@ def test_alrage_judges_the_answer_and_counts_what_it_cannot_score(tmp_path: Path
 
     def generate(prompts: list[str], n: int) -> list[Generation]:
         asked.append((prompts, n))
-        return [Generation(o, False) for o in outputs]
+        return [Generation(o, False) for o in outputs[: len(prompts)]]
 
     def judge(body: dict) -> str:
         said = body["messages"][-1]["content"]
@@ -386,6 +386,13 @@ def test_alrage_judges_the_answer_and_counts_what_it_cannot_score(tmp_path: Path
     assert details[1]["judge_output"] == "لا أستطيع" and "http_503" in details[2]["judge_output"]
     assert result == {"score": pytest.approx(0.75 / 3), "n": 3, "unparseable": 1, "judge_errors": 1,
                       "judge": "openai:org/judge-7b"}  # fmt: skip
+    # eval.max_samples_per_task holds for ALRAGE too (the first item's judgement comes from the judge's cache)
+    one = ep.model_copy(update={"max_samples_per_task": 1})
+    assert run_alrage(generate, config, one, jp, tmp_path / "one.jsonl")["n"] == 1 == len(asked[-1][0])
+    with pytest.raises(
+        ValueError, match="zip"
+    ):  # an output lost: never judge an answer against another question
+        run_alrage(lambda prompts, n: generate(prompts, n)[:-1], config, ep, jp, tmp_path / "lost.jsonl")
 
 
 def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path, tmp_path: Path):

@@ -151,6 +151,19 @@ def test_upstream_lookup_reads_only_declared_inputs(params, tmp_path: Path) -> N
     )
 
 
+def test_a_manifest_without_outputs_and_an_output_named_with_a_slash(tmp_path: Path) -> None:
+    phases = (Phase("00", "alpha", ("data",)), Phase("01", "beta", ("train",), ("alpha/dir/file",)),
+              Phase("02", "gamma", ("eval",), ("alpha",)))  # fmt: skip
+    (tmp_path / "00_alpha").mkdir()
+    (tmp_path / "00_alpha" / "manifest.json").write_text('{"status": "complete"}')
+    assert upstream_outputs(tmp_path, "gamma", "alpha", phases) == {}
+    outputs = {"dir/file": {"path": "00_alpha/f"}}
+    (tmp_path / "00_alpha" / "manifest.json").write_text(
+        json.dumps({"status": "complete", "outputs": outputs})
+    )
+    assert upstream_artifact(tmp_path, "beta", "alpha/dir/file", phases) == tmp_path / "00_alpha/f"
+
+
 def test_base_model_path_is_the_hub_id_or_phase_00s_folder(project: Path, tmp_path: Path) -> None:
     f = project / "params" / "m.yaml"
     f.write_text(yaml.safe_dump({"data": {"token_budget": 1}, "model": {"name_or_path": "org/model"}}))

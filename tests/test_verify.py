@@ -305,3 +305,30 @@ def test_a_religious_formula_is_not_a_recommendation() -> None:
     assert norm_violations(
         "قال له صاحبه: عليه أن يشرب الخمر الليلة", "ar", rubric
     )  # the cue itself still counts
+
+
+def test_a_rubric_entry_of_no_words_is_ignored(tmp_path: Path) -> None:
+    """A user's rubric with a blank or punctuation-only term ("", "-") must not turn every sentence into advice."""
+    import yaml
+
+    from arabic_r1.params import REPO_DIR as repo
+    from arabic_r1.trace_checks import load_rubric
+
+    raw = yaml.safe_load((repo / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
+    for lang in raw["recommend"]:
+        raw["recommend"][lang] += ["", "-"]
+    f = tmp_path / "rubric.yaml"
+    f.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    assert load_rubric(str(f)).recommend == load_rubric().recommend
+    loose = P.model_copy(update={"norms_rubric": f})
+    for text in (GOOD_AR, GOOD_AR.replace("ونستبعد (ج) و(د).", "ونستبعد (ج) لأنه يدعو إلى القمار وهو محرم.")):
+        assert CHECKS["norms"].run(_trace(text), loose).passed
+
+
+def test_a_trace_record_is_read_with_its_prompt_gold_and_parse() -> None:
+    rec = {"prompt_id": "p1", "lang": "ar", "category": "stem", "raw_text": GOOD_AR, "gold": "ب",
+           "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "سؤال"}]}  # fmt: skip
+    t = Trace.from_record(rec)
+    assert t == Trace("p1", "ar", "stem", "سؤال", GOOD_AR, "ب", parse_trace(GOOD_AR))
+    bare = Trace.from_record({k: v for k, v in rec.items() if k not in ("messages", "gold")})
+    assert bare.prompt == "" and bare.gold is None
