@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,9 @@ def lighteval_model(model_path: str, cache_root: Path, ep: EvalParams, dtype: st
 
 def run_lighteval(
     model_path: str, configs: list[Any], out_dir: Path, cache_root: Path, ep: EvalParams, dtype: str
-) -> dict[str, Any]:
-    """lighteval's Pipeline on our configs (log-likelihood tasks); results + details saved under ``out_dir``."""
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """lighteval's Pipeline on our configs (log-likelihood tasks): its results, and each document's acc_norm
+    (:func:`item_scores`); results + details also saved under ``out_dir``."""
     prepare_lighteval_offline()
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
@@ -186,7 +188,20 @@ def run_lighteval(
     )
     pipeline.evaluate()  # frees the model (and the GPU) when done
     pipeline.save_and_push_results()
-    return pipeline.get_results()
+    return pipeline.get_results(), item_scores(pipeline.evaluation_tracker.details_logger.details)
+
+
+def item_scores(details: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
+    """{task: {document id: acc_norm}} from lighteval's per-document details: what phase 06 resamples for its
+    intervals and pairs between models (by id; a document without one by its position, the same for every model)."""
+    out: dict[str, dict[str, float]] = {}
+    for task, rows in details.items():
+        name = re.sub(r"[|:]\d+$", "", task)  # "arabic_mmlu:Islamic Studies|0" -> the config's name
+        out[name] = {
+            str(d.doc.id) if d.doc.id != "" else f"#{i}": float(d.metric[ACC_NORM])
+            for i, d in enumerate(rows)
+        }
+    return out
 
 
 def subset_scores(results: dict[str, Any], configs: list[Any]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from arabic_r1.benchmark_mirrors import mirror_digests
 from arabic_r1.benchmarks import average, benchmark_of, counted_in_average, spec
 from arabic_r1.eval_generation import cached_generations, generator, read_outputs, run_alrage, run_reasoning
 from arabic_r1.eval_models import model_cache_dir, run_lighteval, subset_scores
-from arabic_r1.jsonl import write_json_atomic
+from arabic_r1.jsonl import read_jsonl, write_json_atomic, write_jsonl
 from arabic_r1.manifest import PhaseRun, base_model_path, upstream_outputs
 from arabic_r1.oall_tasks import ACC_NORM, EvalSetupError, Warts, task_configs
 from arabic_r1.params import DistillParams, EvalParams, Params
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "scores.csv"
 SUBSET_FILE = "subset_scores.csv"
 WARTS_FILE = "data_warts.json"
+ITEMS_FILE = "item_scores.jsonl"
 
 
 # -------------------------------------------------------------------------------------------- the phase
@@ -50,6 +51,8 @@ class ModelScores:
         None  # the judged benchmark (ALRAGE): its key, judge score /10 as a share, counts
     )
     seconds: dict[str, float] = field(default_factory=dict)
+    # scoring (leaderboard | reasoning) -> task -> document id -> score (1/0, or the judge's 0-1): phase 06's intervals
+    items: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def board(self) -> dict[str, float]:
         """Every benchmark's leaderboard score: acc_norm, and the judge score of the judged benchmark."""
@@ -107,7 +110,7 @@ def _evaluate_model(
         raise EvalSetupError(f"{judged_key} is judged by an LLM: set eval.judge")
     if "loglikelihood" in ep.scoring and mc_configs:
         t0 = time.monotonic()
-        results = run_lighteval(
+        results, ms.items["leaderboard"] = run_lighteval(
             model_path, mc_configs, out_dir / "lighteval" / label, out_dir / "lighteval_cache", ep, dtype
         )
         ms.seconds["loglikelihood"] = round(time.monotonic() - t0, 2)
@@ -135,6 +138,11 @@ def _evaluate_model(
                 lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]),
             )
             ms.seconds["reasoning"] = round(time.monotonic() - t0, 2)
+            ms.items["reasoning"] = _items(
+                out_dir / f"reasoning_{label}.jsonl",
+                lambda r: float(r["choice"] == r["gold"]),
+                lambda r: r["task"],
+            )
             by_b: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for task, r in per_task.items():
                 by_b[benchmark_of(task)].append(r)
@@ -162,7 +170,37 @@ def _evaluate_model(
                 ),
             }
             ms.seconds[judged_key] = round(time.monotonic() - t0, 2)
+            ms.items.setdefault("leaderboard", {}).update(
+                _items(
+                    out_dir / f"{judged_key}_{label}.jsonl",
+                    lambda r: r["score"] or 0.0,
+                    lambda r: judged_config.name,
+                )
+            )  # unparseable and failed judgements score 0, as in the benchmark's score
     return ms
+
+
+def _items(details: Path, score: Any, task: Any) -> dict[str, dict[str, float]]:
+    """{task: {id: score}} from a details file phase 05 wrote (one row per document)."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in read_jsonl(details):
+        out[task(r)][str(r["id"])] = float(score(r))
+    return dict(out)
+
+
+def write_item_scores(models: list[ModelScores], path: Path) -> Path:
+    """``item_scores.jsonl``: one row per model, scoring, task and document."""
+    write_jsonl(
+        path,
+        [
+            {"model": m.label, "scoring": scoring, "task": task, "id": i, "score": v}
+            for m in models
+            for scoring, tasks in m.items.items()
+            for task, scores in tasks.items()
+            for i, v in scores.items()
+        ],
+    )
+    return path
 
 
 def tidy_rows(models: list[ModelScores]) -> list[dict[str, Any]]:
@@ -311,12 +349,14 @@ def run_oall_evaluation(params: Params, phase: PhaseRun) -> EvalResult:
         audit_files = dict(
             zip(("student_audit", "student_audit_csv"), write_audit(result, phase.dir), strict=True)
         )
-    write_json_atomic(phase.dir / "model_scores.json", [m.__dict__ for m in models], indent=1)
+    scores = [{k: v for k, v in m.__dict__.items() if k != "items"} for m in models]
+    write_json_atomic(phase.dir / "model_scores.json", scores, indent=1)
     phase.finish(
         {
             "scores": phase.dir / SCORES_FILE,
             "subset_scores": phase.dir / SUBSET_FILE,
             "model_scores": phase.dir / "model_scores.json",
+            "item_scores": write_item_scores(models, phase.dir / ITEMS_FILE),
             **audit_files,
         },
         {

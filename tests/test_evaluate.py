@@ -304,6 +304,11 @@ def test_mirror_mode_scores_equal_lighteval_pipeline(tiny: Path, tmp_path: Path,
     groups = {k.split(":")[0]: v for k, v in res.items() if k.endswith(":_average")}
     assert groups and {b: ours.leaderboard[b] for b in groups} == pytest.approx(groups, abs=1e-9)
     assert ours.lighteval_all == pytest.approx(direct["results"]["all"][ACC_NORM], abs=1e-9)
+    # the per-document scores phase 06 resamples average to lighteval's subset scores, one id per document
+    items = ours.items["leaderboard"]
+    assert set(items) == set(want) and all(len(v) >= 1 for v in items.values())
+    assert {t: sum(v.values()) / len(v) for t, v in items.items()} == pytest.approx(want, abs=1e-9)
+    assert all(x in (0.0, 1.0) for v in items.values() for x in v.values())
     # results JSON and per-sample details as lighteval writes them
     assert list((tmp_path / "ours" / "lighteval" / "tiny" / "results").rglob("results_*.json"))
     assert list((tmp_path / "ours" / "lighteval" / "tiny" / "details").rglob("*.parquet"))
