@@ -97,9 +97,11 @@ def plot_loss(rows: list[dict[str, Any]]):
 
 
 def plot_expert_load(routing: dict[str, Any]):
-    """Share of routed tokens per layer (rows) and expert (columns): Arabic vs English, before vs after."""
+    """Share of routed tokens per layer (rows) and expert (columns): Arabic vs English, before vs after; one colour
+    scale for the four panels (seaborn heatmaps), so a shift of load between languages reads as a shift of colour."""
     import matplotlib.pyplot as plt
-    import numpy as np
+    import pandas as pd
+    import seaborn as sns
 
     fig, axes = plt.subplots(2, 2, figsize=(8, 5), sharex=True, sharey=True)
     vmax = max(
@@ -107,20 +109,19 @@ def plot_expert_load(routing: dict[str, Any]):
         for when in routing
         for lang in routing[when]
     )
+    cbar_ax = fig.add_axes((0.93, 0.15, 0.02, 0.7))
     for i, when in enumerate(("before", "after")):
         for j, lang in enumerate(("ar", "en")):
             share = routing[when][lang]["share"]
-            layers = sorted(share, key=int)
-            grid = np.array([share[k] for k in layers])
+            grid = pd.DataFrame({f"layer {k}": share[k] for k in sorted(share, key=int)}).T
             ax = axes[i][j]
-            im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+            sns.heatmap(grid, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar=(i, j) == (0, 0), cbar_ax=cbar_ax,
+                        cbar_kws={"label": "share of the layer's routed tokens"})  # fmt: skip
             name = f"Arabic ({shape_ar('العربية')})" if lang == "ar" else "English"
             ax.set_title(f"{name} tokens, {when} fine-tuning", fontsize=9)
-            ax.set_yticks(range(len(layers)), [f"layer {k}" for k in layers])
+            ax.set_xlabel("routed expert" if i == 1 else "")
             ax.grid(False)
-            if i == 1:
-                ax.set_xlabel("routed expert")
-    fig.colorbar(im, ax=axes, label="share of the layer's routed tokens")
+    fig.subplots_adjust(right=0.9)
     return fig
 
 
