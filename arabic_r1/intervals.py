@@ -119,17 +119,26 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _paired_reps(pairs: dict[str, tuple[np.ndarray, np.ndarray]], resamples: int, rng: np.random.Generator):
+    """Bootstrap replicates of the subset-weighted A - B, both models' items resampled with the same indices."""
+    reps = np.zeros(resamples)
+    for va, vb in pairs.values():
+        idx = rng.integers(0, len(va), size=(resamples, len(va)))
+        reps += (va[idx] - vb[idx]).mean(axis=1)
+    return reps / len(pairs)
+
+
+def _bootstrap_p(reps: np.ndarray) -> float:
+    """Twice the share of resampled differences on the far side of zero (the paired bootstrap's two-sided p)."""
+    return float(min(1.0, 2 * min((reps <= 0).mean(), (reps >= 0).mean())))
+
+
 def paired(a: Items, b: Items, *, resamples: int, seed: int, level: float = 0.95) -> Paired:
     """A - B on the items both were scored on, resampled together (the same items for both), with the paired test."""
     pairs = _aligned(a, b)
     if not pairs:
         raise ValueError("the two models share no scored items")
-    rng = np.random.default_rng(seed)
-    reps = np.zeros(resamples)
-    for va, vb in pairs.values():
-        idx = rng.integers(0, len(va), size=(resamples, len(va)))
-        reps += (va[idx] - vb[idx]).mean(axis=1)
-    reps /= len(pairs)
+    reps = _paired_reps(pairs, resamples, np.random.default_rng(seed))
     value = float(np.mean([(va - vb).mean() for va, vb in pairs.values()]))
     diff = Interval(value, *_percentiles(reps, level), sum(len(va) for va, _ in pairs.values()))
     every = np.concatenate([np.concatenate(p) for p in pairs.values()])
@@ -137,8 +146,23 @@ def paired(a: Items, b: Items, *, resamples: int, seed: int, level: float = 0.95
         a_only = int(sum(((va == 1) & (vb == 0)).sum() for va, vb in pairs.values()))
         b_only = int(sum(((va == 0) & (vb == 1)).sum() for va, vb in pairs.values()))
         return Paired(diff, mcnemar_exact(a_only, b_only), "mcnemar_exact", a_only, b_only)
-    far = min((reps <= 0).mean(), (reps >= 0).mean())
-    return Paired(diff, float(min(1.0, 2 * far)), "paired_bootstrap")
+    return Paired(diff, _bootstrap_p(reps), "paired_bootstrap")
+
+
+def paired_average(
+    a: Mapping[str, Items], b: Mapping[str, Items], *, resamples: int, seed: int, level: float = 0.95
+) -> Paired:
+    """The difference of two leaderboard averages over the benchmarks both have, every benchmark's items resampled
+    together; the p-value is the paired bootstrap's (an average of weighted scores is not a count of items)."""
+    shared = sorted(a.keys() & b.keys())
+    pairs = [_aligned(a[k], b[k]) for k in shared]
+    if not shared or not all(pairs):
+        raise ValueError("the two models share no scored items on some benchmark")
+    rng = np.random.default_rng(seed)
+    reps = sum(_paired_reps(p, resamples, rng) for p in pairs) / len(pairs)
+    value = float(np.mean([np.mean([(va - vb).mean() for va, vb in p.values()]) for p in pairs]))
+    n = sum(len(va) for p in pairs for va, _ in p.values())
+    return Paired(Interval(value, *_percentiles(reps, level), n), _bootstrap_p(reps), "paired_bootstrap")
 
 
 def resolvable_difference(accuracy_a: float, accuracy_b: float, n: int, z: float = Z95) -> float:

@@ -291,6 +291,9 @@ class ReportParams(Section):
     )
     figure_formats: list[Literal["png", "pdf"]] = Field(default_factory=lambda: ["png", "pdf"], min_length=1)
     dpi: PositiveInt = 150
+    bootstrap_resamples: int = Field(
+        2000, ge=200, description="resamples behind each 95% interval and paired test (seeded with run.seed)"
+    )
 
     @field_validator("dir", mode="before")
     @classmethod

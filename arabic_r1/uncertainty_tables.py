@@ -1,13 +1,123 @@
-"""Phase 06's uncertainty tables: which of the paper's Table-1 margins its benchmarks' sizes can resolve."""
+"""Phase 06's uncertainty tables: every score with its 95% interval, fine-tuned minus base with a paired test, and
+which of the paper's Table-1 margins its benchmarks' sizes can resolve."""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from pathlib import Path
 
-from arabic_r1.benchmarks import BENCHMARKS, spec
-from arabic_r1.intervals import Z95, resolvable_difference
+from arabic_r1.benchmarks import BENCHMARKS, benchmark_of, counted_in_average, in_table_order, spec
+from arabic_r1.intervals import (
+    Z95,
+    Items,
+    average_bootstrap,
+    bootstrap,
+    paired,
+    paired_average,
+    resolvable_difference,
+)
+from arabic_r1.jsonl import read_jsonl
 from arabic_r1.reference import paper_table1
-from arabic_r1.report_tables import REPORTED, Table
+from arabic_r1.report_tables import REPORTED, Run, Table
+
+SCORINGS = ("leaderboard", "reasoning")
+Series = dict[str, Items]  # benchmark -> its items (subset -> id -> score), one model under one scoring
+
+
+def read_item_scores(path: Path) -> dict[tuple[str, str], Series]:
+    """Phase 05's ``item_scores.jsonl`` as {(model, scoring): {benchmark: items}}. The judged benchmark (ALRAGE) is
+    scored once and counts under both scorings, as in Table 1."""
+    raw: dict[tuple[str, str], Series] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for r in read_jsonl(path):
+        raw[(r["model"], r["scoring"])][benchmark_of(r["task"])][r["task"]][str(r["id"])] = float(r["score"])
+    out = {key: {b: dict(items) for b, items in series.items()} for key, series in raw.items()}
+    for (model, scoring), series in list(out.items()):
+        if scoring == "reasoning":
+            judged = out.get((model, "leaderboard"), {})
+            series.update({b: items for b, items in judged.items() if spec(b).scoring == "judged"})
+    return out
+
+
+def _average_row(series: Series) -> bool:
+    """An average is shown only over every benchmark the leaderboard counts, as in Table 1."""
+    return set(counted_in_average(BENCHMARKS)) <= set(series)
+
+
+def interval_table(run: Run, resamples: int, seed: int) -> Table:
+    """Every model's score per benchmark and scoring with its 95% bootstrap interval (items resampled within
+    subsets, subsets weighted as the leaderboard weighs them), and the interval of the leaderboard average."""
+    path = run.artifact("oall_evaluation", "item_scores")
+    scores = read_item_scores(path)
+    keys = [(m, s) for s in SCORINGS for m in dict.fromkeys(m for m, _ in scores) if (m, s) in scores]
+    benchmarks = in_table_order({b for series in scores.values() for b in series})
+    columns = ["benchmark", "items"]
+    for m, s in keys:
+        columns += [f"{m} ({s})", f"{m} ({s}) 95% low", f"{m} ({s}) 95% high"]
+    rows = []
+    for b in benchmarks:
+        row: list = [spec(b).title, max(sum(map(len, scores[k][b].values())) for k in keys if b in scores[k])]
+        for k in keys:
+            iv = bootstrap(scores[k][b], resamples=resamples, seed=seed) if b in scores[k] else None
+            row += [None, None, None] if iv is None else [100 * iv.value, 100 * iv.low, 100 * iv.high]
+        rows.append(row)
+    avg: list = ["Average", None]
+    for k in keys:
+        if _average_row(scores[k]):
+            counted = {b: scores[k][b] for b in counted_in_average(BENCHMARKS)}
+            iv = average_bootstrap(counted, resamples=resamples, seed=seed)
+            avg += [100 * iv.value, 100 * iv.low, 100 * iv.high]
+        else:
+            avg += [None, None, None]
+    rows.append(avg)
+    notes = [
+        f"Scores in percent with their 95% percentile-bootstrap interval: {resamples:,} resamples (seed {seed}) of "
+        "the benchmark's documents, drawn within each subset so that every subset keeps the weight the leaderboard "
+        "gives it. Average: the mean of the benchmarks the leaderboard counts, all resampled at once; — when one "
+        "is missing. items: documents scored. A benchmark of a few dozen items has an interval tens of points wide.",
+    ]
+    return Table(
+        "oall_intervals", "OALL v2 scores with 95% intervals", columns, rows, [path], notes, decimals=1
+    )
+
+
+def paired_table(run: Run, resamples: int, seed: int, a: str = "finetuned", b: str = "base") -> Table | None:
+    """``a`` minus ``b`` per benchmark and scoring on the same documents: the paired bootstrap interval, the paired
+    test's p-value and whether the interval excludes zero; None when the run did not score both models."""
+    path = run.artifact("oall_evaluation", "item_scores")
+    scores = read_item_scores(path)
+    scorings = [s for s in SCORINGS if (a, s) in scores and (b, s) in scores]
+    if not scorings:
+        return None
+    benchmarks = in_table_order({k for s in scorings for k in scores[(a, s)].keys() & scores[(b, s)].keys()})
+    columns = ["benchmark"]
+    for s in scorings:
+        columns += [f"Δ {a} − {b} ({s})", f"({s}) 95% low", f"({s}) 95% high", f"({s}) p", f"({s}) excludes 0",
+                    f"({s}) items"]  # fmt: skip
+    rows = []
+    for k in [*benchmarks, "average"]:
+        row: list = ["Average" if k == "average" else spec(k).title]
+        for s in scorings:
+            sa, sb = scores[(a, s)], scores[(b, s)]
+            if k == "average":
+                counted = counted_in_average(BENCHMARKS)
+                ok = _average_row(sa) and _average_row(sb)
+                p = paired_average({x: sa[x] for x in counted}, {x: sb[x] for x in counted}, resamples=resamples,
+                                   seed=seed) if ok else None  # fmt: skip
+            else:
+                p = paired(sa[k], sb[k], resamples=resamples, seed=seed) if k in sa and k in sb else None
+            row += [None] * 6 if p is None else [100 * p.diff.value, 100 * p.diff.low, 100 * p.diff.high,
+                                                 p.p_value, p.diff.excludes_zero(), p.diff.n]  # fmt: skip
+        rows.append(row)
+    notes = [
+        f"{a} minus {b} in points on the documents both were scored on, resampled together ({resamples:,} paired "
+        f"resamples, seed {seed}): the 95% interval of the difference, and whether it excludes 0. p: McNemar's exact "
+        "test on the documents exactly one model got right (two models on the same items: it uses only the "
+        "discordant pairs and is exact for the handful of items of a small run); for judge scores (ALRAGE) and the "
+        "average, which are not counts of right answers, the paired bootstrap's two-sided p.",
+    ]
+    return Table("oall_paired", f"{a} − {b}: paired differences", columns, rows, [path], notes, decimals=2)
+
 
 PAPER_MODEL = "Arabic-DeepSeek-R1"
 PAPER_RIVALS = ("OALL category leader", "GPT-5.1", "DeepSeek-R1 (unadapted)")

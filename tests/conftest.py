@@ -202,10 +202,17 @@ HEAVY_TESTS = (  # measured at 8-22 s each (pytest --durations): subprocesses, o
 )
 
 
-# Tests that run a phase's machinery in process (training, lighteval's pipeline, the teacher replay, phase 03 over the
-# shipped traces), 2.5-10 s each: in `make test` and `make test-fast`, left out of `make mutation`, where each would
-# run once per mutant of every function it reaches; the mutated modules' unit tests stand for them there.
+# Tests that run a phase's machinery in process (a training, lighteval's pipeline, the teacher replay, phase 03 over
+# the shipped traces), 1-10 s each: in `make test` and `make test-fast`, left out of `make mutation`, where each would
+# run once per mutant of every function it reaches; the mutated modules' unit tests stand for them there (e.g.
+# tests/test_checkpoints.py for the checkpoints a training writes).
 INTEGRATION_TESTS = (
+    "test_checkpoints_of_other_params_are_not_resumed",
+    "test_expert_adapters_left_out_of_the_optimizer_stop_the_phase",
+    "test_a_broken_checkpoint_is_skipped_with_its_reason",
+    "test_phase_04_trains_an_mxfp4_base_loaded_dequantized",
+    "test_a_saved_adapter_that_lost_a_family_fails_the_phase",
+    "test_unreadable_rows_are_reported_and_skipped_not_fatal",
     "test_an_adapter_folder_scores_like_its_merged_model",
     "test_mirror_mode_scores_equal_lighteval_pipeline",
     "test_the_trap_is_real_with_a_name_keyed_cache",

@@ -143,3 +143,80 @@ def test_the_paper_margins_table_flags_the_margins_within_noise() -> None:
     var = sum((a * (1 - a) + b * (1 - b)) / spec(k).docs for k in keys) / 49  # each benchmark weighs 1/7
     assert rows["Average"][2] == pytest.approx(100 * 1.96 * math.sqrt(var), rel=1e-3)
     assert "reported in the paper" in t.markdown() and "not a re-scoring" in t.markdown()
+
+
+def test_the_average_difference_pairs_every_benchmark() -> None:
+    from arabic_r1.intervals import paired_average
+
+    rng = np.random.default_rng(7)
+    base = {b: _items(rng.random(200) < 0.5, b) for b in "xyz"}
+    assert (
+        paired_average(base, base, resamples=300, seed=0).diff
+        == paired_average(base, base, resamples=300, seed=0).diff
+    )
+    same = paired_average(base, base, resamples=300, seed=0)
+    assert (same.diff.value, same.diff.low, same.diff.high, same.p_value) == (0, 0, 0, 1.0)
+    better = {b: {s: {i: 1.0 if v == 0 and int(i.split("-")[1]) % 5 == 0 else v for i, v in items.items()}
+                  for s, items in subsets.items()} for b, subsets in base.items()}  # fmt: skip
+    gain = paired_average(better, base, resamples=500, seed=0)
+    expected = np.mean([weighted_score(better[b]) - weighted_score(base[b]) for b in "xyz"])
+    assert gain.diff.value == pytest.approx(expected) and gain.diff.low > 0 and gain.p_value < 0.01
+    assert gain.test == "paired_bootstrap" and gain.diff.n == 600
+    with pytest.raises(ValueError, match="share no scored items"):
+        paired_average(base, {"q": base["x"]}, resamples=10, seed=0)
+
+
+def _run_with_items(tmp_path, rows):
+    import json
+
+    from arabic_r1.report_tables import Run
+
+    phase = tmp_path / "05_oall_evaluation"
+    phase.mkdir(parents=True)
+    (phase / "item_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    outputs = {"item_scores": {"path": "05_oall_evaluation/item_scores.jsonl", "digest": "x"}}
+    (phase / "manifest.json").write_text(json.dumps({"status": "complete", "outputs": outputs}))
+    return Run.open(tmp_path)
+
+
+def _rows(model: str, scoring: str, task: str, correct) -> list[dict]:
+    return [{"model": model, "scoring": scoring, "task": task, "id": str(i), "score": float(c)}
+            for i, c in enumerate(correct)]  # fmt: skip
+
+
+def test_report_tables_equal_their_artefacts(tmp_path) -> None:
+    """The interval and paired tables recomputed from item_scores.jsonl; ALRAGE's judge scores count under both
+    scorings; the average appears only with every benchmark the leaderboard counts."""
+    from arabic_r1.uncertainty_tables import interval_table, paired_table, read_item_scores
+
+    rng = np.random.default_rng(11)
+    base = rng.random(80) < 0.4
+    ft = base | (rng.random(80) < 0.5)  # a real gain
+    judge = rng.random(30)
+    rows = (_rows("base", "leaderboard", "arabic_mmlu:History", base[:40])
+            + _rows("base", "leaderboard", "arabic_mmlu:Physics", base[40:])
+            + _rows("finetuned", "leaderboard", "arabic_mmlu:History", ft[:40])
+            + _rows("finetuned", "leaderboard", "arabic_mmlu:Physics", ft[40:])
+            + _rows("base", "leaderboard", "alrage_qa", judge) + _rows("finetuned", "leaderboard", "alrage_qa", judge)
+            + _rows("finetuned", "reasoning", "arabic_mmlu:History", ft[:40]))  # fmt: skip
+    run = _run_with_items(tmp_path, rows)
+    scores = read_item_scores(run.artifact("oall_evaluation", "item_scores"))
+    assert scores[("finetuned", "reasoning")]["alrage"] == scores[("finetuned", "leaderboard")]["alrage"]
+    t = interval_table(run, resamples=400, seed=3)
+    iv = bootstrap(scores[("finetuned", "leaderboard")]["arabic_mmlu"], resamples=400, seed=3)
+    assert [t.value("ArabicMMLU", f"finetuned (leaderboard){s}") for s in ("", " 95% low", " 95% high")] == [
+        100 * iv.value, 100 * iv.low, 100 * iv.high]  # fmt: skip
+    assert t.value("ArabicMMLU", "items") == 80 and t.value("ALRAGE", "items") == 30
+    assert t.value("Average", "finetuned (leaderboard)") is None  # five benchmarks missing: no average
+    p = paired_table(run, resamples=400, seed=3)
+    gain = paired(scores[("finetuned", "leaderboard")]["arabic_mmlu"], scores[("base", "leaderboard")]["arabic_mmlu"],
+                  resamples=400, seed=3)  # fmt: skip
+    assert p.value("ArabicMMLU", "Δ finetuned − base (leaderboard)") == 100 * gain.diff.value > 0
+    assert p.value("ArabicMMLU", "(leaderboard) p") == gain.p_value < 0.05
+    assert p.value("ArabicMMLU", "(leaderboard) excludes 0") is True
+    assert (
+        p.value("ALRAGE", "(leaderboard) p") == 1.0 and p.value("ALRAGE", "(leaderboard) excludes 0") is False
+    )
+    assert p.value("ALRAGE", "(leaderboard) items") == 30
+    assert [c for c in p.columns if "reasoning" in c] == []  # base has no reasoning scores: no reasoning pair
+    assert paired_table(run, resamples=400, seed=3, a="finetuned", b="nobody") is None
