@@ -30,6 +30,7 @@ from arabic_r1.params import Params
 from arabic_r1.phases import PHASES, find_phase
 from arabic_r1.report_figures import draw_figures
 from arabic_r1.report_tables import MISSING, REPORTED, Run, Table
+from arabic_r1.uncertainty_tables import interval_table, paired_table, paper_margins_table
 
 
 # ------------------------------------------------------------------------------------------- report.md
@@ -153,6 +154,9 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
     oall = oall_table(run)
     audited = "student_audit" in run.manifests.get("oall_evaluation", {}).get("outputs", {})
     student = student_table(run) if audited else None
+    intervals = interval_table(run, rp.bootstrap_resamples, params.run.seed)
+    paired = paired_table(run, rp.bootstrap_resamples, params.run.seed)
+    margins = paper_margins_table()
     tables = [
         oall,
         composition_table(run),
@@ -160,13 +164,16 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
         funnel_table(run),
         training_table(run, params),
         *([student] if student is not None else []),
+        intervals,
+        *([paired] if paired is not None else []),
+        margins,
     ]
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     render = {"md": Table.markdown, "tex": Table.latex, "csv": Table.csv}
     for t in tables:
         for fmt in rp.formats:
             (out_dir / "tables" / f"{t.name}.{fmt}").write_text(render[fmt](t), encoding="utf-8")
-    figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi, student)
+    figs = draw_figures(run, oall, out_dir, rp.figure_formats, rp.dpi, student, intervals, paired)
     png = {k: next((p for p in v if p.suffix == ".png"), v[0]) for k, v in figs.items()}
     img = lambda k, alt: f"![{alt}]({png[k].relative_to(out_dir)})\n"  # noqa: E731
     parts = [
@@ -176,6 +183,11 @@ def build_report(params: Params, run_dir: Path, out_dir: Path, started: float | 
         oall.markdown(),
         img("oall_benchmarks", "OALL per benchmark"),
         img("oall_deltas", "fine-tuned minus base"),
+        "### How sure these numbers are\n",
+        intervals.markdown(),
+        img("oall_intervals", "scores with 95% intervals"),
+        *([paired.markdown(), img("oall_forest", "paired differences")] if paired is not None else []),
+        margins.markdown(),
         *(
             [
                 "## What the student learned\n",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from arabic_r1 import figures
 from arabic_r1.jsonl import read_jsonl
@@ -102,7 +103,14 @@ def plot_deltas(table: Table):
 
 
 def draw_figures(
-    run: Run, oall: Table, out: Path, formats: list[str], dpi: int, student: Table | None = None
+    run: Run,
+    oall: Table,
+    out: Path,
+    formats: list[str],
+    dpi: int,
+    student: Table | None = None,
+    intervals: Table | None = None,
+    paired: Table | None = None,
 ) -> dict[str, list[Path]]:
     from arabic_r1.mixture_views import plot_composition
     from arabic_r1.trace_views import plot_funnel
@@ -114,6 +122,8 @@ def draw_figures(
         "oall_benchmarks": lambda: plot_oall(oall),
         "oall_deltas": lambda: plot_deltas(oall),
         **({"student": lambda: plot_student(student)} if student is not None else {}),
+        **({"oall_intervals": lambda: plot_intervals(intervals)} if intervals is not None else {}),
+        **({"oall_forest": lambda: plot_forest(paired)} if paired is not None else {}),
         "composition": lambda: plot_composition(run.json("data_mixture", file="mixture_stats.json")),
         "funnel": lambda: plot_funnel(run.json("trace_verification", file="funnel.json")),
         "loss": lambda: plot_loss(train_log),
@@ -124,3 +134,80 @@ def draw_figures(
         for name, make in makers.items():
             out_files[name] = figures.save(make(), out / "figures" / name, formats, dpi)
     return out_files
+
+
+def _interval_frame(table: Table, series: list[str], value: str = "") -> Any:
+    """A long frame (benchmark, series, value, low, high) from a table whose columns come as ``<s>``, ``<s> 95% low``,
+    ``<s> 95% high`` (or ``Δ <s>``, ``(<s>) 95% low``, ...): the shape seaborn's objects interface plots."""
+    import pandas as pd
+
+    rows = []
+    for r in table.rows:
+        for s, (v, lo, hi) in series_columns(table, series).items():
+            if r[v] is not None:
+                rows.append(
+                    {"benchmark": r[0], "series": s, value or "value": r[v], "low": r[lo], "high": r[hi]}
+                )
+    return pd.DataFrame(rows)
+
+
+def series_columns(table: Table, series: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Column indices (value, low, high) of each series of an interval or paired table."""
+    out = {}
+    for s in series:
+        v = table.columns.index(s)
+        out[s] = (v, v + 1, v + 2)
+    return out
+
+
+def plot_intervals(table: Table):
+    """Each model's score per benchmark with its 95% interval (seaborn objects: a dot and a range per model,
+    dodged), one panel per scoring."""
+    import matplotlib.pyplot as plt
+    import seaborn.objects as so
+
+    series = [c for c in table.columns[2:] if not c.endswith(("95% low", "95% high"))]
+    df = _interval_frame(table, series, "score (%)")
+    df["scoring"] = df["series"].str.extract(r"\((\w+)\)$")[0]
+    df["model"] = df["series"].str.replace(r" \(\w+\)$", "", regex=True)
+    fig = plt.figure(figsize=(9, 3.8))
+    (
+        so.Plot(df, y="benchmark", x="score (%)", xmin="low", xmax="high", color="model")
+        .facet(col="scoring")
+        .add(so.Range(), so.Dodge())
+        .add(so.Dot(pointsize=4), so.Dodge())
+        .scale(color=so.Nominal(figures.PALETTE[: df["model"].nunique()]))
+        .theme(dict(plt.rcParams))  # the project's style (figures.style), not seaborn's default theme
+        .limit(x=(0, 100))
+        .label(title="{} scoring".format, y="")
+        .on(fig)
+        .plot()
+    )
+    fig.suptitle("OALL v2 scores with 95% bootstrap intervals (items resampled within subsets)")
+    return fig
+
+
+def plot_forest(table: Table):
+    """Fine-tuned minus base per benchmark with its paired 95% interval: a forest plot, one row per benchmark and
+    scoring, the zero line marking no effect."""
+    import matplotlib.pyplot as plt
+    import seaborn.objects as so
+
+    series = [c for c in table.columns if c.startswith("Δ")]
+    df = _interval_frame(table, series, "difference (points)")
+    df["scoring"] = df["series"].str.extract(r"\((\w+)\)$")[0]
+    fig = plt.figure(figsize=(7, 3.8))
+    (
+        so.Plot(df, y="benchmark", x="difference (points)", xmin="low", xmax="high", color="scoring")
+        .add(so.Range(), so.Dodge())
+        .add(so.Dot(pointsize=4), so.Dodge())
+        .scale(color=so.Nominal(figures.PALETTE[: df["scoring"].nunique()]))
+        .theme(dict(plt.rcParams))
+        .label(y="", title=series[0].split(" (")[0] if series else "")
+        .on(fig)
+        .plot()
+    )
+    for ax in fig.axes:
+        ax.axvline(0, color="black", linewidth=0.8)
+    fig.suptitle("Paired differences with 95% intervals (a row whose interval crosses 0 is not a finding)")
+    return fig

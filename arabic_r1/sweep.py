@@ -151,6 +151,7 @@ def sweep_file(base: Params, name: str) -> Path:
 def write_sweep(base: Params, runs: Sequence[SweepRun], name: str) -> Path:
     """The sweep record (runs, overrides, what was reused) and its comparison table in md + csv."""
     from arabic_r1.paper_tables import compare_runs
+    from arabic_r1.uncertainty_tables import sweep_paired_table
 
     path = sweep_file(base, name)
     record = {
@@ -174,8 +175,15 @@ def write_sweep(base: Params, runs: Sequence[SweepRun], name: str) -> Path:
     done = [r for r in runs if r.summary is not None]
     if done:
         table = compare_runs([r.run_dir for r in done], {r.name: r.overrides for r in done})
-        path.with_suffix(".md").write_text(table.markdown(), encoding="utf-8")
+        tables = [table]
+        if len(done) > 1:
+            tables.append(
+                sweep_paired_table([r.run_dir for r in done], base.report.bootstrap_resamples, base.run.seed)
+            )
+        path.with_suffix(".md").write_text("\n".join(t.markdown() for t in tables), encoding="utf-8")
         path.with_suffix(".csv").write_text(table.csv(), encoding="utf-8")
+        if len(tables) > 1:
+            path.with_name(f"{path.stem}_paired.csv").write_text(tables[1].csv(), encoding="utf-8")
     return path
 
 

@@ -81,6 +81,11 @@ def interval_table(run: Run, resamples: int, seed: int) -> Table:
     )
 
 
+def p_text(p: float) -> str:
+    """A p-value as a reader wants it: three decimals, or "< 0.001"."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def paired_table(run: Run, resamples: int, seed: int, a: str = "finetuned", b: str = "base") -> Table | None:
     """``a`` minus ``b`` per benchmark and scoring on the same documents: the paired bootstrap interval, the paired
     test's p-value and whether the interval excludes zero; None when the run did not score both models."""
@@ -107,7 +112,7 @@ def paired_table(run: Run, resamples: int, seed: int, a: str = "finetuned", b: s
             else:
                 p = paired(sa[k], sb[k], resamples=resamples, seed=seed) if k in sa and k in sb else None
             row += [None] * 6 if p is None else [100 * p.diff.value, 100 * p.diff.low, 100 * p.diff.high,
-                                                 p.p_value, p.diff.excludes_zero(), p.diff.n]  # fmt: skip
+                                                 p_text(p.p_value), p.diff.excludes_zero(), p.diff.n]  # fmt: skip
         rows.append(row)
     notes = [
         f"{a} minus {b} in points on the documents both were scored on, resampled together ({resamples:,} paired "
@@ -166,3 +171,29 @@ def paper_margins_table() -> Table:
     parts = tuple((f"{PAPER_MODEL} vs {r}", 1 + 3 * i) for i, r in enumerate(PAPER_RIVALS))
     return Table("paper_margins", "Which of the paper's margins its benchmark sizes resolve", columns, rows, [],
                  notes, decimals=1, parts=parts)  # fmt: skip
+
+
+def sweep_paired_table(run_dirs: list[Path], resamples: int, seed: int, model: str = "finetuned") -> Table:
+    """Each run of a sweep minus the first, ``model`` under leaderboard scoring, on the documents both scored: the
+    difference of their averages over the benchmarks both evaluated, its paired interval and p-value."""
+    runs = [Run.open(Path(d)) for d in run_dirs]
+    paths = [r.artifact("oall_evaluation", "item_scores") for r in runs]
+    series = [read_item_scores(p).get((model, "leaderboard"), {}) for p in paths]
+    ref = runs[0].dir.name
+    rows = []
+    for run, s in zip(runs[1:], series[1:], strict=True):
+        shared = in_table_order(set(s) & set(series[0]))
+        if not shared:
+            rows.append([run.dir.name, None, None, None, None, None, None, 0])
+            continue
+        p = paired_average({b: s[b] for b in shared}, {b: series[0][b] for b in shared}, resamples=resamples,
+                           seed=seed)  # fmt: skip
+        rows.append([run.dir.name, 100 * p.diff.value, 100 * p.diff.low, 100 * p.diff.high, p_text(p.p_value),
+                     p.diff.excludes_zero(), p.diff.n, len(shared)])  # fmt: skip
+    columns = ["run", f"Δ vs {ref} (mean)", "95% low", "95% high", "p", "excludes 0", "items", "benchmarks"]
+    notes = [
+        f"The {model} model of each run minus that of {ref}, leaderboard scoring, in points: the mean over the "
+        f"benchmarks both runs evaluated, on the documents both scored, resampled together ({resamples:,} paired "
+        f"resamples, seed {seed}); p: the paired bootstrap's two-sided p.",
+    ]
+    return Table("sweep_paired", f"Sweep: each run against {ref}, paired", columns, rows, paths, notes)

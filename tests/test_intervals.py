@@ -187,7 +187,7 @@ def _rows(model: str, scoring: str, task: str, correct) -> list[dict]:
 def test_report_tables_equal_their_artefacts(tmp_path) -> None:
     """The interval and paired tables recomputed from item_scores.jsonl; ALRAGE's judge scores count under both
     scorings; the average appears only with every benchmark the leaderboard counts."""
-    from arabic_r1.uncertainty_tables import interval_table, paired_table, read_item_scores
+    from arabic_r1.uncertainty_tables import interval_table, p_text, paired_table, read_item_scores
 
     rng = np.random.default_rng(11)
     base = rng.random(80) < 0.4
@@ -212,11 +212,23 @@ def test_report_tables_equal_their_artefacts(tmp_path) -> None:
     gain = paired(scores[("finetuned", "leaderboard")]["arabic_mmlu"], scores[("base", "leaderboard")]["arabic_mmlu"],
                   resamples=400, seed=3)  # fmt: skip
     assert p.value("ArabicMMLU", "Δ finetuned − base (leaderboard)") == 100 * gain.diff.value > 0
-    assert p.value("ArabicMMLU", "(leaderboard) p") == gain.p_value < 0.05
+    assert p.value("ArabicMMLU", "(leaderboard) p") == p_text(gain.p_value) and gain.p_value < 0.05
     assert p.value("ArabicMMLU", "(leaderboard) excludes 0") is True
     assert (
-        p.value("ALRAGE", "(leaderboard) p") == 1.0 and p.value("ALRAGE", "(leaderboard) excludes 0") is False
+        p.value("ALRAGE", "(leaderboard) p") == "1.000"
+        and p.value("ALRAGE", "(leaderboard) excludes 0") is False
     )
     assert p.value("ALRAGE", "(leaderboard) items") == 30
     assert [c for c in p.columns if "reasoning" in c] == []  # base has no reasoning scores: no reasoning pair
     assert paired_table(run, resamples=400, seed=3, a="finetuned", b="nobody") is None
+
+
+def test_p_values_are_written_for_readers() -> None:
+    from arabic_r1.uncertainty_tables import p_text
+
+    assert (p_text(0.0004), p_text(0.001), p_text(0.04567), p_text(1.0)) == (
+        "< 0.001",
+        "0.001",
+        "0.046",
+        "1.000",
+    )

@@ -172,11 +172,43 @@ def test_latex_tables_are_well_formed_and_arabic_safe(report):
     assert tex("اللغة العربية & more") == r"\textarabic{اللغة العربية} \& more"
 
 
+def test_intervals_and_paired_tests_equal_the_item_scores(report):
+    """The smoke report's uncertainty tables, recomputed from phase 05's item_scores.jsonl: honest (wide) intervals
+    on a few dozen items, the average's interval inside the range of the benchmarks'."""
+    from arabic_r1.intervals import bootstrap, paired
+    from arabic_r1.uncertainty_tables import p_text, read_item_scores
+
+    params, run_dir, out, _ = report
+    scores = read_item_scores(run_dir / "05_oall_evaluation" / "item_scores.jsonl")
+    seed, n = params.run.seed, params.report.bootstrap_resamples
+    iv_table = _read_csv(out / "tables" / "oall_intervals.csv")
+    for model in ("base", "finetuned"):
+        iv = bootstrap(scores[(model, "leaderboard")]["aratrust"], resamples=n, seed=seed)
+        row = iv_table["AraTrust"]
+        assert float(row[f"{model} (leaderboard)"]) == pytest.approx(100 * iv.value, abs=1e-4)
+        assert float(row[f"{model} (leaderboard) 95% low"]) == pytest.approx(100 * iv.low, abs=1e-4)
+        assert (
+            float(row[f"{model} (leaderboard) 95% high"]) - float(row[f"{model} (leaderboard) 95% low"]) > 10
+        )
+        assert float(iv_table["Average"][f"{model} (leaderboard)"]) == pytest.approx(
+            float(_read_csv(out / "tables" / "oall_table1.csv")["Average"][f"{model} (leaderboard)"]),
+            abs=1e-4,
+        )  # the interval table's average is Table 1's
+    diff = paired(scores[("finetuned", "reasoning")]["arabic_mmlu"], scores[("base", "reasoning")]["arabic_mmlu"],
+                  resamples=n, seed=seed)  # fmt: skip
+    row = _read_csv(out / "tables" / "oall_paired.csv")["ArabicMMLU"]
+    assert float(row["Δ finetuned − base (reasoning)"]) == pytest.approx(100 * diff.diff.value, abs=1e-4)
+    assert row["(reasoning) p"] == p_text(diff.p_value) and int(row["(reasoning) items"]) == diff.diff.n
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "How sure these numbers are" in md and "resolvable at 95%" in md
+
+
 def test_figures_are_written_and_not_blank(report):
     import matplotlib.image as mpimg
 
     params, _, out, _ = report
-    names = ["oall_benchmarks", "oall_deltas", "student", "composition", "funnel", "loss", "expert_load"]
+    names = ["oall_benchmarks", "oall_deltas", "student", "composition", "funnel", "loss", "expert_load",
+             "oall_intervals", "oall_forest"]  # fmt: skip
     for name in names:
         for fmt in params.report.figure_formats:
             path = out / "figures" / f"{name}.{fmt}"

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from arabic_r1.intervals import paired_average
 from arabic_r1.paper_tables import compare_runs, read_scores
 from arabic_r1.params import ParamsError
 from arabic_r1.report_tables import Run
 from arabic_r1.sweep import comparable_runs, parse_sets, run_name, run_sweep
+from arabic_r1.uncertainty_tables import read_item_scores, sweep_paired_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +69,22 @@ def test_two_run_smoke_sweep_reuses_upstream_phases_and_compares(smoke_run):
     rec = json.loads(record.read_text())
     assert [x["overrides"] for x in rec["runs"]] == sets
     table = compare_runs([r.run_dir for r in runs], {r.name: r.overrides for r in runs})
-    assert record.with_suffix(".md").read_text(encoding="utf-8") == table.markdown()
+    paired = sweep_paired_table(
+        [r.run_dir for r in runs], base_params.report.bootstrap_resamples, base_params.run.seed
+    )
+    assert (
+        record.with_suffix(".md").read_text(encoding="utf-8") == table.markdown() + "\n" + paired.markdown()
+    )
+    # the paired row recomputed from the two runs' item scores: 30 steps against 10, on the same documents
+    items = [read_item_scores(Run.open(r.run_dir).artifact("oall_evaluation", "item_scores"))[("finetuned", "leaderboard")]
+             for r in runs]  # fmt: skip
+    diff = paired_average(
+        items[1], items[0], resamples=base_params.report.bootstrap_resamples, seed=base_params.run.seed
+    )
+    assert paired.value(runs[1].name, "Δ vs smoke-max_steps10 (mean)") == pytest.approx(100 * diff.diff.value)
+    assert (
+        paired.value(runs[1].name, "benchmarks") == 2 and paired.value(runs[1].name, "items") == diff.diff.n
+    )
     # numbers recomputed from each run's own artifacts
     for r in runs:
         scores = read_scores(Run.open(r.run_dir).artifact("oall_evaluation", "scores"))
