@@ -207,3 +207,41 @@ def test_a_checkpoint_is_asked_for_once_the_minutes_pass(monkeypatch) -> None:
     now[0] += 60
     cb.on_step_end(None, None, control)
     assert control.should_save is False  # the clock restarted at the save
+
+
+def test_a_finished_checkpoint_is_loaded_without_training(tmp_path: Path, caplog) -> None:
+    """The adapter weights of a finished checkpoint land in the PEFT model (every family, DeepSeek's shared experts
+    and dense MLP included) and its trainer state replaces the trainer's."""
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    from arabic_r1.moe_lora import expert_patterns_quiet, lora_config
+    from arabic_r1.peft_compat import no_v4_moe_remap
+    from arabic_r1.tiny_model import build_tiny_moe
+
+    params = load_params(
+        "smoke",
+        [
+            "model.family=deepseek_v3",
+            "train.lora.targets=[attention, routed_experts, shared_experts, dense_mlp]",
+        ],
+    )
+    model, _ = build_tiny_moe(params.model.family, params.model.tiny)
+    with no_v4_moe_remap(model), expert_patterns_quiet():
+        peft_model = get_peft_model(model, lora_config(model, params.train.lora))
+    with no_v4_moe_remap(peft_model):
+        state = get_peft_model_state_dict(peft_model)
+    trained = {k: torch.full_like(v, 0.5) for k, v in state.items()}
+    assert any("shared_experts" in k for k in trained)
+    c = _checkpoint(tmp_path, 4)
+    save_file(trained, str(c / "adapter_model.safetensors"))
+    (c / "trainer_state.json").write_text(
+        json.dumps({"global_step": 4, "max_steps": 4, "log_history": [{"loss": 1.5}]})
+    )
+    trainer = SimpleNamespace(state=None)
+    with caplog.at_level(logging.INFO, logger="arabic_r1.checkpoints"):
+        ck.load_finished(trainer, peft_model, c)
+    with no_v4_moe_remap(peft_model):
+        loaded = get_peft_model_state_dict(peft_model)
+    assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
+    assert trainer.state.global_step == 4 and trainer.state.log_history == [{"loss": 1.5}]
+    assert "training already finished at checkpoint-4: reusing it" in caplog.text

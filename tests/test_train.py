@@ -769,3 +769,42 @@ def test_the_coverage_table_has_every_family_in_report_order() -> None:
                                "saved adapter parameters": 8, "saved adapter tensors": 1}  # fmt: skip
     assert by["routed_experts"]["saved adapter tensors"] == 0 and by["other"]["trainable parameters"] == 1
     assert coverage_table(model)[1] == {"family": "routed_experts", "trainable parameters": 6, "tensors": 1}
+
+
+def test_each_family_keeps_its_rank_and_scale_in_the_peft_model() -> None:
+    """check_family_ranks on a real PEFT model with per-family ranks: it passes as built, and names the first
+    adapter (and counts them all) when a family's rank or only its alpha differs from what params ask."""
+    from peft import get_peft_model
+
+    from arabic_r1.moe_lora import check_family_ranks, expert_patterns_quiet, lora_config
+    from arabic_r1.params import FamilyLora
+
+    params = load_params("smoke", [PER_FAMILY])
+    lora = params.train.lora
+    model, _ = build_tiny_moe(params.model.family, params.model.tiny)
+    with no_v4_moe_remap(model), expert_patterns_quiet():
+        peft_model = get_peft_model(model, lora_config(model, lora))
+    assert check_family_ranks(peft_model, lora) == lora.scales()
+    attention = [n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+                 if isinstance(getattr(m, "r", None), dict) and ".self_attn." in n]  # fmt: skip
+    experts = [n for n, m in peft_model.named_modules()
+               if isinstance(getattr(m, "r", None), dict) and ".mlp.experts" in n]  # both fused parameters' wrappers  # fmt: skip
+    assert attention and experts
+    for family, changed, first, n in [
+        ("attention", FamilyLora(r=3, alpha=6), f"{attention[0]} (attention): r=2, scale 3; expected r=3, scale 2",
+         len(attention)),
+        ("attention", FamilyLora(r=2, alpha=7), f"{attention[0]} (attention): r=2, scale 3; expected r=2, scale 3.5",
+         len(attention)),
+        ("routed_experts", FamilyLora(r=5, alpha=10),
+         f"{experts[0].removeprefix('base_model.model.')} (routed_experts): r=4, scale 2; expected r=5, scale 2",
+         len(experts)),
+    ]:  # fmt: skip
+        other = lora.model_copy(update={"per_family": {**lora.per_family, family: changed}})
+        with pytest.raises(CoverageError) as err:
+            check_family_ranks(peft_model, other)
+        assert str(err.value) == f"{n} adapter(s) did not get their family's rank/alpha, e.g. {first}"
+    untargeted = lora.model_copy(update={"targets": [t for t in lora.targets if t != "attention"],
+                                         "per_family": {**lora.per_family, "attention": FamilyLora(r=9, alpha=1)}})  # fmt: skip
+    assert "attention" not in check_family_ranks(
+        peft_model, untargeted
+    )  # a family not targeted is not checked
