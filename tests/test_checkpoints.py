@@ -103,6 +103,7 @@ def test_the_newest_complete_checkpoint_wins_and_broken_ones_are_moved_aside(tmp
     (root / "checkpoint-tmp").mkdir()  # not a step: never considered
     (root / "checkpoint-20").write_text("a file, not a checkpoint")
     (root / "broken-checkpoint-12").mkdir()  # an earlier broken copy is replaced
+    (root / "broken-checkpoint-12" / "stale").write_text("from an earlier resume")
     with caplog.at_level(logging.WARNING, logger="arabic_r1.checkpoints"):
         assert ck.newest_complete_checkpoint(root) == str(
             root / "checkpoint-4"
@@ -110,12 +111,20 @@ def test_the_newest_complete_checkpoint_wins_and_broken_ones_are_moved_aside(tmp
     assert sorted(p.name for p in root.iterdir()) == [
         "broken-checkpoint-10", "broken-checkpoint-12", "checkpoint-2", "checkpoint-20", "checkpoint-4", "checkpoint-tmp"
     ]  # fmt: skip
-    assert (
-        not (root / "broken-checkpoint-12" / "scheduler.pt").exists()
-        and (root / "broken-checkpoint-12" / "trainer_state.json").exists()
-    )
-    assert "checkpoint checkpoint-12 skipped (moved to broken-checkpoint-12): scheduler.pt" in caplog.text
-    assert "checkpoint checkpoint-10 skipped (moved to broken-checkpoint-10): optimizer.pt" in caplog.text
+    aside = root / "broken-checkpoint-12"
+    assert not (aside / "scheduler.pt").exists() and (aside / "trainer_state.json").exists()
+    assert not (aside / "stale").exists()
+    assert caplog.messages == [
+        "checkpoint checkpoint-12 skipped (moved to broken-checkpoint-12): scheduler.pt (the learning-rate schedule) "
+        "is missing",
+        "checkpoint checkpoint-10 skipped (moved to broken-checkpoint-10): optimizer.pt (the optimizer state (without "
+        "it a resume diverges from the uninterrupted run)) is cut short (no complete torch archive)",
+    ]
+    two = tmp_path / "two"
+    _checkpoint(two, 8, world_size=2)
+    assert ck.newest_complete_checkpoint(two, world_size=2) == str(
+        two / "checkpoint-8"
+    )  # every rank's random state
     assert ck.newest_complete_checkpoint(tmp_path / "none") is None
     assert (
         ck.checkpoint_step(root / "checkpoint-4") == 4
@@ -128,7 +137,7 @@ def test_finished_is_the_last_step_of_the_schedule(tmp_path: Path) -> None:
     c = _checkpoint(tmp_path, 4)
     assert ck.finished(c) and ck.finished(str(c))
     for state, done in [({"global_step": 3, "max_steps": 4}, False), ({"global_step": 5, "max_steps": 4}, True),
-                        ({"global_step": 0, "max_steps": 0}, False)]:  # fmt: skip
+                        ({"global_step": 1, "max_steps": 1}, True), ({"global_step": 0, "max_steps": 0}, False)]:  # fmt: skip
         (c / "trainer_state.json").write_text(json.dumps(state))
         assert ck.finished(c) is done, state
 
@@ -155,11 +164,18 @@ def test_resume_point_resumes_the_same_key_and_starts_over_on_another(tmp_path: 
     assert ck.resume_point(out, key, 1, resume=False) is None  # asked not to resume: nothing picked
     assert not (out / ck.SHARDS_DIR).exists() and read_jsonl(out / "train_log.jsonl") == []
     _checkpoint(out / "checkpoints", 6)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="arabic_r1.checkpoints"):
         assert ck.resume_point(out, key | {"params": "q"}, 1) is None
-    assert "were made with other params or data: starting over" in caplog.text
+    assert caplog.messages == [
+        f"checkpoints in {out / 'checkpoints'} were made with other params or data: starting over"
+    ]
     assert list((out / "checkpoints").iterdir()) == [out / "checkpoints" / ck.RESUME_KEY_FILE]
     assert json.loads((out / "checkpoints" / ck.RESUME_KEY_FILE).read_text()) == key | {"params": "q"}
+    _checkpoint(out / "checkpoints", 8, world_size=2)
+    assert ck.resume_point(out, key | {"params": "q"}, 2) == str(
+        out / "checkpoints" / "checkpoint-8"
+    )  # two ranks
     _checkpoint(out / "checkpoints", 2)
     (
         out / "checkpoints" / ck.RESUME_KEY_FILE
@@ -178,7 +194,7 @@ def test_the_resume_key_and_the_examples_each_rank_saw(tmp_path: Path, project: 
                    "examples": ck.file_digest(examples), "model": "org/model"}  # fmt: skip
     assert ck.resume_key(load_params(f, ["train.lora.r=4"]), examples, "org/model")["params"] != key["params"]
     assert ck.resume_key(load_params(f, ["run.seed=7"]), examples, "org/model")["params"] != key["params"]
-    log = ck.ShardLog(tmp_path / "shards" / "rank1.jsonl")
+    log = ck.ShardLog(tmp_path / "run" / "shards" / "rank1.jsonl")
     log.keep_until(0)  # no file yet: creates the folder and an empty log
     ids = torch.tensor([[5, 6, 0], [7, 0, 0]])
     log.record(1, {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -192,8 +193,10 @@ def test_the_datatrove_filter_reads_the_saved_index_and_names_the_item(tmp_path:
 
     rows = [r for key in ("arabic_mmlu", "aratrust") for r in iter_mirror_rows(fixture_mirror_dir(), key)]
     index = build_index(rows, n=13, min_short_words=8)
-    path = index.save(tmp_path / "deep" / "index.pkl")
-    assert path == tmp_path / "deep" / "index.pkl"
+    path = index.save(tmp_path / "deep" / "er" / "index.pkl")
+    assert (
+        path == tmp_path / "deep" / "er" / "index.pkl" and index.save(path) == path
+    )  # saved again: replaced
     loaded = DecontaminationIndex.load(path)
     assert (loaded.items, loaded.ngrams, loaded.stats, loaded.n) == (
         index.items,
@@ -210,6 +213,19 @@ def test_the_datatrove_filter_reads_the_saved_index_and_names_the_item(tmp_path:
     assert found["ngram"] in " ".join(normalized_words(quoted.question()))
     assert f.stats["contaminated_aratrust"].total == 1
     assert f.filter(Document(text="نص عادي عن الطقس في المدينة اليوم وغدا وبعد غد.", id="d2")) is True
+    # as phase 01 runs it: the dropped document lands in the exclusion writer's file, with its reason
+    from datatrove.pipeline.writers import JsonlWriter
+
+    removed = tmp_path / "removed"
+    writer = JsonlWriter(str(removed), output_filename="${rank}.jsonl", compression=None)
+    docs = [
+        Document(text=embed(quoted, lambda s: s, False), id="d1"),
+        Document(text="نص عادي تماما.", id="d2"),
+    ]
+    kept = list(DecontaminationFilter(path, exclusion_writer=writer).run(iter(docs)))
+    assert [d.id for d in kept] == ["d2"]
+    (dropped,) = [json.loads(ln) for ln in (removed / "00000.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert dropped["id"] == "d1" and dropped["metadata"]["filter_reason"] == "contaminated:aratrust"
     assert index.benchmark_of(index.items.index(quoted.item_id)) == "aratrust"
     removed = [{"benchmark": "aratrust", "id": "d1"}, {"benchmark": "aratrust", "id": "d3"},
                {"benchmark": "other", "id": "d4"}]  # fmt: skip

@@ -577,7 +577,7 @@ def test_a_generator_that_loses_an_output_stops_the_phase_and_a_resume_says_what
         cached_generations(echo, path)(["a", "b"], 8)
         assert "generations:" not in caplog.text  # nothing to reuse: nothing said
         cached_generations(echo, path)(["a", "b", "c", "a"], 8)
-    assert "generations: 2 of 3 from generations.jsonl" in caplog.text
+    assert caplog.messages == ["generations: 2 of 3 from generations.jsonl"]
 
 
 def test_a_template_that_opens_the_think_block_makes_truncated_outputs_unclosed(tmp_path: Path):
