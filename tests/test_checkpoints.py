@@ -261,3 +261,32 @@ def test_a_finished_checkpoint_is_loaded_without_training(tmp_path: Path, caplog
     assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
     assert trainer.state.global_step == 4 and trainer.state.log_history == [{"loss": 1.5}]
     assert "training already finished at checkpoint-4: reusing it" in caplog.text
+
+
+def test_a_torn_file_says_what_its_reader_said(tmp_path: Path) -> None:
+    """The reason quotes the reader's own error (at most 100 characters of it); a torn optimizer.bin (another
+    layout's name) is caught like optimizer.pt."""
+    c = _checkpoint(tmp_path / "bin", 2, optimizer="optimizer.bin")
+    _truncate(c / "optimizer.bin")
+    assert ck.checkpoint_problem(c).endswith("optimizer.bin (the optimizer state (without it a resume diverges from "
+                                             "the uninterrupted run)) is cut short (no complete torch archive)")  # fmt: skip
+    c = _checkpoint(tmp_path / "json", 2)
+    (c / "adapter_config.json").write_text('{"r": ')
+    try:
+        json.loads('{"r": ')
+    except json.JSONDecodeError as exc:
+        said = str(exc)
+    assert ck.checkpoint_problem(c) == f"adapter_config.json (the LoRA config) does not read ({said})"
+    (c / "adapter_config.json").write_text('{"r": 2}')
+    # a header whose JSON the reader rejects with a long message (a tensor entry that is no tensor)
+    header = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "' + b"x" * 150 + b'": 1}'
+    (c / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    reason = ck.checkpoint_problem(c)
+    inner = reason.split("does not read (", 1)[1][:-1]
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(c / "adapter_model.safetensors"), "pt") as st:
+            st.keys()
+    except Exception as exc:  # noqa: BLE001 - the reader's own message, whatever its type
+        assert inner == str(exc)[:100] and len(str(exc)) > 100

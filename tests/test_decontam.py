@@ -310,3 +310,60 @@ def test_short_segments_words_and_the_evidence_a_removal_records() -> None:
     # two short questions that open alike: the one the text quotes is found, not only the first looked at
     twins = build_index([_row(0, "عاصمة دولة المغرب الجميلة"), _row(1, "عاصمة دولة المغرب القديمة")])
     assert twins.match(normalized_words("اذكر عاصمة دولة المغرب القديمة من فضلك"))[0] == 1
+
+
+def _item(i: int, q: str, a: str, b: str, c: str) -> BenchmarkRow:
+    return BenchmarkRow("aratrust", "s", "train", i, {"Question": q, "A": a, "B": b, "C": c})
+
+
+SHORT_ROWS = [
+    # a 4-word question with exactly 3 content words (whole); an 8-word option with exactly 3 (whole); a 9-word one
+    _item(0, "ما عاصمة دولة المغرب", "الرباط هي العاصمة السياسية والإدارية للمملكة المغربية منذ الاستقلال",
+          "هو في ذلك الوقت كان من أهل العلم", "مراكش"),
+    # a 2-word question under the floor: matched only with its own options, found within a window after it
+    _item(1, "اختر الصحيح", "سبعة أيام", "ستة أيام", "اختر الصحيح"),
+    # a 1-word "question" is a label; a 3-word option of 3 content words is still too short alone
+    _item(2, "لماذا", "الشمس والقمر والنجوم", "نعم", "لا"),
+    _item(3, "", "جواب أول", "جواب ثان", "جواب ثالث"),  # no question: every segment is an option
+]  # fmt: skip
+
+
+def test_short_questions_and_options_by_their_floors() -> None:
+    """The short-segment half of the index on crafted rows, each at a boundary: 8 words and 3 content words make an
+    option whole, a 2-word question is no label, a question under the floor needs its own options within the window
+    that follows it, the information floor is a parameter."""
+    index = build_index(SHORT_ROWS)
+    assert index.stats["aratrust"] == {
+        "items": 4, "questions_whole": 1, "questions_with_options": 1, "questions_too_short": 1,
+        "segments_whole": 2, "segments_companion_only": 1 + 3 + 3 + 3,
+    }  # fmt: skip
+    w = lambda t: normalized_words(t)  # noqa: E731
+    assert index.match(w("سؤال: ما عاصمة دولة المغرب؟")) == (0, "ما عاصمه دوله المغرب")
+    assert index.match(w("قيل: هو في ذلك الوقت كان من أهل العلم.")) == (0, "هو في ذلك الوقت كان من اهل العلم")
+    assert index.match(w("الشمس والقمر والنجوم في السماء")) is None  # 3 words: a companion only
+    assert index.match(w("اختر الصحيح")) is None and index.match(w("اختر الصحيح اختر الصحيح")) is None
+    # the window after "اختر الصحيح": (2 + 3) words per distinct other option, x2, + 8 = 18 words
+    filler = ["كلمة"] * 16
+    inside = [
+        "اختر",
+        "الصحيح",
+        *filler,
+        "سبعه",
+        "ايام",
+    ]  # the option's last word is the 18th after the question
+    assert index.match(tuple(inside)) == (1, "اختر الصحيح … سبعه ايام")
+    assert index.match(tuple(["اختر", "الصحيح", *filler, "كلمة", "سبعه", "ايام"])) is None  # one word beyond
+    assert build_index(SHORT_ROWS, min_content_words=2).match(w("اختر الصحيح")) == (1, "اختر الصحيح")
+
+
+def test_a_short_question_shared_by_many_items_loses_its_information() -> None:
+    """Shared by 10 items a short question still matches alone; by 11 it is boilerplate and needs an option whose
+    content words reach the floor on their own (a shared question then brings none)."""
+    q = "اختر الإجابة الصحيحة من بين الخيارات التالية"
+    ten = build_index([_item(i, q, f"مدينة {c}", "نعم", "لا") for i, c in enumerate(_TAILS[:10])])
+    assert ten.match(normalized_words(q))[0] == 0 and ten.stats["aratrust"]["questions_whole"] == 10
+    eleven = build_index([_item(i, q, f"مدينة {c}", "نعم", "لا") for i, c in enumerate(_TAILS[:11])])
+    assert eleven.stats["aratrust"]["questions_with_options"] == 11
+    assert eleven.match(normalized_words(q)) is None
+    assert eleven.match(normalized_words(f"{q} مدينة القاهرة")) is None  # 2 content words: under the floor
+    assert eleven.match(normalized_words(f"{q} مدينة القاهرة نعم لا")) is None
