@@ -164,7 +164,7 @@ def test_reasoning_answer_parsing(text, labels, choice, failure):
 @pytest.mark.parametrize(
     ("text", "score"),
     [("8", 0.8), ("الدرجة: 10", 1.0), ("Score: 7/10", 0.7), ("0", 0.0), ("9.5", 0.95), ("١٠", None),
-     ("no number", None), ("", None), ("15", None)],
+     ("no number", None), ("", None), ("15", None), ("10.5", 1.0)],  # 10.5 is capped at the top of the scale
 )  # fmt: skip
 def test_judge_rubric(text, score):
     assert parse_judge_score(text) == score
@@ -370,16 +370,20 @@ def test_alrage_judges_the_answer_and_counts_what_it_cannot_score(tmp_path: Path
         said = body["messages"][-1]["content"]
         return "7.5" if "جواب ممتاز" in said and "تفكير" not in said else "لا أستطيع"
 
-    proxy = FlakyProxy(None, answer=judge, usage=None, statuses=[200, 200, 503])
+    proxy = FlakyProxy(None, answer=judge, usage=None)
+    errors = FlakyProxy(None, answer=judge, usage=None, statuses=[200, 503, 503])
     try:
-        jp = _judge(proxy.url, "/models/org/judge-7b", tmp_path / "jc", max_retries=0, concurrency=1)
+        jp = _judge(proxy.url, "/srv/models/org/judge-7b", tmp_path / "jc", max_retries=0, concurrency=1)
         ep = _ep(benchmarks=["alrage"], alrage_max_new_tokens=8, max_samples_per_task=3, judge=jp)
         (config,), _ = task_configs(ep, "alrage", Warts())
         docs = _docs(config, 3)
         result = run_alrage(generate, config, ep, jp, tmp_path / "alrage.jsonl")
+        down = jp.model_copy(update={"base_url": errors.url, "cache_dir": tmp_path / "jc2"})
+        outage = run_alrage(generate, config, ep, down, tmp_path / "outage.jsonl")
     finally:
         proxy.close()
-    assert asked == [([d.query for d in docs], 8)]
+        errors.close()
+    assert asked[0] == ([d.query for d in docs], 8)
     answers = ["جواب ممتاز", outputs[1], "جواب آخر"]
     assert [b["messages"] for b in proxy.bodies] == [
         judge_template(d.query, a, d.choices[0]) for d, a in zip(docs, answers, strict=True)
@@ -388,16 +392,33 @@ def test_alrage_judges_the_answer_and_counts_what_it_cannot_score(tmp_path: Path
     assert [(r["id"], r["answer"], r["gold"], r["score"]) for r in details] == [
         (d.id, a, d.choices[0], s) for d, a, s in zip(docs, answers, [0.75, None, None], strict=True)
     ]
-    assert details[1]["judge_output"] == "لا أستطيع" and "http_503" in details[2]["judge_output"]
-    assert result == {"score": pytest.approx(0.75 / 3), "n": 3, "unparseable": 1, "judge_errors": 1,
+    assert [r["judge_output"] for r in details] == ["7.5", "لا أستطيع", "لا أستطيع"]
+    # no number: scored 0 and counted; the judge's machine folder named by its last two parts only
+    assert result == {"score": pytest.approx(0.75 / 3), "n": 3, "unparseable": 2, "judge_errors": 0,
                       "judge": "openai:org/judge-7b"}  # fmt: skip
+    # the judge down for two of three: scored 0 and counted as errors, not as unparseable replies
+    assert outage == {"score": pytest.approx(0.75 / 3), "n": 3, "unparseable": 0, "judge_errors": 2,
+                      "judge": "openai:org/judge-7b"}  # fmt: skip
+    assert ["http_503" in r["judge_output"] for r in read_jsonl(tmp_path / "outage.jsonl")] == [
+        False,
+        True,
+        True,
+    ]
     # eval.max_samples_per_task holds for ALRAGE too (the first item's judgement comes from the judge's cache)
     one = ep.model_copy(update={"max_samples_per_task": 1})
-    assert run_alrage(generate, config, one, jp, tmp_path / "one.jsonl")["n"] == 1 == len(asked[-1][0])
+    assert run_alrage(generate, config, one, jp, tmp_path / "one.jsonl") == {
+        "score": 0.75, "n": 1, "unparseable": 0, "judge_errors": 0, "judge": "openai:org/judge-7b"}  # fmt: skip
+    assert len(asked[-1][0]) == 1
     with pytest.raises(
         ValueError, match="zip"
     ):  # an output lost: never judge an answer against another question
         run_alrage(lambda prompts, n: generate(prompts, n)[:-1], config, ep, jp, tmp_path / "lost.jsonl")
+    from arabic_r1.eval_generation import _judge_name
+
+    assert _judge_name("org/judge") == "org/judge" and _judge_name("embedded") == "embedded"
+    assert (
+        _judge_name("runs/smoke/00_environment/base_model") == "runs/smoke/00_environment/base_model"
+    )  # relative
 
 
 def test_alrage_is_judged_by_a_real_openai_compatible_server(server, tiny: Path, tmp_path: Path):

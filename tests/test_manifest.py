@@ -281,6 +281,32 @@ def test_each_change_makes_the_phase_stale_with_its_reason(params, tmp_path: Pat
     )  # a file the code gained
 
 
+def test_manifests_missing_parts_read_as_changes_not_crashes(params, tmp_path: Path) -> None:
+    """A manifest written by an older arabic_r1 (no key, no inputs or files in it, no outputs) is stale for the right
+    reason, or fresh when nothing it lacks matters; the "and N more" of changed code counts from the fourth file."""
+    run = tmp_path / "run"
+    _finish(params, ALPHA, run, a="A", b="B")
+    gamma = _finish(params, GAMMA, run, g="G")
+    f = run / GAMMA.slug / "manifest.json"
+
+    def with_(**top) -> tuple[bool, str]:
+        f.write_text(json.dumps({**gamma, **top}))
+        return check_fresh(GAMMA, params, run, PH)
+
+    assert with_(key={}) == (False, "params changed in eval, run.seed")
+    no_inputs = {k: v for k, v in gamma["key"].items() if k != "inputs"}
+    assert with_(key=no_inputs) == (False, "input 'alpha/a' changed")
+    no_files = {k: v for k, v in gamma["key"].items() if k != "files"}
+    assert with_(key=no_files) == (False, "input file arabic_r1/resources/chat_template.jinja changed")
+    three = gamma["key"] | {"code": {"a.py": "0", "b.py": "0", "arabic_r1/x.py": "2"}}
+    assert with_(key=three) == (False, "code changed: a.py, arabic_r1/x.py, b.py")
+    four = gamma["key"] | {"code": {"a.py": "0", "b.py": "0", "c.py": "0", "arabic_r1/x.py": "2"}}
+    assert with_(key=four) == (False, "code changed: a.py, arabic_r1/x.py, b.py and 1 more")
+    outputs_gone = {k: v for k, v in gamma.items() if k != "outputs"}
+    f.write_text(json.dumps(outputs_gone))
+    assert check_fresh(GAMMA, params, run, PH)[0]
+
+
 def test_provenance_versions_commit_device_memory(tmp_path: Path) -> None:
     from importlib import metadata
 
