@@ -214,3 +214,19 @@ def test_the_bars_a_run_is_held_to() -> None:
     r = _result(MC_OK, base_four=0.5)
     del r["models"]["finetuned"]["overall"]["top_failures"]
     assert shortfalls(r)[-1] == "fine-tuned's top failures: {}"
+
+
+def test_models_are_audited_in_their_format_with_json_thresholds(tmp_path: Path) -> None:
+    harmony = (GOOD_AR.replace("<think>\n", "<|channel|>analysis<|message|>")
+               .replace("\n</think>\n", "<|end|><|start|>assistant<|channel|>final<|message|>"))  # fmt: skip
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text(
+        (Path(__file__).parents[1] / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8")
+    )
+    vp = VP.model_copy(update={"norms_rubric": rubric})
+    result = audit_models({"m": [_out(harmony)]}, vp, "harmony")
+    assert result["models"]["m"]["overall"]["four_phase"] == 1.0  # read as harmony, not as think tags
+    assert result["thresholds"]["norms_rubric"] == str(rubric)  # JSON values: the audit file is JSON
+    assert json.loads(json.dumps(result["thresholds"])) == result["thresholds"]
+    thirds = [_row(True, True, False, 1), _row(False, False, False, 1), _row(False, False, False, 1)]
+    assert summarize(thirds, [])["parsed"] == 0.3333  # four decimals

@@ -655,3 +655,56 @@ def test_phase_01_and_05_record_the_same_benchmark_digests(smoke_run) -> None:
     d01, d05 = m01["metrics"]["benchmark_digests"], m05["metrics"]["benchmark_digests"]
     common = set(d01) & set(d05)
     assert len(common) >= 6 and all(d01[k] == d05[k] for k in common), (d01, d05)
+
+
+def test_reasoning_scores_and_details_per_document(tmp_path: Path, monkeypatch):
+    """run_reasoning on crafted documents (lighteval's Doc, gold as an index or a list of them): correct, correct in
+    the other script, wrong, cut off by the budget, no option named; each counted once, each row as the audit and
+    phase 06 read it; read_outputs gives the audit the gold as a label, or none when the index is not one."""
+    from types import SimpleNamespace
+
+    from lighteval.tasks.requests import Doc
+
+    from arabic_r1 import eval_generation as eg
+    from arabic_r1.audit import Output
+
+    labels = ["أ", "ب", "ج", "د"]
+    docs = [
+        Doc(query=f"q{i}", choices=labels, gold_index=g, id=str(i)) for i, g in enumerate([1, [2], 0, 3, 0])
+    ]
+    texts = ["<think>\nx\n</think>\nالإجابة: ب", "<think>\nx\n</think>\nAnswer: C", "<think>\nx\n</think>\nالإجابة: ج",
+             "<think>\nx y", "<think>\nx\n</think>\nلا أعرف"]  # fmt: skip
+    asked = []
+
+    def generate(prompts, n):
+        asked.append((prompts, n))
+        return [eg.Generation(t, i == 3) for i, t in enumerate(texts[: len(prompts)])]
+
+    monkeypatch.setattr(eg, "_docs", lambda config, m: docs[:m] if m else docs)
+    ep = _ep(reasoning_max_new_tokens=64)
+    details = tmp_path / "reasoning_m.jsonl"
+    out = eg.run_reasoning(generate, [SimpleNamespace(name="arabic_exams")], ep, details, "think_tags", len)
+    assert asked == [([d.query for d in docs], 64)]
+    assert out == {
+        "arabic_exams": {"accuracy": 2 / 5, "parse_failure_rate": 1 / 5, "truncated_rate": 1 / 5, "n": 5}
+    }
+    rows = read_jsonl(details)
+    assert [(r["choice"], r["gold"], r["failure"], r["truncated"]) for r in rows] == [
+        (1, 1, None, False), (2, 2, None, False), (2, 0, None, False),
+        (None, 3, "truncated at 64 tokens", True), (None, 0, "answer names no option", False),
+    ]  # fmt: skip
+    assert rows[0] == {"task": "arabic_exams", "id": "0", "output": texts[0], "choice": 1, "gold": 1, "failure": None,
+                       "truncated": False, "labels": labels, "query": "q0", "tokens": len(texts[0])}  # fmt: skip
+    assert "الإجابة" in details.read_text(encoding="utf-8")  # Arabic kept as text
+    assert eg.run_reasoning(generate, [SimpleNamespace(name="arabic_exams")], ep, tmp_path / "n.jsonl")["arabic_exams"][
+        "n"] == 5 and read_jsonl(tmp_path / "n.jsonl")[0]["tokens"] is None  # fmt: skip
+    two = ep.model_copy(update={"max_samples_per_task": 2})
+    assert eg.run_reasoning(generate, [SimpleNamespace(name="arabic_exams")], two, tmp_path / "2.jsonl")[
+        "arabic_exams"]["accuracy"] == 1.0  # fmt: skip
+    with details.open("a", encoding="utf-8") as f:
+        for gold in (-1, 4, None):
+            f.write(json.dumps({**rows[0], "id": f"g{gold}", "gold": gold}) + "\n")
+    outputs = eg.read_outputs(details)
+    assert outputs[0] == Output("0", "arabic_exams", texts[0], "ب", tuple(labels), tokens=len(texts[0]))
+    assert outputs[3].truncated and outputs[2].gold == "أ" and outputs[3].gold == "د"
+    assert [o.gold for o in outputs[5:]] == [None, None, None]  # not an index of an option
