@@ -166,7 +166,9 @@ def plot_intervals(table: Table):
     import matplotlib.pyplot as plt
     import seaborn.objects as so
 
-    series = [c for c in table.columns[2:] if not c.endswith(("95% low", "95% high"))]
+    series = [
+        c for c in table.columns[3:] if not c.endswith(("95% low", "95% high"))
+    ]  # after benchmark, items, smallest subset
     df = _interval_frame(table, series, "score (%)")
     df["scoring"] = df["series"].str.extract(r"\((\w+)\)$")[0]
     df["model"] = df["series"].str.replace(r" \(\w+\)$", "", regex=True)

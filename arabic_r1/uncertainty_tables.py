@@ -51,17 +51,19 @@ def interval_table(run: Run, resamples: int, seed: int) -> Table:
     scores = read_item_scores(path)
     keys = [(m, s) for s in SCORINGS for m in dict.fromkeys(m for m, _ in scores) if (m, s) in scores]
     benchmarks = in_table_order({b for series in scores.values() for b in series})
-    columns = ["benchmark", "items"]
+    columns = ["benchmark", "items", "smallest subset"]
     for m, s in keys:
         columns += [f"{m} ({s})", f"{m} ({s}) 95% low", f"{m} ({s}) 95% high"]
     rows = []
     for b in benchmarks:
-        row: list = [spec(b).title, max(sum(map(len, scores[k][b].values())) for k in keys if b in scores[k])]
+        held = [scores[k][b] for k in keys if b in scores[k]]
+        row: list = [spec(b).title, max(sum(map(len, h.values())) for h in held),
+                     min(len(v) for h in held for v in h.values())]  # fmt: skip
         for k in keys:
             iv = bootstrap(scores[k][b], resamples=resamples, seed=seed) if b in scores[k] else None
             row += [None, None, None] if iv is None else [100 * iv.value, 100 * iv.low, 100 * iv.high]
         rows.append(row)
-    avg: list = ["Average", None]
+    avg: list = ["Average", None, None]
     for k in keys:
         if _average_row(scores[k]):
             counted = {b: scores[k][b] for b in counted_in_average(BENCHMARKS)}
@@ -75,6 +77,9 @@ def interval_table(run: Run, resamples: int, seed: int) -> Table:
         "the benchmark's documents, drawn within each subset so that every subset keeps the weight the leaderboard "
         "gives it. Average: the mean of the benchmarks the leaderboard counts, all resampled at once; — when one "
         "is missing. items: documents scored. A benchmark of a few dozen items has an interval tens of points wide.",
+        "smallest subset: its fewest documents. A subset cannot vary within itself when it holds one document, so a "
+        "benchmark whose subsets hold fewer than about five understates its spread (the smoke run's do; the real "
+        "benchmarks' subsets hold dozens to hundreds).",
     ]
     return Table(
         "oall_intervals", "OALL v2 scores with 95% intervals", columns, rows, [path], notes, decimals=1
@@ -119,7 +124,9 @@ def paired_table(run: Run, resamples: int, seed: int, a: str = "finetuned", b: s
         f"resamples, seed {seed}): the 95% interval of the difference, and whether it excludes 0. p: McNemar's exact "
         "test on the documents exactly one model got right (two models on the same items: it uses only the "
         "discordant pairs and is exact for the handful of items of a small run); for judge scores (ALRAGE) and the "
-        "average, which are not counts of right answers, the paired bootstrap's two-sided p.",
+        "average, which are not counts of right answers, the paired bootstrap's two-sided p. With a handful of "
+        "discordant documents the percentile interval can exclude 0 while the exact test does not: at those sizes, "
+        "trust the test.",
     ]
     return Table("oall_paired", f"{a} − {b}: paired differences", columns, rows, [path], notes, decimals=2)
 

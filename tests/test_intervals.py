@@ -207,6 +207,7 @@ def test_report_tables_equal_their_artefacts(tmp_path) -> None:
     assert [t.value("ArabicMMLU", f"finetuned (leaderboard){s}") for s in ("", " 95% low", " 95% high")] == [
         100 * iv.value, 100 * iv.low, 100 * iv.high]  # fmt: skip
     assert t.value("ArabicMMLU", "items") == 80 and t.value("ALRAGE", "items") == 30
+    assert t.value("ArabicMMLU", "smallest subset") == 40 and t.value("ALRAGE", "smallest subset") == 30
     assert t.value("Average", "finetuned (leaderboard)") is None  # five benchmarks missing: no average
     p = paired_table(run, resamples=400, seed=3)
     gain = paired(scores[("finetuned", "leaderboard")]["arabic_mmlu"], scores[("base", "leaderboard")]["arabic_mmlu"],
