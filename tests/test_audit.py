@@ -230,3 +230,20 @@ def test_models_are_audited_in_their_format_with_json_thresholds(tmp_path: Path)
     assert json.loads(json.dumps(result["thresholds"])) == result["thresholds"]
     thirds = [_row(True, True, False, 1), _row(False, False, False, 1), _row(False, False, False, 1)]
     assert summarize(thirds, [])["parsed"] == 0.3333  # four decimals
+
+
+def test_the_document_s_own_labels_category_and_answer_kind_reach_the_checks() -> None:
+    """A document labelled 0-3 is checked against its own labels (gold "0" is an option, not an open item); a
+    teacher trace audited by its category meets that category's norms (values grounding); a benchmark whose choices
+    are texts reads the answer as words, not as an option label in another script."""
+    wrong = GOOD_AR.replace("الإجابة: ب", "الإجابة: 2")
+    (row,) = audit([Output("1", "alghafa", wrong, "0", ("0", "1", "2", "3"))], VP)
+    assert [v.passed for v in row["verdicts"] if v.check == "correctness"] == [False]
+    (row,) = audit([Output("1", "legal_cultural_alignment", GOOD_AR, "ب", LABELS)], VP)
+    assert [v.passed for v in row["verdicts"] if v.check == "norms"] == [False]  # no values named
+    assert audit([Output("1", "arabic_mmlu", GOOD_AR, "ب", LABELS)], VP)[0]["verdicts"] == audit(
+        [_out(GOOD_AR)], VP)[0]["verdicts"]  # fmt: skip
+    assert not audit([Output("1", "alrage", GOOD_AR, None, ("B",))], VP)[0]["parsed"]  # "ب" is no word of "B"
+    assert audit([Output("1", "arabic_mmlu", GOOD_AR, None, ("B",))], VP)[0][
+        "parsed"
+    ]  # as a label it names B

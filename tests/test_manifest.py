@@ -40,7 +40,7 @@ ALPHA, BETA, GAMMA = PH
 @pytest.fixture
 def params(project: Path, monkeypatch):
     # Phase code digests are the real code_digest's job (test_code_digest.py); here one dict stands for them.
-    monkeypatch.setattr(manifest, "code_digests", lambda slug: {"arabic_r1/x.py": "1"})
+    monkeypatch.setattr(manifest, "code_digests", lambda slug: {"arabic_r1/x.py": slug})
     f = project / "params" / "t.yaml"
     f.write_text(yaml.safe_dump({"data": {"token_budget": 100}, "run": {"name": "r"}}))
     return load_params(f)
@@ -115,7 +115,15 @@ def test_unreadable_manifests_count_as_none(tmp_path: Path, caplog) -> None:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="arabic_r1.manifest"):
             assert read_manifest(tmp_path, ALPHA) is None
-        assert says in caplog.text and "the phase will run" in caplog.text and str(f) in caplog.text
+        (said,) = caplog.messages
+        if says == "is not readable JSON":
+            assert said.startswith(f"{f} is not readable JSON (") and said.endswith("): treated as no manifest, "
+                                                                                  "the phase will run")  # fmt: skip
+            assert said.split("JSON (", 1)[1][:-48].strip() not in ("", "None")  # the parser's own words
+        else:
+            assert (
+                said == f"{f} is not a manifest (a JSON object): treated as no manifest, the phase will run"
+            )
     f.write_text('{"status": "complete"}')  # no outputs at all is a manifest without outputs
     assert read_manifest(tmp_path, ALPHA) == {"status": "complete"} == completed_manifest(tmp_path, ALPHA)
 
@@ -157,6 +165,10 @@ def test_a_manifest_without_outputs_and_an_output_named_with_a_slash(tmp_path: P
     (tmp_path / "00_alpha").mkdir()
     (tmp_path / "00_alpha" / "manifest.json").write_text('{"status": "complete"}')
     assert upstream_outputs(tmp_path, "gamma", "alpha", phases) == {}
+    with pytest.raises(
+        PhaseError, match=r"reads output 'dir/file' of phase 00_alpha, which its manifest does not list"
+    ):
+        freshness_key(phases[1], load_params("smoke"), tmp_path, phases)
     outputs = {"dir/file": {"path": "00_alpha/f"}}
     (tmp_path / "00_alpha" / "manifest.json").write_text(
         json.dumps({"status": "complete", "outputs": outputs})
@@ -193,7 +205,9 @@ def test_the_key_holds_what_the_result_depends_on(params, tmp_path: Path) -> Non
     assert key["inputs"] == {"alpha/a": alpha["outputs"]["a"]["digest"]}
     assert freshness_key(BETA, params, run, PH)["inputs"] == {"alpha": alpha["outputs_digest"]}
     assert key["params_hash"] == params.section_hash("eval", "run.seed") != params.section_hash("eval")
-    assert key["sections"] == ["eval", "run.seed"] and key["code"] == {"arabic_r1/x.py": "1"}
+    assert key["sections"] == ["eval", "run.seed"] and key["code"] == {
+        "arabic_r1/x.py": "02_gamma"
+    }  # its own
     assert key["files"] == {
         "arabic_r1/resources/chat_template.jinja": path_digest(manifest.RESOURCES / "chat_template.jinja")
     }
@@ -248,7 +262,7 @@ def test_each_change_makes_the_phase_stale_with_its_reason(params, tmp_path: Pat
                 key={k: v for k, v in gamma["key"].items() if k != "code"})  # fmt: skip
     stale_after("code changed: arabic_r1/x.py", key__code={"arabic_r1/x.py": "2"})
     stale_after("code changed: a.py, arabic_r1/x.py", key__code={"arabic_r1/x.py": "2", "a.py": "0"})
-    old_code = {f"{c}.py": "0" for c in "abcde"} | {"arabic_r1/x.py": "1"}
+    old_code = {f"{c}.py": "0" for c in "abcde"} | {"arabic_r1/x.py": "02_gamma"}
     stale_after("code changed: a.py, b.py, c.py and 2 more", key__code=old_code)
     stale_after(
         f"arabic_r1 version changed (0.0.1 -> {manifest.arabic_r1.__version__})", key__arabic_r1="0.0.1"
@@ -273,7 +287,9 @@ def test_each_change_makes_the_phase_stale_with_its_reason(params, tmp_path: Pat
     assert not fresh and reason.startswith(
         "phase 02_gamma reads the outputs of phase 00_alpha, which has not"
     )
-    monkeypatch.setattr(manifest, "code_digests", lambda slug: {"arabic_r1/x.py": "1", "arabic_r1/y.py": "3"})
+    monkeypatch.setattr(
+        manifest, "code_digests", lambda slug: {"arabic_r1/x.py": slug, "arabic_r1/y.py": "3"}
+    )
     _finish(params, ALPHA, run, a="A", b="B")
     assert check_fresh(GAMMA, params, run, PH) == (
         False,
@@ -335,3 +351,45 @@ def test_provenance_versions_commit_device_memory(tmp_path: Path) -> None:
     assert (
         set(mem) == {"rss_self", "rss_children"} and 50 < mem["rss_self"] < 50_000
     )  # MiB: this process holds torch
+
+
+def test_what_a_running_and_a_finished_manifest_record(params, tmp_path: Path, caplog, monkeypatch) -> None:
+    """The provenance a report prints: profile, params file, overrides, versions, commit, device, UTC times, the
+    duration and peak memory; a phase named by string and a run folder from params."""
+    import time as time_module
+
+    clock = [100.0, 101.5]  # the phase starts at 100 s, every later reading is 101.5 s
+    monkeypatch.setattr(time_module, "monotonic", lambda: clock.pop(0) if len(clock) > 1 else clock[0])
+    pr = start_phase("alpha", params, None, PH)  # by name; the run folder from params
+    assert pr.phase == ALPHA and pr.run_dir == params.run_dir.resolve()
+    running = read_manifest(pr.run_dir, ALPHA)
+    assert {k: running[k] for k in ("phase", "status", "profile", "params_file", "overrides")} == {
+        "phase": "00_alpha", "status": "running", "profile": params.profile, "params_file": str(params.source_file),
+        "overrides": []}  # fmt: skip
+    assert (
+        running["versions"] == manifest.package_versions() and running["device"] == manifest.device_summary()
+    )
+    assert running["git_commit"] == manifest.git_commit() and running["started_at"].endswith("+00:00")
+    (pr.dir / "a.txt").write_text("A")
+    with caplog.at_level(logging.INFO, logger="arabic_r1.manifest"):
+        done = pr.finish({"a": pr.dir / "a.txt"})
+    assert done["duration_s"] == 1.5 and done["finished_at"].endswith("+00:00")
+    assert set(done["peak_memory_mb"]) == {"rss_self", "rss_children"}
+    assert caplog.messages == ["phase 00_alpha complete in 1.5s"]
+    other = load_params(params.source_file, ["run.seed=3"])
+    assert start_phase(ALPHA, other, tmp_path / "r", PH)._base("x")["overrides"] == ["run.seed=3"]
+
+
+def test_peak_memory_on_linux_macos_and_a_gpu(monkeypatch) -> None:
+    """ru_maxrss is KiB on Linux and bytes on macOS; a GPU's peak joins when CUDA was used (both simulated here)."""
+    import resource
+
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem = manifest.peak_memory_mb()
+    assert mem["rss_self"] == pytest.approx(round(self_kib / 1024, 1), abs=2)
+    assert mem["rss_children"] == round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    monkeypatch.setattr(manifest.sys, "platform", "darwin")
+    assert manifest.peak_memory_mb()["rss_self"] == pytest.approx(round(self_kib / 2**20, 1), abs=0.01)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**20 + 2**19 + 2**15)
+    assert manifest.peak_memory_mb()["gpu"] == 3.5
