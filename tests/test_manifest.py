@@ -326,7 +326,9 @@ def test_manifests_missing_parts_read_as_changes_not_crashes(params, tmp_path: P
 def test_provenance_versions_commit_device_memory(tmp_path: Path) -> None:
     from importlib import metadata
 
-    v = manifest.package_versions(("torch", "no-such-package-xyz"))
+    v = manifest.package_versions(
+        ("no-such-package-xyz", "torch")
+    )  # one missing: skipped, the rest still read
     assert v == {"python": manifest.platform.python_version(), "arabic_r1": manifest.arabic_r1.__version__,
                  "torch": metadata.version("torch")}  # fmt: skip
     assert manifest.git_commit(tmp_path) is None  # not a checkout
@@ -393,3 +395,8 @@ def test_peak_memory_on_linux_macos_and_a_gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**20 + 2**19 + 2**15)
     assert manifest.peak_memory_mb()["gpu"] == 3.5
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
+    assert manifest.device_summary() == {"host": manifest.platform.node(), "cpus": manifest.os.cpu_count(),
+                                         "platform": manifest.platform.platform(), "torch_threads": torch.get_num_threads(),
+                                         "cuda": ["GPU 0", "GPU 1"]}  # fmt: skip

@@ -808,3 +808,27 @@ def test_each_family_keeps_its_rank_and_scale_in_the_peft_model() -> None:
     assert "attention" not in check_family_ranks(
         peft_model, untargeted
     )  # a family not targeted is not checked
+
+
+def test_a_family_without_adapters_is_named_in_the_right_number() -> None:
+    from arabic_r1.moe_lora import check_coverage, coverage_from_names
+
+    lora = load_params("smoke").train.lora
+    report = coverage_from_names([("a.self_attn.q_proj.lora_A", 4), ("a.mlp.experts.lora_B", 4)])
+    check_coverage(report, lora.model_copy(update={"targets": ["attention", "routed_experts"]}), "model")
+    with pytest.raises(CoverageError) as one:
+        check_coverage(
+            report, lora.model_copy(update={"targets": ["attention", "shared_experts"]}), "the model"
+        )
+    assert str(one.value) == "the model: requested family shared_experts got no adapter"
+    with pytest.raises(CoverageError) as two:
+        check_coverage(
+            report, lora.model_copy(update={"targets": ["dense_mlp", "shared_experts"]}), "saved adapter"
+        )
+    assert str(two.value) == "saved adapter: requested families dense_mlp, shared_experts got no adapter"
+    with pytest.raises(
+        CoverageError, match="requested family router got no adapter"
+    ):  # train_router asks for it
+        check_coverage(
+            report, lora.model_copy(update={"targets": ["attention"], "train_router": True}), "model"
+        )

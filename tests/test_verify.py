@@ -332,3 +332,10 @@ def test_a_trace_record_is_read_with_its_prompt_gold_and_parse() -> None:
     assert t == Trace("p1", "ar", "stem", "سؤال", GOOD_AR, "ب", parse_trace(GOOD_AR))
     bare = Trace.from_record({k: v for k, v in rec.items() if k not in ("messages", "gold")})
     assert bare.prompt == "" and bare.gold is None
+
+
+def test_a_digit_gold_is_checked_against_digit_labels() -> None:
+    """A pool item answered by number (gold "2"): the answer "2" is correct, "3" is not."""
+    right = GOOD_AR.replace("الإجابة: ب", "الإجابة: 2")
+    assert CHECKS["correctness"].run(_trace(right, gold="2"), P).passed
+    assert not CHECKS["correctness"].run(_trace(right.replace(": 2", ": 3"), gold="2"), P).passed
