@@ -708,3 +708,11 @@ def test_reasoning_scores_and_details_per_document(tmp_path: Path, monkeypatch):
     assert outputs[0] == Output("0", "arabic_exams", texts[0], "ب", tuple(labels), tokens=len(texts[0]))
     assert outputs[3].truncated and outputs[2].gold == "أ" and outputs[3].gold == "د"
     assert [o.gold for o in outputs[5:]] == [None, None, None]  # not an index of an option
+
+
+def test_no_chat_template_opens_no_think_block() -> None:
+    from types import SimpleNamespace
+
+    from arabic_r1.eval_generation import think_prefix
+
+    assert think_prefix(SimpleNamespace(chat_template=None)) == "" == think_prefix(SimpleNamespace(chat_template=""))
