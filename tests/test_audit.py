@@ -228,8 +228,16 @@ def test_models_are_audited_in_their_format_with_json_thresholds(tmp_path: Path)
     assert result["models"]["m"]["overall"]["four_phase"] == 1.0  # read as harmony, not as think tags
     assert result["thresholds"]["norms_rubric"] == str(rubric)  # JSON values: the audit file is JSON
     assert json.loads(json.dumps(result["thresholds"])) == result["thresholds"]
-    thirds = [_row(True, True, False, 1), _row(False, False, False, 1), _row(False, False, False, 1)]
-    assert summarize(thirds, [])["parsed"] == 0.3333  # four decimals
+    ok, bad = Verdict("s", True, ""), Verdict("s", False, "x")
+    thirds = [
+        _row(True, True, False, 1, ok),
+        _row(False, False, True, 2, bad),
+        _row(False, False, False, 2, bad),
+    ]
+    assert summarize(thirds, ["s"]) == {  # rates to four decimals, tokens to one
+        "n": 3, "parsed": 0.3333, "truncated": 0.3333, "four_phase": 0.3333, "pass_rate": {"s": 0.3333},
+        "all_checks": 0.3333, "mean_output_tokens": 1.7, "top_failures": {"s": {"x": 2}},
+    }  # fmt: skip
 
 
 def test_the_document_s_own_labels_category_and_answer_kind_reach_the_checks() -> None:

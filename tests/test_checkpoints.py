@@ -260,7 +260,7 @@ def test_a_finished_checkpoint_is_loaded_without_training(tmp_path: Path, caplog
         loaded = get_peft_model_state_dict(peft_model)
     assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
     assert trainer.state.global_step == 4 and trainer.state.log_history == [{"loss": 1.5}]
-    assert "training already finished at checkpoint-4: reusing it" in caplog.text
+    assert caplog.messages == ["training already finished at checkpoint-4: reusing it"]
 
 
 def test_a_torn_file_says_what_its_reader_said(tmp_path: Path) -> None:

@@ -299,6 +299,7 @@ def test_short_segments_words_and_the_evidence_a_removal_records() -> None:
         "القاهره",
     )  # an enumerator alone stays
     exact = build_index([_row(0, " ".join(_LONG.split()[:13]))])  # a question of exactly n words: one window
+    assert exact.stats["aratrust"]["segments_ngram"] == 1 and len(exact.ngrams) == 1
     assert exact.match(normalized_words(_LONG)[:13]) == (0, " ".join(normalized_words(_LONG)[:13]))
     # a question under the information floor counts only with its own options, named in the evidence
     q = BenchmarkRow("aratrust", "s", "train", 0, {"Question": "ما هو الجواب", "A": "مدينة الرباط", "B": "لا",

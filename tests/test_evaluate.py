@@ -715,4 +715,8 @@ def test_no_chat_template_opens_no_think_block() -> None:
 
     from arabic_r1.eval_generation import think_prefix
 
-    assert think_prefix(SimpleNamespace(chat_template=None)) == "" == think_prefix(SimpleNamespace(chat_template=""))
+    assert (
+        think_prefix(SimpleNamespace(chat_template=None))
+        == ""
+        == think_prefix(SimpleNamespace(chat_template=""))
+    )

@@ -310,6 +310,8 @@ def test_manifests_missing_parts_read_as_changes_not_crashes(params, tmp_path: P
         return check_fresh(GAMMA, params, run, PH)
 
     assert with_(key={}) == (False, "params changed in eval, run.seed")
+    f.write_text(json.dumps({k: v for k, v in gamma.items() if k != "key"}))
+    assert check_fresh(GAMMA, params, run, PH) == (False, "params changed in eval, run.seed")
     no_inputs = {k: v for k, v in gamma["key"].items() if k != "inputs"}
     assert with_(key=no_inputs) == (False, "input 'alpha/a' changed")
     no_files = {k: v for k, v in gamma["key"].items() if k != "files"}
@@ -360,7 +362,7 @@ def test_what_a_running_and_a_finished_manifest_record(params, tmp_path: Path, c
     duration and peak memory; a phase named by string and a run folder from params."""
     import time as time_module
 
-    clock = [100.0, 101.5]  # the phase starts at 100 s, every later reading is 101.5 s
+    clock = [100.0, 101.2345]  # the phase starts at 100 s, every later reading is 101.2345 s
     monkeypatch.setattr(time_module, "monotonic", lambda: clock.pop(0) if len(clock) > 1 else clock[0])
     pr = start_phase("alpha", params, None, PH)  # by name; the run folder from params
     assert pr.phase == ALPHA and pr.run_dir == params.run_dir.resolve()
@@ -375,9 +377,13 @@ def test_what_a_running_and_a_finished_manifest_record(params, tmp_path: Path, c
     (pr.dir / "a.txt").write_text("A")
     with caplog.at_level(logging.INFO, logger="arabic_r1.manifest"):
         done = pr.finish({"a": pr.dir / "a.txt"})
-    assert done["duration_s"] == 1.5 and done["finished_at"].endswith("+00:00")
+    assert done["duration_s"] == 1.23 and done["finished_at"].endswith("+00:00")
     assert set(done["peak_memory_mb"]) == {"rss_self", "rss_children"}
-    assert caplog.messages == ["phase 00_alpha complete in 1.5s"]
+    assert caplog.messages == ["phase 00_alpha complete in 1.2s"]
+    from arabic_r1.params import Params
+
+    inline = Params(data={"token_budget": 1}, run={"name": "r"})  # built in code, from no file
+    assert start_phase(ALPHA, inline, tmp_path / "inline", PH)._base("x")["params_file"] is None
     other = load_params(params.source_file, ["run.seed=3"])
     assert start_phase(ALPHA, other, tmp_path / "r", PH)._base("x")["overrides"] == ["run.seed=3"]
 
