@@ -58,8 +58,9 @@ def weighted_score(items: Items) -> float:
 
 
 def _resampled(values: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """``resamples`` bootstrap replicates of the subset-weighted mean of ``values`` (one array per subset; several
-    aligned arrays per subset are resampled with the same indices by the caller)."""
+    """``resamples`` bootstrap replicates of the subset-weighted mean of ``values`` (one array per subset). For a
+    paired difference the arrays are A - B per item: resampling the differences is resampling both models' items
+    with the same indices."""
     total = np.zeros(resamples)
     for v in values:
         idx = rng.integers(0, len(v), size=(resamples, len(v)))
@@ -120,12 +121,8 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
 
 
 def _paired_reps(pairs: dict[str, tuple[np.ndarray, np.ndarray]], resamples: int, rng: np.random.Generator):
-    """Bootstrap replicates of the subset-weighted A - B, both models' items resampled with the same indices."""
-    reps = np.zeros(resamples)
-    for va, vb in pairs.values():
-        idx = rng.integers(0, len(va), size=(resamples, len(va)))
-        reps += (va[idx] - vb[idx]).mean(axis=1)
-    return reps / len(pairs)
+    """Bootstrap replicates of the subset-weighted A - B."""
+    return _resampled([va - vb for va, vb in pairs.values()], resamples, rng)
 
 
 def _bootstrap_p(reps: np.ndarray) -> float:

@@ -136,28 +136,19 @@ def draw_figures(
     return out_files
 
 
-def _interval_frame(table: Table, series: list[str], value: str = "") -> Any:
-    """A long frame (benchmark, series, value, low, high) from a table whose columns come as ``<s>``, ``<s> 95% low``,
-    ``<s> 95% high`` (or ``Δ <s>``, ``(<s>) 95% low``, ...): the shape seaborn's objects interface plots."""
+def _interval_frame(table: Table, series: list[str], value: str) -> Any:
+    """A long frame (benchmark, series, value, low, high) from a table whose series columns are each followed by
+    their 95% low and high: the shape seaborn's objects interface plots."""
     import pandas as pd
 
-    rows = []
-    for r in table.rows:
-        for s, (v, lo, hi) in series_columns(table, series).items():
-            if r[v] is not None:
-                rows.append(
-                    {"benchmark": r[0], "series": s, value or "value": r[v], "low": r[lo], "high": r[hi]}
-                )
+    at = [(s, table.columns.index(s)) for s in series]
+    rows = [
+        {"benchmark": r[0], "series": s, value: r[v], "low": r[v + 1], "high": r[v + 2]}
+        for r in table.rows
+        for s, v in at
+        if r[v] is not None
+    ]
     return pd.DataFrame(rows)
-
-
-def series_columns(table: Table, series: list[str]) -> dict[str, tuple[int, int, int]]:
-    """Column indices (value, low, high) of each series of an interval or paired table."""
-    out = {}
-    for s in series:
-        v = table.columns.index(s)
-        out[s] = (v, v + 1, v + 2)
-    return out
 
 
 def plot_intervals(table: Table):
