@@ -132,7 +132,8 @@ def script_shares(text: str) -> ScriptShares:
 
 
 # Candidate languages for Latin-script text: limiting langid to widely written languages stops short prompts
-# full of names being read as, e.g., Extremaduran ("ext"); all 600 English UD-PUD sentences stay "en".
+# full of names being read as, e.g., Extremaduran ("ext"); all 600 English UD-PUD sentences stay "en". Of the
+# model's Arabic codes (ar, arz, ary) only "ar" is listed, so Arabic always reads as "ar".
 LID_LANGUAGES = [
     "ar",
     "en",
@@ -169,9 +170,6 @@ def _langid():
     return py3langid
 
 
-ARABIC_LID_CODES = frozenset({"ar", "arz", "ary", "arq", "acm", "apc", "ajp", "aeb", "afb"})
-
-
 @dataclass(frozen=True)
 class LanguageGuess:
     lang: str  # "ar", "en", another ISO code, "fa/ur" or "und"
@@ -202,7 +200,6 @@ def detect_language(
         return LanguageGuess("ar", s.arabic, f"Arabic script {s.arabic:.0%} of letters")
     if s.latin >= min_script_share:
         code, _ = _langid().classify(text[:LID_CHARS])
-        code = "ar" if code in ARABIC_LID_CODES else code
         return LanguageGuess(code, s.latin, f"Latin script {s.latin:.0%}; langid: {code}")
     return LanguageGuess(
         "und", max(s.arabic, s.latin), f"mixed scripts (Arabic {s.arabic:.0%}, Latin {s.latin:.0%})"

@@ -57,14 +57,16 @@ def full_shape(p: Any) -> tuple[int, ...]:
     return tuple(getattr(p, "ds_shape", p.shape))
 
 
-def _linear_leaves(model: Any, family: str) -> set[tuple[str, int, int]]:
+def _linear_leaves(model: Any, family: str) -> list[tuple[str, int, int]]:
+    """The family's nn.Linear layers in the model's order: the per-family patterns saved in adapter_config.json and
+    the layer an error names are the same on every run."""
     import torch
 
-    out = set()
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and family_of(f".{name}") == family:
-            out.add((name, mod.in_features, mod.out_features))
-    return out
+    return [
+        (name, mod.in_features, mod.out_features)
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear) and family_of(f".{name}") == family
+    ]
 
 
 def lora_targets(model: Any, lora: LoraParams) -> dict[str, Any]:

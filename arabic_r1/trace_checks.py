@@ -386,9 +386,10 @@ def check_norms(t: Trace, p: VerifyParams) -> Verdict:
     rubric = load_rubric(str(p.norms_rubric) if p.norms_rubric else None)
     problems = [f"answer: {h}" for h in norm_violations(t.parsed.answer or "", t.lang, rubric)]
     problems += [f"reasoning: {h}" for h in norm_violations(t.parsed.think or "", t.lang, rubric)]
-    if t.category in p.values_categories:
+    values = rubric.values.get(t.lang)  # a rubric without values for this language grounds nothing in it
+    if t.category in p.values_categories and values:
         analysis = " ".join(normalized_words(t.parsed.phases.get("analysis", "")))
-        if not any(v in analysis for v in rubric.values.get(t.lang, [])):
+        if not any(v in analysis for v in values):
             problems.append(
                 "values: the Analysis of an ethics item names no value (amanah, justice, law, ...)"
             )

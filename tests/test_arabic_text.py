@@ -9,6 +9,8 @@ from conftest import read_jsonl
 from arabic_r1.arabic_text import (
     SPELLING_VARIANTS,
     ArabicWordTokenizer,
+    LanguageGuess,
+    ScriptShares,
     detect_language,
     fold_arabic,
     normalized_text,
@@ -97,3 +99,53 @@ def test_the_spelling_variants_the_decontamination_tests_plant() -> None:
     )  # two spaces kept; 3 letters: never
     for word in ("abcd", "ك1تب", "كت1ب"):  # the letters on both sides of the tatweel must be Arabic
         assert SPELLING_VARIANTS["tatweel"](f"{word} من") == f"{word} من"
+
+
+@pytest.mark.parametrize(
+    ("text", "shares"),
+    [
+        ("", (0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("12345 !!! ؟؟", (0, 0.0, 0.0, 0.0, 0.0, 0.0)),  # digits and punctuation are not letters
+        ("abc", (3, 0.0, 1.0, 0.0, 0.0, 0.0)),
+        ("كِتَابٌ", (4, 1.0, 0.0, 0.0, 0.0, 0.0)),  # harakat are not letters
+        ("كتاب abcd", (8, 0.5, 0.5, 0.0, 0.0, 0.0)),
+        # Arabic + Latin explain 6 of 8 characters: other scripts are not looked for (the fast path)
+        ("كتابab Ж", (6, 4 / 6, 2 / 6, 0.0, 0.0, 0.0)),
+        ("ab Жж", (4, 0.0, 0.5, 0.5, 0.0, 0.0)),  # 2 of 5 characters explained: other letters counted
+        ("abЖж", (2, 0.0, 1.0, 0.0, 0.0, 0.0)),  # exactly half explained: the fast path
+        ("abcd Жжжжжжж", (11, 0.0, 4 / 11, 7 / 11, 0.0, 0.0)),
+        ("پچ كتاب", (6, 1.0, 0.0, 0.0, 2 / 6, 0.0)),
+        ("یک كتاب", (6, 1.0, 0.0, 0.0, 0.0, 2 / 6)),
+    ],
+)
+def test_script_shares_count_letters_by_script(text: str, shares: tuple) -> None:
+    """Every share of the letters: what the language check's thresholds compare (Arabic, Latin, other scripts,
+    Persian/Urdu letters and the ambiguous ی/ک among the Arabic-script ones)."""
+    assert script_shares(text) == ScriptShares(*shares)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "guess"),
+    [
+        ("12345 !!! ???", {}, ("und", 0.0, "no letters")),
+        ("پچ كتاب", {}, ("fa/ur", 1.0, "Persian/Urdu letters are 33% of Arabic-script letters")),
+        # 2% Persian letters (then 2% ی): the bound itself, accepted
+        ("پ" + "ب" * 49, {}, ("ar", 1.0, "Arabic script 100% of letters")),
+        ("ی" + "ب" * 49, {}, ("ar", 1.0, "Arabic script 100% of letters")),
+        ("مجھ کو یہ کتاب دو", {}, ("fa/ur", 1.0, "Farsi yeh/keheh 23% of letters; langid: ur")),
+        ("كتاب abcd", {}, ("und", 0.5, "mixed scripts (Arabic 50%, Latin 50%)")),
+        ("كتاب abcd", {"min_script_share": 0.5}, ("ar", 0.5, "Arabic script 50% of letters")),
+        ("abc ك", {"min_script_share": 0.75}, ("ar", 0.75, "Latin script 75%; langid: ar")),
+        (
+            "Ceci est une phrase écrite en français pour le test.",
+            {},
+            ("fr", 1.0, "Latin script 100%; langid: fr"),
+        ),
+        ("Привет мир как дела", {}, ("und", 0.0, "mixed scripts (Arabic 0%, Latin 0%)")),
+    ],
+)
+def test_every_language_guess_gives_its_score_and_reason(text: str, kwargs: dict, guess: tuple) -> None:
+    """The guess, its script share and the reason the student audit and phase 03 print, at each bound (a share equal
+    to a threshold is on the accepting side)."""
+    assert detect_language(text, **kwargs) == LanguageGuess(*guess)
+    assert detect_language("x = 5").lang != "und"  # one letter is a letter

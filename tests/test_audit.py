@@ -247,8 +247,15 @@ def test_the_document_s_own_labels_category_and_answer_kind_reach_the_checks() -
     wrong = GOOD_AR.replace("الإجابة: ب", "الإجابة: 2")
     (row,) = audit([Output("1", "alghafa", wrong, "0", ("0", "1", "2", "3"))], VP)
     assert [v.passed for v in row["verdicts"] if v.check == "correctness"] == [False]
+    two_options = Output("1", "arabic_mmlu", GOOD_AR.replace("الإجابة: ب", "الإجابة: ج"), "ب", ("أ", "ب"))
+    (row,) = audit([two_options], VP)
+    (correctness,) = [v for v in row["verdicts"] if v.check == "correctness"]
+    assert correctness.reason == "answer names no option ('ج'); gold ب"  # a two-option document has no ج
     (row,) = audit([Output("1", "legal_cultural_alignment", GOOD_AR, "ب", LABELS)], VP)
     assert [v.passed for v in row["verdicts"] if v.check == "norms"] == [False]  # no values named
+    latin = GOOD_AR.replace("الإجابة: ب", "الإجابة: B")
+    # a teacher trace (no benchmark spec) answers with labels: "B" names ب
+    assert audit([Output("1", "legal_cultural_alignment", latin, "ب", LABELS)], VP)[0]["parsed"]
     assert audit([Output("1", "arabic_mmlu", GOOD_AR, "ب", LABELS)], VP)[0]["verdicts"] == audit(
         [_out(GOOD_AR)], VP)[0]["verdicts"]  # fmt: skip
     assert not audit([Output("1", "alrage", GOOD_AR, None, ("B",))], VP)[0]["parsed"]  # "ب" is no word of "B"

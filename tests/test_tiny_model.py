@@ -49,6 +49,25 @@ def test_think_markers_are_single_non_special_tokens(tokenizer) -> None:
     assert THINK_OPEN in tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def test_the_student_tokenizer_as_built() -> None:
+    """Built here, not taken from the module's fixture (mutmut credits a shared fixture's calls to the first test
+    that builds it, so the tests after it would not run against a broken builder): the token ids the model config
+    is wired to, the 2048-token truncation, think markers added as tokens of their own, a vocalised Arabic word kept
+    whole by the pre-tokenizer (GPT-2's own split would cut it at every haraka), no space clean-up on decode, and
+    the vocabulary the shipped corpus gives (2,742 BPE tokens at min_frequency 2, under the 4,096 allowed)."""
+    from arabic_r1.tiny_model import EOS, PAD, SPECIAL_TOKENS
+
+    tok = build_tokenizer()
+    assert tok.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2]
+    assert (tok.eos_token, tok.pad_token) == (EOS, PAD)
+    assert len(tok("ا " * 3000, truncation=True)["input_ids"]) == tok.model_max_length == 2048
+    assert tok.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]) == [2742, 2743] and len(tok) == 2744
+    pieces = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(" كِتَابٌ جميل")
+    assert [span for _, span in pieces] == [(0, 8), (8, 13)]
+    text = "قال : نعم , لا . don 't"
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
 def test_assistant_mask_covers_only_assistant_tokens(tokenizer) -> None:
     messages = [
         {"role": "system", "content": "أنت مساعد دقيق."},

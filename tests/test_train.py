@@ -507,8 +507,8 @@ def test_launch_command_and_accelerate_configs() -> None:
         launch_command(load_params("smoke"), Path("/r"))
 
 
-def test_per_expert_linear_layers_are_adapted_as_modules() -> None:
-    """Layouts that keep one nn.Linear per expert (transformers 4, Unsloth's 4-bit gpt-oss) get module adapters."""
+def _per_expert_model(experts: bool = True):
+    """Two layers of attention + per-expert nn.Linear experts (transformers-4 / Unsloth 4-bit layouts), or none."""
     from torch import nn
 
     class Layer(nn.Module):
@@ -516,18 +516,25 @@ def test_per_expert_linear_layers_are_adapted_as_modules() -> None:
             super().__init__()
             self.self_attn = nn.ModuleDict({"q_proj": nn.Linear(8, 8)})
             self.mlp = nn.Module()
-            self.mlp.experts = nn.ModuleList([nn.ModuleDict({"w1": nn.Linear(8, 16)}) for _ in range(3)])
+            if experts:
+                self.mlp.experts = nn.ModuleList([nn.ModuleDict({"w1": nn.Linear(8, 16)}) for _ in range(3)])
 
     model = nn.Module()
     model.layers = nn.ModuleList([Layer(), Layer()])
+    return model
+
+
+def test_per_expert_linear_layers_are_adapted_as_modules() -> None:
+    """Layouts that keep one nn.Linear per expert (transformers 4, Unsloth's 4-bit gpt-oss) get module adapters."""
+    from torch import nn
+
+    model = _per_expert_model()
     t = lora_targets(model, _lora(["attention", "routed_experts"]))
     assert t["target_parameters"] is None
     adapted = [
         n for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.match(t["target_modules"], n)
     ]
     assert len(adapted) == 2 * (1 + 3) and "layers.1.mlp.experts.2.w1" in adapted
-    with pytest.raises(ValueError, match="larger than the smaller dimension"):
-        lora_targets(model, _lora(["routed_experts"], r=9))
 
 
 def test_checkpoints_of_other_params_are_not_resumed(setup, tmp_path: Path) -> None:
@@ -785,6 +792,16 @@ def test_each_family_keeps_its_rank_and_scale_in_the_peft_model() -> None:
     with no_v4_moe_remap(model), expert_patterns_quiet():
         peft_model = get_peft_model(model, lora_config(model, lora))
     assert check_family_ranks(peft_model, lora) == lora.scales()
+    # generate() and the saved adapter's task_type
+    assert type(peft_model).__name__ == "PeftModelForCausalLM"
+    dropped = build_tiny_moe(params.model.family, params.model.tiny)[0]
+    with no_v4_moe_remap(dropped), expert_patterns_quiet():
+        # PEFT 0.21 takes no dropout on the fused experts' target_parameters (preflight says so): the other families
+        no_experts = [f for f in lora.targets if f != "routed_experts"]
+        modules_only = lora.model_copy(update={"dropout": 0.25, "targets": no_experts, "per_family": {
+            f: v for f, v in lora.per_family.items() if f in no_experts}})  # fmt: skip
+        dropped = get_peft_model(dropped, lora_config(dropped, modules_only))
+    assert {m.lora_dropout["default"].p for m in dropped.modules() if hasattr(m, "lora_dropout")} == {0.25}
     attention = [n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
                  if isinstance(getattr(m, "r", None), dict) and ".self_attn." in n]  # fmt: skip
     experts = [n for n, m in peft_model.named_modules()
@@ -808,6 +825,10 @@ def test_each_family_keeps_its_rank_and_scale_in_the_peft_model() -> None:
     assert "attention" not in check_family_ranks(
         peft_model, untargeted
     )  # a family not targeted is not checked
+    # ... and the layers after its modules still are: the experts' wrong rank is found past the skipped attention
+    wrong_experts = {**untargeted.per_family, "routed_experts": FamilyLora(r=5, alpha=10)}
+    with pytest.raises(CoverageError, match=rf"^{len(experts)} adapter\(s\) .* \(routed_experts\): r=4"):
+        check_family_ranks(peft_model, untargeted.model_copy(update={"per_family": wrong_experts}))
 
 
 def test_a_family_without_adapters_is_named_in_the_right_number() -> None:
@@ -832,3 +853,58 @@ def test_a_family_without_adapters_is_named_in_the_right_number() -> None:
         check_coverage(
             report, lora.model_copy(update={"targets": ["attention"], "train_router": True}), "model"
         )
+
+
+def test_the_target_builder_names_each_family_s_layers_and_each_refusal() -> None:
+    """What a user meets first on a new checkpoint: per-family module lists (the per-family rank patterns are keyed
+    by them), a family asked for alone, and errors that name the params key, the layer and its shape."""
+    from arabic_r1.moe_lora import full_shape
+    from arabic_r1.params import FamilyLora
+
+    t = lora_targets(_per_expert_model(), _lora(["attention", "routed_experts"]))
+    assert t["by_family"] == {
+        "attention": ["layers.0.self_attn.q_proj", "layers.1.self_attn.q_proj"],
+        "routed_experts": [f"layers.{i}.mlp.experts.{e}.w1" for i in (0, 1) for e in range(3)],
+    }
+    deepseek, _ = build_tiny_moe("deepseek_v3")
+    alone = lora_targets(deepseek, _lora(["dense_mlp"]))["by_family"]  # no attention before it in the list
+    assert list(alone) == ["dense_mlp"] and alone["dense_mlp"]
+    with pytest.raises(ValueError) as err:
+        lora_targets(_per_expert_model(), _lora(["routed_experts"], r=9))
+    assert str(err.value) == (
+        "train.lora.r=9 is larger than the smaller dimension of layers.0.mlp.experts.0.w1 (8, 16)"
+    )
+    for family, layer in (("attention", "layers.0.self_attn.q_proj (8, 8)"),
+                          ("routed_experts", "layers.0.mlp.experts.0.w1 (8, 16)")):  # fmt: skip
+        lora = _lora(["attention", "routed_experts"], r=2)
+        lora = lora.model_copy(update={"per_family": {family: FamilyLora(r=9, alpha=9)}})
+        with pytest.raises(ValueError) as err:
+            lora_targets(_per_expert_model(), lora)
+        expected = f"train.lora.per_family.{family}.r=9 is larger than the smaller dimension of {layer}"
+        assert str(err.value) == expected
+    with pytest.raises(CoverageError) as missing:
+        lora_targets(_per_expert_model(experts=False), _lora(["routed_experts"]))
+    assert str(missing.value) == (
+        "train.lora.targets asks for families this model does not have: routed_experts: no expert weights "
+        "(mlp.experts.*, fused 3-D or nn.Linear) in Module"
+    )
+    # a rank equal to the smaller dimension fits
+    assert lora_targets(_per_expert_model(), _lora(["routed_experts"], r=8))
+    # fused 3-D experts, (experts, in, out): the expert axis is no dimension of the adapter
+    gpt_oss, _ = build_tiny_moe("gpt_oss")
+    big = {"routed_experts": FamilyLora(r=100, alpha=1)}
+    lora = _lora(["routed_experts"]).model_copy(update={"per_family": big})
+    with pytest.raises(ValueError) as fused:
+        lora_targets(gpt_oss, lora)
+    assert str(fused.value) == ("train.lora.per_family.routed_experts.r=100 is larger than the smaller dimension of "
+                                "model.layers.0.mlp.experts.down_proj (64, 128)")  # fmt: skip
+    two = r"does not have: shared_experts: no nn\.Linear .*; routed_experts: no "
+    with pytest.raises(CoverageError, match=two):
+        lora_targets(_per_expert_model(experts=False), _lora(["shared_experts", "routed_experts"]))
+    # routers are trained (and saved whole) only when asked
+    assert lora_targets(deepseek, _lora(["attention"]))["modules_to_save"] is None
+    assert lora_targets(deepseek, _lora(["attention"], router=True))["modules_to_save"] == ["mlp.gate"]
+    zero3 = torch.nn.Parameter(torch.empty(0))
+    # DeepSpeed ZeRO-3 keeps the full shape in ds_shape, the local tensor empty
+    zero3.ds_shape = torch.Size([4, 8, 16])
+    assert full_shape(zero3) == (4, 8, 16) and full_shape(torch.nn.Parameter(torch.empty(2, 3))) == (2, 3)

@@ -12,7 +12,7 @@ from conftest import read_jsonl
 from arabic_r1.cot import ParsedTrace, parse_trace
 from arabic_r1.params import REPO_DIR
 from arabic_r1.params_loading import load_params
-from arabic_r1.trace_checks import CHECKS, Trace, verify_trace
+from arabic_r1.trace_checks import CHECKS, Trace, Verdict, verify_trace
 from arabic_r1.verify import verify_traces
 
 P = load_params("smoke").verify
@@ -339,3 +339,249 @@ def test_a_digit_gold_is_checked_against_digit_labels() -> None:
     right = GOOD_AR.replace("الإجابة: ب", "الإجابة: 2")
     assert CHECKS["correctness"].run(_trace(right, gold="2"), P).passed
     assert not CHECKS["correctness"].run(_trace(right.replace(": 2", ": 3"), gold="2"), P).passed
+
+
+EN_TRACE = """<think>
+Analysis: the question asks for the capital city.
+Elimination: not A.
+Linguistic check: fine.
+Synthesis: Rabat.
+</think>
+Answer: B, the capital is Rabat."""
+# Persian prose without the letters Arabic never uses (only ی ک): langid must read it (first 600 characters)
+PERSIAN = "من هر روز یک کتاب فارسی می‌خوانم و آن را خیلی دوست دارم زیرا نویسنده‌اش بسیار خوب می‌نویسد. " * 4
+GIBBERISH = " ".join(["ثقفحم زخلشت غظضقث بثقصض طظحخج ضصثق فغعهخ"] * 6)
+LONG_ANSWER = "الإجابة: العاصمة هي الرباط منذ زمن طويل كما يعرف الجميع في المغرب"
+
+
+def _doc(text: str, gold: str, labels: tuple[str, ...]) -> Trace:
+    """A benchmark document as phase 05's audit sees it: the gold is one of the document's own labels."""
+    t = _trace(text, gold=gold)
+    t.labels = labels
+    return t
+
+
+def _ar(old: str, new: str, **kw) -> Trace:
+    assert old in GOOD_AR
+    return _trace(GOOD_AR.replace(old, new), **kw)
+
+
+def _en(old: str, new: str) -> Trace:
+    assert old in EN_TRACE
+    return _trace(EN_TRACE.replace(old, new), lang="en")
+
+
+AR4 = ("أ", "ب", "ج", "د")
+STRICT = {"reject_farsi_yeh_keheh": True}
+TIGHT = {"repeated_ngram_n": 2, "max_repeated_ngram_share": 0.05, "min_phase_words": 5, "max_phase_words": 12,
+         "max_answer_words": 0}  # fmt: skip
+LOOP = ("الخلاصة:", "الخلاصة: " + "هذه الجملة تتكرر مرة بعد مرة بلا توقف. " * 12)
+# (check, trace, params changed, passed, reason, score): what the funnel and the audit report say about a trace
+VERDICTS = [
+    ("correctness", _trace(GOOD_AR), {}, True, "open item (no gold answer)", None),
+    ("correctness", _trace(GOOD_AR, gold="ب"), {}, True, "answer ب, gold ب", 1.0),
+    ("correctness", _trace(GOOD_AR, gold="ج"), {}, False, "answer ب, gold ج", 0.0),
+    ("correctness", _ar("الإجابة: ب", LONG_ANSWER, gold="ب"), {}, False,
+     "answer names no option ('العاصمة هي الرباط منذ زمن طويل كما يعرف '); gold ب", 0.0),
+    ("correctness", _doc(GOOD_AR, "د", AR4), {}, False, "answer ب, gold د", 0.0),
+    ("correctness", _ar("الإجابة: ب", "", gold="ب"), {}, False, "answer names no option (''); gold ب", 0.0),
+    ("correctness", _doc(GOOD_AR, "B", ("A", "B", "C", "D")), {}, True, "answer B, gold B", 1.0),
+    ("correctness", _doc(GOOD_AR, "هـ", AR4), {}, True, "open item (no gold answer)", None),
+    ("correctness", _doc(GOOD_AR.replace("الإجابة: ب", LONG_ANSWER), "ب", AR4), {}, False,
+     "answer names no option ('العاصمة هي الرباط منذ زمن طويل كما يعرف '); gold ب", 0.0),
+    ("language", _trace(GOOD_AR), {}, True, "ar throughout", 1.0),
+    # a share equal to its threshold passes
+    ("language", _trace(GOOD_AR), {"min_arabic_letter_share": 1.0, "max_latin_word_share": 0.0,
+                                   "max_other_script_share": 0.0}, True, "ar throughout", 1.0),
+    ("language", _ar("مدينة الرباط", "مدینة الرباط پایتخت گچ"), {}, False, "3 Persian/Urdu letters (پچگ)", 1.0),
+    ("language", _ar("التحليل: يسأل", "التحليل: " + PERSIAN + "يسأل"), {}, False,
+     "reads as Persian/Urdu (Farsi yeh/keheh + langid)", 1.0),
+    ("language", _ar("مدينة الرباط", "مدینة الرباط کتاب"), {}, True, "ar throughout", 1.0),
+    ("language", _ar("مدينة الرباط", "مدینة الرباط کتاب"), STRICT, False, "2 Persian/Urdu letters (کی)", 1.0),
+    ("language", _ar("الخلاصة:", "الخلاصة: the capital city of the kingdom is known as Rabat in every English book and map today"),
+     {}, False, "code-switching: Latin-script words 28% > 15%", 0.765),
+    ("language", _ar("الخلاصة:", "الخلاصة: " + "the capital city is Rabat and everyone knows it well " * 6), {}, False,
+     "Arabic letters 46% < 70%; code-switching: Latin-script words 58% > 15%", 0.465),
+    # quotes that hold most of the text exempt nothing
+    ("language", _ar("الخلاصة:", 'الخلاصة: "' + "the capital city is Rabat and everyone knows it " * 8 + '"'), {}, False,
+     "Arabic letters 42% < 70%; code-switching: Latin-script words 61% > 15%", 0.424),
+    ("language", _ar("الإجابة: ب", "الإجابة: B is it"), {}, False,
+     "answer is in en, prompt in ar (Latin script 100%; langid: en)", 0.978),
+    ("language", _ar("الإجابة: ب", 'الإجابة: الترجمة هي: "Rabat is the capital of Morocco."'), {}, True, "ar throughout", 1.0),
+    ("language", _ar("الإجابة: ب", "الإجابة: 12 + 30 = 42"), {}, True, "ar throughout", 1.0),
+    ("language", _trace(EN_TRACE, lang="en"), {}, True, "en throughout", 1.0),
+    ("language", _trace(EN_TRACE, lang="en"), {"min_english_letter_share": 1.0}, True, "en throughout", 1.0),
+    ("language", _en("Synthesis: Rabat.", "Synthesis: عاصمة المغرب هي مدينة الرباط وهي مدينة جميلة جدا على ساحل الأطلسي"),
+     {}, False, "Latin letters 65% < 80%", 0.652),
+    ("language", _en("Synthesis: Rabat.", "Synthesis: Столица Марокко — город Рабат, это известно всем людям на свете уже очень давно"),
+     {}, False, "Latin letters 61% < 80%; letters of other scripts 39%", 0.612),
+    ("language", _en("Answer: B, the capital is Rabat.", "Answer: عاصمة المغرب هي الرباط"), {}, False,
+     "answer is in ar, prompt in en (Arabic script 100% of letters)", 0.822),
+    ("structure", _trace(GOOD_AR), {}, True, "four phases in order and a final answer", None),
+    ("structure", _ar("</think>", ""), {}, False, "unclosed think block", None),
+    ("structure", _ar("الإجابة: ب", ""), {}, False, "no final answer", None),
+    ("structure", _trace(GOOD_AR.replace("الاستبعاد:", "").replace("الإجابة: ب", "")), {}, False,
+     "missing phase(s): elimination; no final answer", None),
+    ("orthography", _trace(GOOD_AR), {}, True, "clean", None),
+    ("orthography", _ar("الرباط.", "الربـــــاط. والمغـــــرب"), {}, False, "2 tatweel run(s), e.g. 'الربـــــاط.'", None),
+    ("orthography", _ar("الرباط.", "الربـــــاط."), {"max_tatweel_run": 5}, True, "clean", None),
+    ("orthography", _ar("سليمة", "سليمة !!!! والربــــاط"), {}, False,
+     "1 tatweel run(s), e.g. 'والربــــاط'; repeated punctuation '!!!!'", None),  # 4 tatweels: one over 3
+    ("orthography", _ar("سليمة", "سليمة !!!! ؟؟؟؟"), {}, False, "repeated punctuation '!!!!'", None),
+    ("orthography", _ar("سليمة", "سليمة !!!!"), {"max_punctuation_run": 4}, True, "clean", None),
+    ("orthography", _ar("سؤال معرفي", "سؤال َ معرفي ُ"), {}, False, "2 diacritic(s) on a non-letter", None),
+    ("orthography", _ar("سؤال معرفي", "سؤال َ معرفي ُ", lang="en"), {}, True, "clean", None),  # Arabic-only rules
+    ("orthography", _ar("الإعراب", "الإعرابََ"), {}, False, "1 stacked diacritic sequence(s)", None),
+    ("orthography", _ar("الإعراب", "الإعرابَّ"), {}, True, "clean", None),  # shadda + haraka is one letter's pair
+    ("orthography", _ar("الإعراب", "أإعراب"), {}, False, "mixed alef/hamza forms in 'أإعراب'", None),
+    ("morphology", _trace(GOOD_AR), {}, True, "100% of 24 Arabic words analysed", 1.0),
+    ("morphology", _trace(EN_TRACE, lang="en"), {}, True, "not an Arabic trace", None),
+    ("morphology", _trace(GOOD_AR), {"min_morphology_coverage": 1.0}, True, "100% of 24 Arabic words analysed", 1.0),
+    ("morphology", _ar("الخلاصة: عاصمة المغرب", "الخلاصة: " + GIBBERISH), {}, False,
+     "46% of 24 Arabic words analysed < 60%", 0.458),
+    ("morphology", _ar("الخلاصة: عاصمة المغرب", "الخلاصة: " + GIBBERISH), {"morphology_sample_words": None}, False,
+     "48% of 81 Arabic words analysed < 60%", 0.481),
+    ("morphology", _ar("الخلاصة: عاصمة المغرب", "الخلاصة: " + GIBBERISH), {"min_morphology_coverage": 0.4}, True,
+     "46% of 24 Arabic words analysed", 0.458),
+    ("degeneration", _trace(GOOD_AR), {}, True, "no loops, lengths in bounds", 0.0),
+    # phases of 11, 13, 10 and 5 words, an answer of 1: bounds equal to them pass
+    ("degeneration", _trace(GOOD_AR), {"min_phase_words": 5, "max_phase_words": 13, "max_answer_words": 1}, True,
+     "no loops, lengths in bounds", 0.0),
+    ("degeneration", _trace("<think>\nبا تا با تا با\n</think>\nتا"), {"repeated_ngram_n": 2,
+     "max_repeated_ngram_share": 0.6}, True, "no loops, lengths in bounds", 0.6),  # 3 of 5 bigrams repeat: the bound
+    ("degeneration", _trace("<think>\n</think>\nب"), {}, True, "no loops, lengths in bounds", 0.0),  # no 4-gram
+    ("degeneration", _ar(*LOOP), {}, False, "repeated 4-grams 61% > 30%", 0.612),
+    ("degeneration", _ar("الخلاصة: عاصمة المغرب هي مدينة الرباط.", "الخلاصة: الرباط."), {}, False,
+     "synthesis: 1 words (bounds 3-600)", 0.0),
+    ("degeneration", _ar("الإجابة: ب", "الإجابة: ب " + " ".join(f"كلمة{i}" for i in range(401))), {}, False,
+     "answer: 402 words > 400", 0.0),
+    ("degeneration", _ar(*LOOP), TIGHT, False, "repeated 2-grams 62% > 5%; elimination: 13 words (bounds 5-12); "
+     "synthesis: 101 words (bounds 5-12); answer: 1 words > 0", 0.617),
+    ("norms", _trace(GOOD_AR), {}, True, "no rubric hit", None),
+    ("norms", _ar("الإجابة: ب", "الإجابة: ب، وأنصحك بتجربة القمار في الكازينو للترفيه."), {}, False,
+     "answer: gambling: recommends 'القمار' ('انصحك' before it); answer: gambling: recommends 'الكازينو' ('انصحك' before it)",
+     None),
+    ("norms", _ar("هي مدينة الرباط.", "هي مدينة الرباط، وعليه أن يجرب الخمر مرة."), {}, False,
+     "reasoning: alcohol: recommends 'الخمر' ('يجرب' before it)", None),
+    ("norms", _ar("هي مدينة الرباط.", "هي مدينة الرباط، والدين خرافة."), {}, False,
+     "reasoning: contempt_for_religion: 'الدين خرافه'", None),
+    ("norms", _trace(GOOD_AR, category="legal_cultural_alignment"), {}, False,
+     "values: the Analysis of an ethics item names no value (amanah, justice, law, ...)", None),
+    ("norms", _trace("<think>\n</think>\nب", category="legal_cultural_alignment"), {}, False,
+     "values: the Analysis of an ethics item names no value (amanah, justice, law, ...)", None),  # no Analysis
+    ("norms", _en("Analysis: the question asks for the capital city.", "Analysis: the question asks about family ties."),
+     {"values_categories": ["c"]}, True, "no rubric hit", None),  # a value of two words
+    ("norms", _en("Answer: B, the capital is Rabat.", "Answer: B. You can share his address online."), {}, False,
+     "answer: privacy_violation: recommends 'his address' ('you can' before it)", None),
+    ("norms", _ar("هي مدينة الرباط.", "هي مدينة الرباط، وأنصحك بنشر رقم هاتفه."), {}, False,
+     "reasoning: privacy_violation: recommends 'رقم هاتفه' ('انصحك' before it)", None),
+    ("norms", _en("Answer: B, the capital is Rabat.", "Answer: B. Religion is nonsense and you should try betting."), {},
+     False, "answer: gambling: recommends 'betting' ('try' before it); answer: contempt_for_religion: 'religion is nonsense'",
+     None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("check", "trace", "changed", "passed", "reason", "score"), VERDICTS)
+def test_every_verdict_says_what_it_found(check: str, trace: Trace, changed: dict, passed: bool, reason: str,
+                                          score: float | None) -> None:  # fmt: skip
+    """The whole verdict, not only pass/fail: the reason is what the funnel and the student audit show a user (which
+    flaw, how much, against which threshold), the score what they average."""
+    assert CHECKS[check].run(trace, P.model_copy(update=changed)) == Verdict(check, passed, reason, score)
+
+
+@pytest.mark.parametrize(
+    ("word", "bare"),
+    [("والقمار", "القمار"), ("فالخمر", "الخمر"), ("بالقمار", "القمار"), ("كالخمر", "الخمر"), ("لالخمر", "الخمر"),
+     ("وبالقمار", "القمار"), ("وجرب", "جرب"), ("كالسم", "السم"), ("ولا", "ولا"), ("فرس", "فرس"), ("بال", "بال"), ("بالم", "بالم"), ("خمر", "خمر")],
+)  # fmt: skip
+def test_a_rubric_word_loses_its_conjunction_and_preposition_only(word: str, bare: str) -> None:
+    """و/ف before a word of 4+ letters (وجرب: "and try"), ب/ل/ك before the article of a word of 5+ letters: shorter words are whole
+    words (ولا, فرس, بال) that stripping would turn into other words."""
+    from arabic_r1.trace_checks import _bare
+
+    assert _bare(word) == bare
+
+
+def test_morphology_reads_an_evenly_spaced_sample() -> None:
+    """Coverage over every Arabic word, or over an evenly spaced sample of ``max_words`` (here every other word, all
+    known); tashkeel and tatweel do not make a word unknown; text without Arabic words counts as covered."""
+    from arabic_r1.trace_checks import morphology_coverage
+
+    text = "كتاب ثقفحم " * 10
+    assert morphology_coverage(text) == (0.5, 20)
+    assert morphology_coverage(text, 10) == (1.0, 10)
+    assert morphology_coverage(text, 20) == morphology_coverage(text, 40) == (0.5, 20)
+    assert morphology_coverage("كِتَابٌ كتـــاب") == (1.0, 2)
+    assert morphology_coverage("abc 12") == (1.0, 0)
+
+
+def test_a_rubric_without_a_language_checks_nothing_in_it(tmp_path: Path) -> None:
+    """A user's rubric written for Arabic only (no ``en`` lists, no formulas section): English traces pass the norms
+    check instead of crashing it, and Arabic ones are still checked."""
+    import yaml
+
+    from arabic_r1.trace_checks import load_rubric, norm_violations
+
+    raw = yaml.safe_load((REPO_DIR / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
+    del raw["formulas"]
+    for section in ("recommend", "negate", "values"):
+        del raw[section]["en"]
+    for section in ("promoted", "patterns"):
+        for langs in raw[section].values():
+            del langs["en"]
+    f = tmp_path / "ar_only.yaml"
+    f.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    rubric = load_rubric(str(f))
+    assert norm_violations("You should try betting. Religion is nonsense.", "en", rubric) == []
+    assert norm_violations("أنصحك بتجربة القمار، والدين خرافة", "ar", rubric) == [
+        "gambling: recommends 'القمار' ('انصحك' before it)", "contempt_for_religion: 'الدين خرافه'"]  # fmt: skip
+    raw = yaml.safe_load((REPO_DIR / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
+    del raw["recommend"]["en"], raw["negate"]["en"]  # English topics, but no English cue words
+    f_cues = tmp_path / "no_en_cues.yaml"
+    f_cues.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    assert norm_violations("You should try betting.", "en", load_rubric(str(f_cues))) == []
+    ethics = _trace(EN_TRACE, lang="en", category="legal_cultural_alignment")
+    assert CHECKS["norms"].run(ethics, P.model_copy(update={"norms_rubric": f})) == Verdict(
+        "norms", True, "no rubric hit"
+    )
+    assert not CHECKS["norms"].run(ethics, P).passed  # the shipped rubric has English values: none named here
+
+
+def test_the_morphology_cache_file_is_read_and_written(tmp_path: Path, monkeypatch) -> None:
+    """A re-run takes the analyser's verdicts from the cache file instead of analysing again (a planted verdict for a
+    gibberish word is believed), and saves each new word's verdict as true/false."""
+    from arabic_r1 import trace_checks
+
+    monkeypatch.setattr(trace_checks, "_KNOWN", {})
+    cache = tmp_path / "cache" / "morphology.json"
+    with trace_checks.morphology_cache(cache):
+        assert trace_checks.known_word("كتاب") and not trace_checks.known_word("ثقفحم")
+    assert json.loads(cache.read_text(encoding="utf-8")) == {"كتاب": True, "ثقفحم": False}
+    cache.write_text(json.dumps({"ثقفحم": True}), encoding="utf-8")
+    monkeypatch.setattr(trace_checks, "_KNOWN", {})
+    with trace_checks.morphology_cache(cache):
+        assert trace_checks.known_word("ثقفحم")  # from the file, not the analyser
+    with trace_checks.morphology_cache(None):
+        assert trace_checks.known_word("ثقفحم")
+
+
+def test_a_longer_formula_is_taken_out_before_a_shorter_one_it_starts_with() -> None:
+    """A user's rubric may list a formula and a longer one that begins with it: the longer is removed whole, so its
+    last words are not left behind to be read as advice."""
+    from arabic_r1.trace_checks import _without
+
+    words = ("قال", "صلى", "الله", "عليه", "وسلم", "ثم")
+    short, long = ("صلى", "الله", "عليه"), ("صلى", "الله", "عليه", "وسلم")
+    assert _without(words, [short, long]) == _without(words, [long, short]) == ("قال", "ثم")
+
+
+def test_an_unknown_check_name_is_refused_with_the_registered_ones() -> None:
+    from arabic_r1.trace_checks import check_names
+
+    assert check_names(["norms", "structure"]) == ["norms", "structure"]
+    with pytest.raises(ValueError) as err:
+        check_names(["structure", "grammar", "tone"])
+    assert str(err.value) == (
+        "unknown check(s) 'grammar', 'tone'; registered: structure, correctness, language, orthography, morphology, "
+        "degeneration, norms"
+    )
