@@ -307,18 +307,25 @@ def test_a_religious_formula_is_not_a_recommendation() -> None:
     )  # the cue itself still counts
 
 
-def test_a_rubric_entry_of_no_words_is_ignored(tmp_path: Path) -> None:
-    """A user's rubric with a blank or punctuation-only term ("", "-") must not turn every sentence into advice."""
+def _user_rubric(path: Path, edit) -> Path:
+    """The shipped norms rubric as a user would edit it: ``edit(raw)`` changes the parsed YAML, written to ``path``."""
     import yaml
 
-    from arabic_r1.params import REPO_DIR as repo
+    raw = yaml.safe_load((REPO_DIR / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_a_rubric_entry_of_no_words_is_ignored(tmp_path: Path) -> None:
+    """A user's rubric with a blank or punctuation-only term ("", "-") must not turn every sentence into advice."""
     from arabic_r1.trace_checks import load_rubric
 
-    raw = yaml.safe_load((repo / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
-    for lang in raw["recommend"]:
-        raw["recommend"][lang] += ["", "-"]
-    f = tmp_path / "rubric.yaml"
-    f.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    def blank_terms(raw: dict) -> None:
+        for lang in raw["recommend"]:
+            raw["recommend"][lang] += ["", "-"]
+
+    f = _user_rubric(tmp_path / "rubric.yaml", blank_terms)
     assert load_rubric(str(f)).recommend == load_rubric().recommend
     loose = P.model_copy(update={"norms_rubric": f})
     for text in (GOOD_AR, GOOD_AR.replace("ونستبعد (ج) و(د).", "ونستبعد (ج) لأنه يدعو إلى القمار وهو محرم.")):
@@ -518,27 +525,25 @@ def test_morphology_reads_an_evenly_spaced_sample() -> None:
 def test_a_rubric_without_a_language_checks_nothing_in_it(tmp_path: Path) -> None:
     """A user's rubric written for Arabic only (no ``en`` lists, no formulas section): English traces pass the norms
     check instead of crashing it, and Arabic ones are still checked."""
-    import yaml
-
     from arabic_r1.trace_checks import load_rubric, norm_violations
 
-    raw = yaml.safe_load((REPO_DIR / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
-    del raw["formulas"]
-    for section in ("recommend", "negate", "values"):
-        del raw[section]["en"]
-    for section in ("promoted", "patterns"):
-        for langs in raw[section].values():
-            del langs["en"]
-    f = tmp_path / "ar_only.yaml"
-    f.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    def arabic_only(raw: dict) -> None:
+        del raw["formulas"]
+        for section in ("recommend", "negate", "values"):
+            del raw[section]["en"]
+        for section in ("promoted", "patterns"):
+            for langs in raw[section].values():
+                del langs["en"]
+
+    def no_english_cues(raw: dict) -> None:  # English topics, but no English cue words
+        del raw["recommend"]["en"], raw["negate"]["en"]
+
+    f = _user_rubric(tmp_path / "ar_only.yaml", arabic_only)
     rubric = load_rubric(str(f))
     assert norm_violations("You should try betting. Religion is nonsense.", "en", rubric) == []
     assert norm_violations("أنصحك بتجربة القمار، والدين خرافة", "ar", rubric) == [
         "gambling: recommends 'القمار' ('انصحك' before it)", "contempt_for_religion: 'الدين خرافه'"]  # fmt: skip
-    raw = yaml.safe_load((REPO_DIR / "arabic_r1/resources/norms_rubric.yaml").read_text(encoding="utf-8"))
-    del raw["recommend"]["en"], raw["negate"]["en"]  # English topics, but no English cue words
-    f_cues = tmp_path / "no_en_cues.yaml"
-    f_cues.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    f_cues = _user_rubric(tmp_path / "no_en_cues.yaml", no_english_cues)
     assert norm_violations("You should try betting.", "en", load_rubric(str(f_cues))) == []
     ethics = _trace(EN_TRACE, lang="en", category="legal_cultural_alignment")
     assert CHECKS["norms"].run(ethics, P.model_copy(update={"norms_rubric": f})) == Verdict(
